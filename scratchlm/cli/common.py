@@ -1,0 +1,64 @@
+"""Flags every stage shares, and the small helpers behind them."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import random
+from pathlib import Path
+
+log = logging.getLogger("scratchlm")
+
+
+def add_common(parser: argparse.ArgumentParser, *, out: str | None = None, config: bool = False,
+               overrides: bool = True, device: bool = True) -> None:
+    """Add the shared flags. `out` is the default run folder (e.g. "runs/pretrain"); None = no --out flag."""
+    g = parser.add_argument_group("common options")
+    if out is not None:
+        g.add_argument("--out", type=Path, default=Path(out), help=f"run folder to write (default: {out})")
+        g.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
+    if config:
+        g.add_argument("--config", type=Path, default=None, help="TOML config file (see configs/)")
+    if overrides:
+        g.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config value, e.g. --set train.lr=3e-4 (repeatable)")
+    g.add_argument("--seed", type=int, default=None, help="random seed (default: from config, else 0)")
+    if device:
+        g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
+                       help="where to run (auto: cuda > mps > cpu)")
+        g.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                       help="compute dtype (auto: bfloat16 where fast, else float32)")
+    g.add_argument("-v", "--verbose", action="count", default=0, help="more logging (and tracebacks)")
+    g.add_argument("-q", "--quiet", action="count", default=0, help="less logging")
+
+
+def resolve_device(name: str = "auto") -> str:
+    import torch
+
+    if name == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda requested but no CUDA GPU is visible; use --device cpu or auto")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError("--device mps requested but MPS is unavailable; use --device cpu or auto")
+    return name
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    try:
+        import numpy as np
+
+        np.random.seed(seed % 2**32)
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        import torch
+
+        torch.manual_seed(seed)
+    except ImportError:  # pragma: no cover
+        pass

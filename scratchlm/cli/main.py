@@ -1,0 +1,81 @@
+"""The `scratchlm` command: one subcommand per stage, each defined in its own module of this folder.
+
+Each module listed in STAGE_MODULES exposes `register(subparsers)`; its handler returns an exit code. Handlers
+import heavy libraries (torch, transformers) themselves, so `scratchlm tokenizer ...` starts fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+
+# In the order a build meets them. A module is listed only once its commands work.
+STAGE_MODULES: list[str] = [
+]
+
+EPILOG = """\
+stages, in order:
+  data        synthesize TinyWorld, filter, deduplicate and tokenize text into shards
+  tokenizer   train / use a byte-level BPE tokenizer
+  pretrain    next-token pretraining of a transformer
+  sft, dpo, rl  post-training: instructions, preferences, rewards
+  generate, chat, serve  inference: text, terminal chat, OpenAI-compatible API
+  eval        bits per byte, HellaSwag, GSM8K, TinyWorld tasks
+  plan        compute, memory and cost arithmetic before you train
+  export, import  Hugging Face interop
+  guide       the interactive build roadmap (HTML/PDF)
+  demo        all of the above on the built-in TinyWorld corpus
+
+examples:
+  scratchlm demo                 # the whole pipeline on 2 CPU cores
+  scratchlm demo --quick         # the same chain in about a minute
+  scratchlm <command> --help     # every command has worked examples
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="scratchlm",
+        description="Build a large language model from scratch, end to end.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    from scratchlm import __version__
+
+    parser.add_argument("--version", action="version", version=f"scratchlm {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in STAGE_MODULES:
+        importlib.import_module(f"scratchlm.cli.{name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help()
+        return 0 if args.command is None else 2
+    verbosity = getattr(args, "verbose", 0) - getattr(args, "quiet", 0)
+    logging.basicConfig(
+        level=logging.DEBUG if verbosity > 0 else logging.WARNING if verbosity < 0 else logging.INFO,
+        format="%(message)s",
+    )
+    debug = verbosity > 0 or os.environ.get("SCRATCHLM_DEBUG")
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError) as e:
+        # User-fixable problems: one line, no traceback (run with -v for one).
+        if debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
