@@ -14,6 +14,7 @@ import sys
 
 # In the order a build meets them. A module is listed only once its commands work.
 STAGE_MODULES: list[str] = [
+    "data",
 ]
 
 EPILOG = """\

@@ -40,6 +40,8 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from scratchlm.runs import atomic_write, atomic_write_json
+
 FORMAT_VERSION = 1
 SPLITS = ("train", "val")
 DOC_BOUNDARY = "bos_prefix"  # every document = [bos_id] + tokens; recorded in the manifest
@@ -157,10 +159,9 @@ def tokenizer_fingerprint(tokenizer) -> dict:
     return {"path": getattr(tokenizer, "path", None) and str(tokenizer.path), "sha256": h.hexdigest()}
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name("." + path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+def _save_npy(path: str, array: np.ndarray) -> None:
+    with open(path, "wb") as f:  # a file object: np.save(path) would append ".npy" to the temp name
+        np.save(f, array)
 
 
 def _write_split_pairs(
@@ -227,10 +228,8 @@ def _write_split_pairs(
         offsets = np.zeros(len(lens), dtype=np.int64)
         np.cumsum(lens[:-1], out=offsets[1:])
         n_docs[s] = int(len(lens))
-        tmp_idx = out / f".{s}.idx.tmp.npy"
-        np.save(tmp_idx, offsets)
         os.replace(tmp_bin[s], out / f"{s}.bin")
-        os.replace(tmp_idx, out / f"{s}.idx.npy")
+        atomic_write(out / f"{s}.idx.npy", lambda tmp, a=offsets: _save_npy(tmp, a))
 
     manifest = {
         "format_version": FORMAT_VERSION,
@@ -244,7 +243,7 @@ def _write_split_pairs(
         "tokenizer": tokenizer_fingerprint(tokenizer),
         "source": source,
     }
-    _atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+    atomic_write_json(out / "manifest.json", manifest)
     return manifest
 
 
