@@ -1,0 +1,28 @@
+"""load_tokenizer: open any tokenizer folder we wrote (BPE or char)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .base import CONFIG_FILE, Tokenizer
+
+
+def load_tokenizer(path, backend: str = "auto") -> Tokenizer:
+    """Load the tokenizer saved in folder `path` (or from its scratchlm_tokenizer.json file)."""
+    p = Path(path)
+    file = p if p.is_file() else p / CONFIG_FILE
+    if not file.is_file():
+        hint = " (this looks like a run folder; pass its tokenizer/ subfolder)" if (p / "tokenizer").is_dir() else ""
+        raise FileNotFoundError(f"no {CONFIG_FILE} in {p}{hint}; train one with `scratchlm tokenizer train`")
+    config = json.loads(file.read_text(encoding="utf-8"))
+    kind = config.get("type")
+    if kind == "bpe":
+        from .bpe import BPETokenizer
+
+        return BPETokenizer.from_config(config, backend=backend)
+    if kind == "char":
+        from .char import CharTokenizer
+
+        return CharTokenizer.from_config(config)
+    raise ValueError(f"{file} has unknown tokenizer type {kind!r}; expected 'bpe' or 'char'")
