@@ -1,0 +1,466 @@
+"""An OpenAI-compatible HTTP API for a scratchlm model (FastAPI + uvicorn), plus a chat page at `/`.
+
+    GET  /v1/models                 the one model this server holds
+    POST /v1/completions            text in, text out; `logprobs` + `echo` let eval harnesses score prompts
+    POST /v1/chat/completions       messages in (rendered with chat_template.py), an assistant message out
+    GET  /                          a small chat page (static/index.html) that streams from the API above
+
+Both POST endpoints take `stream: true` and then answer with Server-Sent Events: one `data: {json}` line per
+chunk and a final `data: [DONE]`, the format the official `openai` client parses. Beyond OpenAI's fields they
+accept `top_k`, `min_p` and `repetition_penalty` (pass them with the client's `extra_body=`).
+
+Errors are OpenAI-shaped, `{"error": {"message", "type", "param", "code"}}`, with the status a client expects:
+400 malformed JSON or invalid parameter (including a prompt longer than the context), 401 wrong API key,
+404 unknown model or route, 413 body too large, 500 a bug (the server stays up either way).
+
+Requests are queued and batched onto one model thread (batcher.py). The server binds 127.0.0.1 unless told
+otherwise: an LLM endpoint on a public interface is an open compute resource.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import time
+import uuid
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .batcher import BatchWorker
+from .chat_template import chat_stop_token_ids, encode_chat, validate_messages
+from .detokenizer import token_bytes_fn
+from .engine import Engine, Sequence, TokenEvent
+from .sampling import SamplingParams
+
+log = logging.getLogger("scratchlm")
+
+STATIC_DIR = Path(__file__).parent / "static"
+MAX_BODY_BYTES = 4 * 1024 * 1024  # a larger request is refused with 413 before it is parsed
+MAX_LOGPROBS = 20  # OpenAI's limit for top_logprobs
+MAX_SEQUENCES = 64  # prompts x n per request
+MAX_STOPS = 16
+
+
+class APIError(Exception):
+    """An error to return as OpenAI-shaped JSON."""
+
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
+                 type: str = "invalid_request_error"):
+        super().__init__(message)
+        self.status, self.message, self.param, self.code, self.type = status, message, param, code, type
+
+
+def error_json(status: int, message: str, type: str = "invalid_request_error", param: str | None = None,
+               code: str | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": type, "param": param, "code": code}}, status_code=status)
+
+
+# ----------------------------------------------------------------------------- request parsing
+
+def _get(body: dict, name: str, kind: type | tuple, default: Any = None, lo: float | None = None,
+         hi: float | None = None) -> Any:
+    """body[name] checked against a type and an inclusive range; a clear 400 otherwise."""
+    value = body.get(name, default)
+    if value is None:
+        return default
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    ok = isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
+    if float in kinds and isinstance(value, int) and not isinstance(value, bool):
+        ok, value = True, float(value)
+    if not ok:
+        names = " or ".join("number" if k is float else "integer" if k is int else k.__name__ for k in kinds)
+        raise APIError(400, f"'{name}' must be a {names}, got {json.dumps(value)[:50]}", param=name)
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        raise APIError(400, f"'{name}' must be between {lo} and {hi}, got {value}", param=name)
+    return value
+
+
+def _sampling_params(body: dict, max_tokens: int, stop_ids: list[int]) -> SamplingParams:
+    for name in ("frequency_penalty", "presence_penalty"):
+        if _get(body, name, float, 0.0, -2.0, 2.0) != 0.0:
+            raise APIError(400, f"'{name}' is not supported; use 'repetition_penalty' (e.g. 1.1) instead", param=name)
+    stop = body.get("stop")
+    if stop is None:
+        stop = []
+    elif isinstance(stop, str):
+        stop = [stop]
+    if not isinstance(stop, list) or not all(isinstance(s, str) and s for s in stop) or len(stop) > MAX_STOPS:
+        raise APIError(400, f"'stop' must be a non-empty string or a list of at most {MAX_STOPS} of them", param="stop")
+    top_k = _get(body, "top_k", int, 0, -1)
+    return SamplingParams(
+        max_new_tokens=max_tokens,
+        temperature=_get(body, "temperature", float, 1.0, 0.0, 2.0),
+        top_p=_get(body, "top_p", float, 1.0, 0.0, 1.0) or 1e-9,  # top_p=0 means "only the top token"
+        top_k=max(top_k, 0),  # vLLM's -1 means off too
+        min_p=_get(body, "min_p", float, 0.0, 0.0, 1.0),
+        repetition_penalty=_get(body, "repetition_penalty", float, 1.0, 0.01, 10.0),
+        stop=stop,
+        stop_token_ids=stop_ids,
+        seed=_get(body, "seed", int),
+        ignore_eos=_get(body, "ignore_eos", bool, False),
+    ).validate()
+
+
+def _prompts(body: dict, engine: Engine) -> list[tuple[list[int], str]]:
+    """OpenAI's prompt forms (str, [str], [int], [[int]]) -> [(ids with BOS, text)]."""
+    prompt = body.get("prompt")
+    if isinstance(prompt, str) or (isinstance(prompt, list) and prompt and all(isinstance(t, int) for t in prompt)):
+        prompt = [prompt]
+    if not isinstance(prompt, list) or not prompt:
+        raise APIError(400, "'prompt' must be a string, a list of strings, or token ids", param="prompt")
+    out = []
+    bos = engine.tokenizer.bos_id
+    for p in prompt:
+        if isinstance(p, str):
+            out.append((engine.encode(p), p))
+        elif isinstance(p, list) and p and all(isinstance(t, int) and not isinstance(t, bool) for t in p):
+            if engine.vocab_size and not all(0 <= t < engine.vocab_size for t in p):
+                raise APIError(400, f"token ids in 'prompt' must be in [0, {engine.vocab_size})", param="prompt")
+            ids = p if (bos is None or p[0] == bos) else [bos] + p
+            out.append((ids, engine.decode(ids[1:] if bos is not None and ids[0] == bos else ids)))
+        else:
+            raise APIError(400, "'prompt' must be a string, a list of strings, or token ids", param="prompt")
+    return out
+
+
+def _check_context(n_prompt: int, max_tokens: int, context: int) -> None:
+    if n_prompt + max_tokens > context:
+        raise APIError(400, f"This model's maximum context length is {context} tokens, however you requested "
+                            f"{n_prompt + max_tokens} tokens ({n_prompt} in the prompt, {max_tokens} for the "
+                            "completion). Please reduce the prompt or max_tokens.",
+                       param="max_tokens" if n_prompt < context else "prompt", code="context_length_exceeded")
+
+
+# ----------------------------------------------------------------------------- the app
+
+def create_app(engine: Engine, model_id: str = "scratchlm", api_key: str | None = None, max_batch: int = 8) -> FastAPI:
+    """The FastAPI app serving `engine`. Start it with `run_server(app)` or any ASGI server."""
+    app = FastAPI(title="scratchlm", docs_url=None, redoc_url=None, openapi_url=None)
+    worker = BatchWorker(engine, max_batch=max_batch)
+    app.state.worker, app.state.engine = worker, engine
+    tok = engine.tokenizer
+    created = int(time.time())
+
+    @app.exception_handler(APIError)
+    async def _api_error(request: Request, e: APIError):
+        return error_json(e.status, e.message, e.type, e.param, e.code)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, e: StarletteHTTPException):
+        code = {404: "not_found", 405: "method_not_allowed"}.get(e.status_code)
+        return error_json(e.status_code, f"{request.method} {request.url.path}: {e.detail}", code=code)
+
+    @app.exception_handler(Exception)
+    async def _crash(request: Request, e: Exception):
+        log.exception("request failed")
+        return error_json(500, f"internal error: {type(e).__name__}: {e}", type="server_error")
+
+    def check_key(request: Request) -> None:
+        if api_key is not None:
+            auth = request.headers.get("authorization", "")
+            given = auth[7:] if auth.lower().startswith("bearer ") else ""
+            if not hmac.compare_digest(given.encode(), api_key.encode()):
+                raise APIError(401, "Incorrect API key provided; pass it as 'Authorization: Bearer KEY'",
+                               code="invalid_api_key")
+
+    async def read_body(request: Request) -> dict:
+        check_key(request)
+        size = request.headers.get("content-length")
+        if size is not None and size.isdigit() and int(size) > MAX_BODY_BYTES:
+            raise APIError(413, f"request body is {size} bytes; the limit is {MAX_BODY_BYTES}", code="request_too_large")
+        raw = b""
+        async for part in request.stream():
+            raw += part
+            if len(raw) > MAX_BODY_BYTES:
+                raise APIError(413, f"request body exceeds {MAX_BODY_BYTES} bytes", code="request_too_large")
+        try:
+            body = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise APIError(400, f"could not parse the JSON body of your request ({e}); send valid JSON") from None
+        if not isinstance(body, dict):
+            raise APIError(400, "the request body must be a JSON object")
+        model = body.get("model")
+        if model is not None and model != model_id:
+            raise APIError(404, f"The model '{model}' does not exist; this server has '{model_id}'", param="model",
+                           code="model_not_found")
+        return body
+
+    def model_card() -> dict:
+        return {"id": model_id, "object": "model", "created": created, "owned_by": "scratchlm",
+                "max_model_len": engine.max_seq_len}
+
+    @app.get("/v1/models")
+    async def list_models(request: Request):
+        check_key(request)
+        return {"object": "list", "data": [model_card()]}
+
+    @app.get("/v1/models/{name:path}")
+    async def get_model(name: str, request: Request):
+        check_key(request)
+        if name != model_id:
+            raise APIError(404, f"The model '{name}' does not exist", param="model", code="model_not_found")
+        return model_card()
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok"}
+
+    @app.get("/")
+    async def index():
+        return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
+
+    # ------------------------------------------------------------------ completions
+    @app.post("/v1/completions")
+    async def completions(request: Request):
+        body = await read_body(request)
+        prompts = _prompts(body, engine)
+        max_tokens = _get(body, "max_tokens", int, 16, 0, engine.max_seq_len)
+        n = _get(body, "n", int, 1, 1, MAX_SEQUENCES)
+        logprobs = _get(body, "logprobs", int, None, 0, MAX_LOGPROBS)
+        echo = _get(body, "echo", bool, False)
+        stream = _get(body, "stream", bool, False)
+        if body.get("suffix"):
+            raise APIError(400, "'suffix' (fill-in-the-middle) is not supported", param="suffix")
+        if len(prompts) * n > MAX_SEQUENCES:
+            raise APIError(400, f"{len(prompts)} prompts x n={n} exceeds {MAX_SEQUENCES} sequences per request", param="n")
+        params = _sampling_params(body, max_tokens, [])
+        for ids, _ in prompts:
+            _check_context(len(ids), max_tokens, engine.max_seq_len)
+        seqs = [Sequence(ids, _with_seed(params, i), logprobs) for ids, _ in prompts for i in range(n)]
+        echoes = [None] * len(prompts)
+        if echo:  # the prompt's own text (and log-probs, one forward each) go in front of the completion
+            for j, (ids, text) in enumerate(prompts):
+                lps, tops = (await worker.run_call(lambda ids=ids: engine.score(ids, logprobs or 0))) if logprobs is not None else (None, None)
+                echoes[j] = (text, _drop_bos(ids, lps, tops, tok.bos_id))
+        rid, ts = f"cmpl-{uuid.uuid4().hex}", int(time.time())
+
+        def choice(i: int, text: str, lp_events: list[TokenEvent] | None, finish: str | None, offset: int = 0,
+                   echo_of: int | None = None) -> dict:
+            lp = None
+            if logprobs is not None:
+                lp = _completion_logprobs(tok, lp_events or [], offset)
+                if echo_of is not None:
+                    lp = _merge_logprobs(_prompt_logprobs(tok, *echoes[echo_of][1]), lp)
+            return {"index": i, "text": text, "logprobs": lp, "finish_reason": _finish(finish)}
+
+        if stream:
+            async def events() -> AsyncIterator[str]:
+                offsets = [0] * len(seqs)
+                for i in range(len(seqs)):
+                    if echoes[i // n] is not None:
+                        text = echoes[i // n][0]
+                        offsets[i] = len(text)
+                        lp = _prompt_logprobs(tok, *echoes[i // n][1]) if logprobs is not None else None
+                        yield _sse({"id": rid, "object": "text_completion", "created": ts, "model": model_id,
+                                    "choices": [{"index": i, "text": text, "logprobs": lp, "finish_reason": None}]})
+                async for i, evs, finish in _generate(worker, seqs, max_tokens):
+                    text = "".join(e.text for e in evs)
+                    c = choice(i, text, [e for e in evs if e.token_id >= 0], finish, offsets[i])
+                    offsets[i] += len(text)
+                    yield _sse({"id": rid, "object": "text_completion", "created": ts, "model": model_id,
+                                "choices": [c]})
+                yield "data: [DONE]\n\n"
+            return _sse_response(events(), seqs)
+
+        async for _ in _generate(worker, seqs, max_tokens):
+            pass
+        choices = []
+        for i, s in enumerate(seqs):
+            pre = echoes[i // n][0] if echoes[i // n] is not None else ""
+            evs = [TokenEvent(t, "", lp, top) for t, lp, top in zip(s.token_ids, s.token_logprobs, s.top_logprobs)]
+            choices.append(choice(i, pre + s.text, evs, s.finish_reason, len(pre),
+                                  i // n if echoes[i // n] is not None else None))
+        return {"id": rid, "object": "text_completion", "created": ts, "model": model_id, "choices": choices,
+                "usage": _usage(seqs, sum(len(ids) for ids, _ in prompts))}
+
+    # ------------------------------------------------------------------ chat
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request):
+        body = await read_body(request)
+        try:
+            messages = validate_messages(body.get("messages"))
+        except ValueError as e:
+            raise APIError(400, str(e), param="messages") from None
+        ids = encode_chat(tok, messages)
+        room = engine.max_seq_len - len(ids)
+        max_tokens = _get(body, "max_completion_tokens", int, None, 1, engine.max_seq_len)
+        max_tokens = _get(body, "max_tokens", int, max_tokens, 1, engine.max_seq_len)
+        if max_tokens is None:  # OpenAI's default: whatever room the context leaves
+            if room < 1:
+                _check_context(len(ids), 1, engine.max_seq_len)
+            max_tokens = room
+        _check_context(len(ids), max_tokens, engine.max_seq_len)
+        n = _get(body, "n", int, 1, 1, MAX_SEQUENCES)
+        stream = _get(body, "stream", bool, False)
+        want_lp = _get(body, "logprobs", bool, False)
+        top_lp = _get(body, "top_logprobs", int, 0, 0, MAX_LOGPROBS)
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage")) if isinstance(
+            body.get("stream_options"), (dict, type(None))) else False
+        params = _sampling_params(body, max_tokens, chat_stop_token_ids(tok))
+        seqs = [Sequence(ids, _with_seed(params, i), top_lp if want_lp else None) for i in range(n)]
+        rid, ts = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+
+        def chat_lp(evs: list[TokenEvent]) -> dict | None:
+            if not want_lp:
+                return None
+            return {"content": [_chat_token_lp(tok, e) for e in evs if e.token_id >= 0]}
+
+        if stream:
+            async def events() -> AsyncIterator[str]:
+                head = {"id": rid, "object": "chat.completion.chunk", "created": ts, "model": model_id}
+                for i in range(n):
+                    yield _sse({**head, "choices": [{"index": i, "delta": {"role": "assistant", "content": ""},
+                                                     "logprobs": None, "finish_reason": None}]})
+                async for i, evs, finish in _generate(worker, seqs, max_tokens):
+                    text = "".join(e.text for e in evs)
+                    if text or want_lp:
+                        yield _sse({**head, "choices": [{"index": i, "delta": {"content": text},
+                                                         "logprobs": chat_lp(evs), "finish_reason": None}]})
+                    if finish is not None:
+                        yield _sse({**head, "choices": [{"index": i, "delta": {}, "logprobs": None,
+                                                         "finish_reason": _finish(finish)}]})
+                if include_usage:
+                    yield _sse({**head, "choices": [], "usage": _usage(seqs, len(ids))})
+                yield "data: [DONE]\n\n"
+            return _sse_response(events(), seqs)
+
+        async for _ in _generate(worker, seqs, max_tokens):
+            pass
+        choices = []
+        for i, s in enumerate(seqs):
+            evs = [TokenEvent(t, "", lp, top) for t, lp, top in zip(s.token_ids, s.token_logprobs, s.top_logprobs)]
+            choices.append({"index": i, "message": {"role": "assistant", "content": s.text},
+                            "logprobs": chat_lp(evs), "finish_reason": _finish(s.finish_reason)})
+        return {"id": rid, "object": "chat.completion", "created": ts, "model": model_id, "choices": choices,
+                "usage": _usage(seqs, len(ids))}
+
+    return app
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def _with_seed(params: SamplingParams, i: int) -> SamplingParams:
+    """The i-th of n choices: a different (but reproducible) seed for each, or they would all be equal."""
+    if i == 0 or params.seed is None:
+        return params
+    return SamplingParams(**{**params.__dict__, "seed": params.seed + i})
+
+
+async def _generate(worker: BatchWorker, seqs: list[Sequence], max_tokens: int):
+    """Yield (sequence index, new events, finish_reason or None) as the model thread produces them."""
+    if max_tokens == 0:  # echo-only scoring: nothing to generate
+        for i, s in enumerate(seqs):
+            s.finish_reason = "length"
+            yield i, [], "length"
+        return
+    out = worker.submit(seqs)
+    while True:
+        item = await out.get()
+        if item[0] == "end":
+            return
+        if item[0] == "error":
+            e = item[1]
+            if isinstance(e, ValueError):
+                raise APIError(400, str(e))
+            raise e
+        _, i, events, finish = item
+        yield i, events, finish
+
+
+def _sse(obj: dict) -> str:
+    return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
+
+
+def _sse_response(gen: AsyncIterator[str], seqs: list[Sequence]) -> StreamingResponse:
+    async def guarded() -> AsyncIterator[str]:
+        try:
+            async for chunk in gen:
+                yield chunk
+        except APIError as e:  # headers are already sent: report the error in the stream, as OpenAI does
+            yield _sse({"error": {"message": e.message, "type": e.type, "param": e.param, "code": e.code}})
+            yield "data: [DONE]\n\n"
+        except Exception as e:  # noqa: BLE001
+            log.exception("stream failed")
+            yield _sse({"error": {"message": f"internal error: {e}", "type": "server_error", "param": None, "code": None}})
+            yield "data: [DONE]\n\n"
+        finally:  # the client went away (or we are done): stop spending compute on these rows
+            for s in seqs:
+                if not s.done:
+                    s.cancelled = True
+    return StreamingResponse(guarded(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+def _finish(reason: str | None) -> str | None:
+    return {"abort": "stop"}.get(reason, reason) if reason else None
+
+
+def _usage(seqs: list[Sequence], prompt: int) -> dict:
+    """prompt: prompt tokens, counted once per prompt even when n > 1 choices share it (as OpenAI does)."""
+    completion = sum(len(s.token_ids) for s in seqs)
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def _token_str(tok: Any, token_id: int) -> str:
+    """A token as text; a token that is only part of a UTF-8 character is shown as "bytes:\\xe2\\x80" (OpenAI's
+    convention), so distinct partial tokens stay distinct keys in top_logprobs."""
+    to_bytes = token_bytes_fn(tok)
+    if to_bytes is None:
+        return tok.decode([token_id], errors="replace")
+    raw = to_bytes(token_id)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return "bytes:" + "".join(f"\\x{b:02x}" for b in raw)
+
+
+def _drop_bos(ids: list[int], lps, tops, bos: int | None):
+    """Echoed prompt log-probs without the BOS we added (OpenAI never shows it)."""
+    if bos is not None and ids and ids[0] == bos:
+        return ids[1:], (lps[1:] if lps else lps), (tops[1:] if tops else tops)
+    return ids, lps, tops
+
+
+def _prompt_logprobs(tok: Any, ids: list[int], lps, tops) -> dict:
+    tokens = [_token_str(tok, t) for t in ids]
+    offsets, pos = [], 0
+    for s in tokens:
+        offsets.append(pos)
+        pos += len(s)
+    return {"tokens": tokens, "token_logprobs": list(lps),
+            "top_logprobs": [None if t is None else {_token_str(tok, k): v for k, v in t.items()} for t in tops],
+            "text_offset": offsets}
+
+
+def _completion_logprobs(tok: Any, events: list[TokenEvent], offset: int) -> dict:
+    tokens = [_token_str(tok, e.token_id) for e in events]
+    offsets, pos = [], offset
+    for s in tokens:
+        offsets.append(pos)
+        pos += len(s)
+    return {"tokens": tokens, "token_logprobs": [e.logprob for e in events],
+            "top_logprobs": [{_token_str(tok, k): v for k, v in (e.top_logprobs or {}).items()} for e in events],
+            "text_offset": offsets}
+
+
+def _merge_logprobs(a: dict, b: dict) -> dict:
+    return {k: a[k] + b[k] for k in ("tokens", "token_logprobs", "top_logprobs", "text_offset")}
+
+
+def _chat_token_lp(tok: Any, e: TokenEvent) -> dict:
+    def entry(t: int, lp: float) -> dict:
+        s = _token_str(tok, t)
+        return {"token": s, "logprob": lp, "bytes": list(s.encode("utf-8"))}
+    return {**entry(e.token_id, e.logprob),
+            "top_logprobs": [entry(t, lp) for t, lp in (e.top_logprobs or {}).items()]}
+
+
+def run_server(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:
+    import uvicorn
+
+    uvicorn.run(app, host=host, port=port, log_level=log_level)

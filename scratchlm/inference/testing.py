@@ -1,0 +1,71 @@
+"""Tiny stand-ins for tests, docs and benchmarks: a byte-level tokenizer and mock language models.
+
+The engine only needs `model(idx, positions, cache) -> logits` and a tokenizer with encode/decode, so it can be
+tested without training anything (the nanochat habit). The mock models here have a *known* next-token
+distribution, which is what the statistical test of speculative sampling needs.
+"""
+
+from __future__ import annotations
+
+import re
+from types import SimpleNamespace
+
+import torch
+import torch.nn as nn
+
+BYTE_SPECIALS = ("<|endoftext|>", "<|bos|>", "<|pad|>", "<|im_start|>", "<|im_end|>")
+
+
+class ByteTokenizer:
+    """Token id = byte value (0..255), then the special tokens. Same interface as scratchlm.tokenizer's."""
+
+    def __init__(self):
+        self.special_tokens = {name: 256 + i for i, name in enumerate(BYTE_SPECIALS)}
+        self._special_text = {i: name for name, i in self.special_tokens.items()}
+        self.vocab_size = 256 + len(BYTE_SPECIALS)
+        self.eos_id = self.special_tokens["<|endoftext|>"]
+        self.bos_id = self.special_tokens["<|bos|>"]
+        self.pad_id = self.special_tokens["<|pad|>"]
+
+    def encode(self, text: str, allowed_special: str | set | tuple = ()) -> list[int]:
+        allowed = set(self.special_tokens) if allowed_special == "all" else set(allowed_special)
+        if not allowed:
+            return list(text.encode("utf-8"))
+        ids: list[int] = []
+        pattern = "(" + "|".join(re.escape(s) for s in sorted(allowed, key=len, reverse=True)) + ")"
+        for piece in re.split(pattern, text):
+            if piece in allowed:
+                ids.append(self.special_tokens[piece])
+            elif piece:
+                ids += list(piece.encode("utf-8"))
+        return ids
+
+    def decode_bytes(self, ids: list[int]) -> bytes:
+        return b"".join(bytes([i]) if i < 256 else self._special_text[i].encode() for i in map(int, ids))
+
+    def decode(self, ids: list[int], errors: str = "replace") -> str:
+        return self.decode_bytes(ids).decode("utf-8", errors=errors)
+
+
+class MarkovLM(nn.Module):
+    """A bigram language model: logits of the next token depend only on the current token (a table).
+
+    It follows the model's calling convention, `forward(idx, positions=None, cache=None) -> (B, T, V)`, and needs
+    no cache at all (the last token is all it looks at), which makes it a clean oracle for the sampling maths.
+    Two of these with different tables are a draft/target pair with a known distribution.
+    """
+
+    def __init__(self, vocab_size: int, seed: int = 0, sharpness: float = 2.0, max_seq_len: int = 512):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.table = nn.Parameter(torch.randn(vocab_size, vocab_size, generator=g) * sharpness, requires_grad=False)
+        # what the engine reads from a model config; a 1-slot-wide KV cache is enough to track lengths
+        self.config = SimpleNamespace(vocab_size=vocab_size, max_seq_len=max_seq_len, n_layers=1, n_kv_heads=1,
+                                      head_dim=1)
+
+    def forward(self, idx: torch.Tensor, positions: torch.Tensor | None = None, cache=None,
+                valid: torch.Tensor | None = None) -> torch.Tensor:
+        if cache is not None:  # keep the cache's bookkeeping (length, rollback) exactly as the real model does
+            cache.begin(idx.size(1), positions, valid)
+            cache.commit()
+        return self.table[idx]  # (B, T, V)
