@@ -15,6 +15,7 @@ import sys
 # In the order a build meets them. A module is listed only once its commands work.
 STAGE_MODULES: list[str] = [
     "data",
+    "tokenizer",
 ]
 
 EPILOG = """\

@@ -88,7 +88,7 @@ def plan_tasks(files: list[Path], block_bytes: int = BLOCK_BYTES) -> list[tuple[
     return tasks
 
 
-def _documents(path: str, start: int, end: int, fields: tuple[str, ...]):
+def task_documents(path: str, start: int, end: int, fields: tuple[str, ...]):
     """The texts in one task's byte range: the raw text, or the chosen fields of each JSON record."""
     with open(path, "rb") as f:
         f.seek(start)
@@ -117,6 +117,13 @@ def _documents(path: str, start: int, end: int, fields: tuple[str, ...]):
                     yield value
 
 
+def read_documents(inputs, fields=("text",)):
+    """Yield every document of `inputs` (files or folders) one by one, in file order; memory stays bounded."""
+    fields = (fields,) if isinstance(fields, str) else tuple(fields)
+    for task in plan_tasks(expand_inputs(inputs)):
+        yield from task_documents(*task, fields)
+
+
 # Per-worker state, set once by _init_worker (or directly for in-process counting).
 _PAT = None
 _SPECIAL = None
@@ -135,7 +142,7 @@ def _count_task(task) -> tuple[str, Counter, int, int]:
     counts: Counter = Counter()
     n_docs = 0
     findall = _PAT.findall
-    for doc in _documents(path, start, end, _FIELDS):
+    for doc in task_documents(path, start, end, _FIELDS):
         n_docs += 1
         parts = _SPECIAL.split(doc) if "<|" in doc else [doc]
         for i, part in enumerate(parts):

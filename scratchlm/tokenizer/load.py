@@ -9,12 +9,14 @@ from .base import CONFIG_FILE, Tokenizer
 
 
 def load_tokenizer(path, backend: str = "auto") -> Tokenizer:
-    """Load the tokenizer saved in folder `path` (or from its scratchlm_tokenizer.json file)."""
+    """Load the tokenizer saved in folder `path` (a tokenizer folder, a run folder holding tokenizer/, or the
+    scratchlm_tokenizer.json file itself). backend ("auto", "tiktoken", "python") applies to BPE."""
     p = Path(path)
     file = p if p.is_file() else p / CONFIG_FILE
+    if not file.is_file() and (p / "tokenizer" / CONFIG_FILE).is_file():  # a run folder
+        file = p / "tokenizer" / CONFIG_FILE
     if not file.is_file():
-        hint = " (this looks like a run folder; pass its tokenizer/ subfolder)" if (p / "tokenizer").is_dir() else ""
-        raise FileNotFoundError(f"no {CONFIG_FILE} in {p}{hint}; train one with `scratchlm tokenizer train`")
+        raise FileNotFoundError(f"no {CONFIG_FILE} in {p}; train one with `scratchlm tokenizer train`")
     config = json.loads(file.read_text(encoding="utf-8"))
     kind = config.get("type")
     if kind == "bpe":

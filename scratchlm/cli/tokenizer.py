@@ -1,0 +1,255 @@
+"""`scratchlm tokenizer train|encode|decode|stats`: train a byte-level BPE tokenizer and use it from the shell.
+
+Kept light on purpose: nothing heavy is imported here, so `scratchlm tokenizer train` is timed (and feels) like a
+small program rather than like importing torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from scratchlm.cli.common import add_common
+
+log = logging.getLogger("scratchlm")
+RAW = argparse.RawDescriptionHelpFormatter
+
+TRAIN_EXAMPLES = """\
+examples:
+  # 8k-token BPE on the shared corpora (GPT-4 split pattern), written to runs/tok/tokenizer/
+  scratchlm tokenizer train --input ../shared/data/tinystories ../shared/data/gutenberg \\
+      ../shared/data/tinyshakespeare --vocab-size 8192 --out runs/tok
+  # JSONL records, two fields per record, single-digit numbers, GPT-2's split pattern
+  scratchlm tokenizer train --input data.jsonl --field question --field answer --digits 1 --pattern gpt2 \\
+      --vocab-size 16384 --out runs/tok16k
+  # the classic char-level Tiny Shakespeare vocabulary (65 symbols)
+  scratchlm tokenizer train --char --input ../shared/data/tinyshakespeare/input.txt --out runs/shakespeare_char
+
+The folder gets scratchlm_tokenizer.json (config + merges), ranks.tiktoken, and the Hugging Face files
+tokenizer.json, tokenizer_config.json and special_tokens_map.json (AutoTokenizer.from_pretrained works on it).
+Special tokens take the last 8 ids: <|endoftext|> = vocab_size-8, <|bos|>, <|pad|>, <|im_start|>, <|im_end|>,
+<|reserved_0..2|>.
+"""
+
+ENCODE_EXAMPLES = """\
+examples:
+  echo "Hello world" | scratchlm tokenizer encode --tokenizer runs/tok
+  echo "Hello world" | scratchlm tokenizer encode --tokenizer runs/tok --json --tokens
+  scratchlm tokenizer encode --tokenizer runs/tok --allow-special < chat.txt   # <|im_start|> etc. become ids
+"""
+
+DECODE_EXAMPLES = """\
+examples:
+  echo "15496 995" | scratchlm tokenizer decode --tokenizer runs/tok
+  echo "Hello" | scratchlm tokenizer encode --tokenizer runs/tok | scratchlm tokenizer decode --tokenizer runs/tok
+  echo "[15496, 995]" | scratchlm tokenizer decode --tokenizer runs/tok --json
+"""
+
+STATS_EXAMPLES = """\
+examples:
+  scratchlm tokenizer stats --tokenizer runs/tok --input ../shared/data/tinystories/tinystories_val_head.txt
+  scratchlm tokenizer stats --tokenizer runs/tok --input ../shared/data/gsm8k/test.jsonl --field question --json
+"""
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("tokenizer", help="train / use a byte-level BPE tokenizer",
+                              description="Train a byte-level BPE (or char) tokenizer and use it from the shell.",
+                              epilog=TRAIN_EXAMPLES, formatter_class=RAW)
+    sub = p.add_subparsers(dest="tokenizer_command", metavar="SUBCOMMAND")
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+    t = sub.add_parser("train", help="train a tokenizer on files, folders or JSONL fields",
+                       description="Train byte-level BPE: count pre-tokenized chunks in parallel, then merge "
+                                   "incrementally (deterministic: ties go to the smallest pair of ids).",
+                       epilog=TRAIN_EXAMPLES, formatter_class=RAW)
+    t.add_argument("--input", "-i", nargs="+", required=True, metavar="PATH",
+                   help="text files (.txt .md), JSONL/JSON files, or folders of them")
+    t.add_argument("--vocab-size", type=int, default=8192,
+                   help="total ids incl. 256 bytes and 8 special tokens (default: 8192)")
+    t.add_argument("--pattern", default="gpt4", help='split pattern: "gpt4" (default), "gpt2", or a regex')
+    t.add_argument("--digits", type=int, default=None, help="max digits per chunk (default: pattern's; 1 = single)")
+    t.add_argument("--field", action="append", default=None, metavar="NAME",
+                   help="JSON/JSONL field holding text (repeatable; default: text)")
+    t.add_argument("--workers", type=int, default=None, help="processes for chunk counting (default: all CPUs)")
+    t.add_argument("--min-frequency", type=int, default=1, help="stop when the best pair is rarer (default: 1)")
+    t.add_argument("--chat-template", type=Path, default=None, metavar="FILE",
+                   help="Jinja chat template to put in tokenizer_config.json")
+    t.add_argument("--char", action="store_true", help="char-level vocabulary instead of BPE")
+    t.add_argument("--char-specials", action="store_true", help="with --char: add the 8 special tokens")
+    add_common(t, out="runs/tokenizer", overrides=False, device=False)
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("encode", help="text on stdin -> token ids on stdout",
+                       description="Encode stdin (or --text). Special-token strings stay text unless --allow-special.",
+                       epilog=ENCODE_EXAMPLES, formatter_class=RAW)
+    e.add_argument("--tokenizer", "-t", type=Path, required=True, help="tokenizer folder (or run folder)")
+    e.add_argument("--text", default=None, help="text to encode instead of stdin")
+    e.add_argument("--json", action="store_true", help="print a JSON list (with --tokens: objects)")
+    e.add_argument("--tokens", action="store_true", help="also show each token's text")
+    e.add_argument("--allow-special", action="store_true", help="recognise <|endoftext|>, <|im_start|>, ...")
+    e.set_defaults(func=cmd_encode)
+
+    d = sub.add_parser("decode", help="token ids on stdin -> text on stdout",
+                       description="Decode ids (whitespace/comma separated, or a JSON list with --json).",
+                       epilog=DECODE_EXAMPLES, formatter_class=RAW)
+    d.add_argument("--tokenizer", "-t", type=Path, required=True, help="tokenizer folder (or run folder)")
+    d.add_argument("--ids", default=None, help="ids to decode instead of stdin")
+    d.add_argument("--json", action="store_true", help="stdin is a JSON list of ids (or of lists)")
+    d.add_argument("--strict", action="store_true", help="fail on invalid UTF-8 / unknown ids instead of U+FFFD")
+    d.set_defaults(func=cmd_decode)
+
+    s = sub.add_parser("stats", help="bytes per token, vocab usage, longest tokens on some text",
+                       description="Measure a tokenizer on text: compression and which tokens get used.",
+                       epilog=STATS_EXAMPLES, formatter_class=RAW)
+    s.add_argument("--tokenizer", "-t", type=Path, required=True, help="tokenizer folder (or run folder)")
+    s.add_argument("--input", "-i", nargs="+", required=True, metavar="PATH", help="files or folders to measure on")
+    s.add_argument("--field", action="append", default=None, metavar="NAME", help="JSON/JSONL text field")
+    s.add_argument("--top", type=int, default=15, help="how many tokens to list (default: 15)")
+    s.add_argument("--json", action="store_true", help="print the figures as JSON")
+    s.set_defaults(func=cmd_stats)
+
+
+# ------------------------------------------------------------------------------------------------ train
+
+
+def cmd_train(args) -> int:
+    import time
+
+    from scratchlm import runs
+    from scratchlm.tokenizer import CharTokenizer, train_bpe
+    from scratchlm.tokenizer.corpus import expand_inputs, read_documents
+
+    fields = tuple(args.field or ["text"])
+    chat_template = None
+    if args.chat_template is not None:
+        if not args.chat_template.is_file():
+            raise FileNotFoundError(f"chat template {args.chat_template} not found; pass a Jinja file")
+        chat_template = args.chat_template.read_text(encoding="utf-8")
+    files = expand_inputs(args.input)  # fail on a bad path before touching --out
+    out = runs.prepare_run_dir(args.out, overwrite=args.overwrite)
+    progress = args.quiet == 0
+    t0 = time.perf_counter()
+    if args.char:
+        chars: set[str] = set()
+        for doc in read_documents(files, fields):
+            chars.update(doc)
+        tok = CharTokenizer.train("".join(sorted(chars)), special_tokens=args.char_specials)
+    else:
+        tok = train_bpe(files, args.vocab_size, pattern=args.pattern, digits=args.digits, fields=fields,
+                        num_workers=args.workers, min_frequency=args.min_frequency, progress=progress)
+    seconds = time.perf_counter() - t0
+    tok.save(out / "tokenizer", chat_template=chat_template)
+    import tomli_w
+
+    config = {"tokenizer": {"kind": "char" if args.char else "bpe", "vocab_size": tok.vocab_size,
+                            "pattern": args.pattern, "inputs": [str(f) for f in files], "fields": list(fields),
+                            "min_frequency": args.min_frequency}}
+    if args.digits is not None:
+        config["tokenizer"]["digits"] = args.digits
+    runs.atomic_write_text(out / "config.toml", tomli_w.dumps(config))
+    runs.mark_done(out, {"vocab_size": tok.vocab_size, "seconds": round(seconds, 3)})
+    if not args.char and tok.vocab_size < args.vocab_size:
+        log.warning("the corpus ran out of pairs: vocab_size is %d, not %d", tok.vocab_size, args.vocab_size)
+    log.info("trained %r in %.2f s -> %s", tok, seconds, out / "tokenizer")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------ encode / decode
+
+
+def _load(path: Path):
+    from scratchlm.tokenizer import load_tokenizer
+
+    return load_tokenizer(path)
+
+
+def cmd_encode(args) -> int:
+    tok = _load(args.tokenizer)
+    text = args.text if args.text is not None else sys.stdin.buffer.read().decode("utf-8", errors="replace")
+    ids = tok.encode(text, allowed_special="all" if args.allow_special else frozenset())
+    if args.tokens:
+        pieces = [tok.decode([i]) for i in ids]
+        if args.json:
+            print(json.dumps([{"id": i, "token": p} for i, p in zip(ids, pieces)], ensure_ascii=False))
+        else:
+            print("\n".join(f"{i}\t{p!r}" for i, p in zip(ids, pieces)))
+    elif args.json:
+        print(json.dumps(ids))
+    else:
+        print(" ".join(map(str, ids)))
+    return 0
+
+
+def cmd_decode(args) -> int:
+    tok = _load(args.tokenizer)
+    raw = args.ids if args.ids is not None else sys.stdin.read()
+    try:
+        if args.json:
+            data = json.loads(raw)
+            seqs = data if data and isinstance(data[0], list) else [data]
+        else:
+            seqs = [[int(x) for x in raw.replace(",", " ").split()]]
+    except (ValueError, IndexError, TypeError):
+        raise ValueError("could not parse token ids; give integers separated by spaces (or a JSON list with "
+                         "--json)") from None
+    errors = "strict" if args.strict else "replace"
+    # exactly the decoded text (no newline added), so `encode | decode` gives back the input byte for byte
+    text = "\n".join(tok.decode(ids, errors=errors) for ids in seqs)
+    sys.stdout.flush()
+    sys.stdout.buffer.write(text.encode("utf-8"))
+    sys.stdout.buffer.flush()
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------ stats
+
+
+def token_stats(tok, texts, top: int = 15) -> dict:
+    """Compression and vocabulary usage of `tok` over `texts`."""
+    from collections import Counter
+
+    counts: Counter = Counter()
+    n_bytes = n_chars = n_tokens = 0
+    for text in texts:
+        ids = tok.encode(text)
+        counts.update(ids)
+        n_bytes += len(text.encode("utf-8"))
+        n_chars += len(text)
+        n_tokens += len(ids)
+    vocab = tok.vocab_size
+    n_special = len(tok.special_tokens)
+    size = getattr(tok, "id_to_bytes", lambda i: tok.decode([i]))  # bytes for BPE, chars for char
+    longest = sorted(range(vocab - n_special), key=lambda i: (-len(size(i)), i))[:top]
+    return {
+        "bytes": n_bytes,
+        "chars": n_chars,
+        "tokens": n_tokens,
+        "bytes_per_token": n_bytes / max(n_tokens, 1),
+        "chars_per_token": n_chars / max(n_tokens, 1),
+        "vocab_size": vocab,
+        "vocab_used": len(counts),
+        "vocab_used_fraction": len(counts) / max(vocab - n_special, 1),
+        "most_common": [{"id": i, "token": tok.decode([i]), "count": c} for i, c in counts.most_common(top)],
+        "longest": [{"id": i, "token": tok.decode([i])} for i in longest],
+    }
+
+
+def cmd_stats(args) -> int:
+    from scratchlm.tokenizer.corpus import read_documents
+
+    tok = _load(args.tokenizer)
+    st = token_stats(tok, read_documents(args.input, tuple(args.field or ["text"])), args.top)
+    if args.json:
+        print(json.dumps(st, ensure_ascii=False, indent=1))
+        return 0
+    print(f"text:        {st['bytes']:,} bytes, {st['chars']:,} chars -> {st['tokens']:,} tokens")
+    print(f"compression: {st['bytes_per_token']:.3f} bytes/token, {st['chars_per_token']:.3f} chars/token")
+    print(f"vocab used:  {st['vocab_used']:,} of {st['vocab_size']:,} ids ({st['vocab_used_fraction']:.1%} of the "
+          f"non-special ones)")
+    print("most common: " + "  ".join(f"{t['token']!r}x{t['count']}" for t in st["most_common"]))
+    print("longest:     " + "  ".join(f"{t['token']!r}" for t in st["longest"]))
+    return 0
