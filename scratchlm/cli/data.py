@@ -120,12 +120,347 @@ def _register_tokenize(sub) -> None:
 
 
 # --------------------------------------------------------------------------------------------------
+# prepare / filter / dedup: the pipeline, whole or in parts
+
+def _pipeline_config(args):
+    from scratchlm.config import load_config
+    from scratchlm.data.pipeline import PipelineConfig
+
+    cfg = load_config(PipelineConfig, getattr(args, "config", None), args.overrides)
+    cfg.source.text_field, cfg.source.text_split, cfg.source.hf_split = args.text_field, args.text_split, args.hf_split
+    if getattr(args, "toxic_words", None):
+        cfg.toxicity.word_list = str(args.toxic_words)
+    if getattr(args, "toxicity_model", None):
+        cfg.toxicity.classifier = str(args.toxicity_model)
+    if getattr(args, "val_fraction", None) is not None:
+        cfg.val_fraction = args.val_fraction
+    if args.seed is not None:
+        cfg.seed = args.seed
+    return cfg
+
+
+def _prepare_out(out: Path, overwrite: bool) -> None:
+    import shutil
+
+    _check_out(out, overwrite, "report.json")
+    for sub in ("work", "clean"):  # stale chunks of an earlier run would be read as input
+        if (out / sub).is_dir():
+            shutil.rmtree(out / sub)
+    (out / "report.json").unlink(missing_ok=True)
+
+
+def _executor(args):
+    from scratchlm.data.executors import make_executor
+
+    return make_executor(args.executor, args.workers, args.ray_address, progress=not args.quiet)
+
+
+def _finish(report: dict, out: Path, quiet: int) -> int:
+    from scratchlm.data.pipeline import format_report
+
+    if not quiet:
+        print(format_report(report))
+    print(f"report: {out / 'report.json'}")
+    return 0
+
+
+def _prepare(args) -> int:
+    from scratchlm.data.pipeline import run_pipeline
+
+    cfg = _pipeline_config(args)
+    if args.tokenizer is not None and not Path(args.tokenizer).is_dir():
+        raise FileNotFoundError(f"--tokenizer {args.tokenizer} is not a folder; train one with `scratchlm tokenizer train`")
+    _prepare_out(args.out, args.overwrite)
+    ex = _executor(args)
+    try:
+        report = run_pipeline(args.input, args.out, cfg, args.tokenizer, ex, progress=not args.quiet)
+    finally:
+        ex.close()
+    return _finish(report, args.out, args.quiet)
+
+
+def _filter(args) -> int:
+    from dataclasses import asdict
+
+    from scratchlm.data.pipeline import format_report, run_filters
+    from scratchlm.runs import atomic_write_json
+
+    cfg = _pipeline_config(args)
+    _prepare_out(args.out, args.overwrite)
+    ex = _executor(args)
+    try:
+        chunks, st = run_filters(args.input, args.out / "clean", cfg, ex, args.tokenizer)
+    finally:
+        ex.close()
+    report = {"inputs": args.input, "docs_in": st["docs_in"], "bytes_in": st["bytes_in"], "docs_out": st["docs_out"],
+              "bytes_out": st["bytes_out"], "removed": st["removed"], "c4_lines_removed": st["c4_lines_removed"],
+              "normalize": st["normalize"], "problems": st["problems"], "dedup": {},
+              "clean_files": [c for c, _ in chunks], "config": asdict(cfg)}
+    atomic_write_json(args.out / "report.json", report)
+    return _finish(report, args.out, args.quiet)
+
+
+def _dedup(args) -> int:
+    from dataclasses import asdict
+
+    from scratchlm.data.pipeline import run_dedup, run_filters
+    from scratchlm.runs import atomic_write_json
+
+    cfg = _pipeline_config(args)
+    cfg.filters, cfg.c4_clean_lines = [], False  # dedup only: read + normalise, no quality filters
+    _prepare_out(args.out, args.overwrite)
+    ex = _executor(args)
+    try:
+        chunks, st = run_filters(args.input, args.out / "work" / "filtered", cfg, ex)
+        clean, d = run_dedup(chunks, args.out / "work", args.out / "clean", cfg.dedup, ex)
+    finally:
+        ex.close()
+    removed = dict(st["removed"])
+    if d["exact_removed"]:
+        removed["exact_duplicate"] = {"docs": d["exact_removed"], "bytes": None, "examples": []}
+    if d["near"] and d["near"]["removed"]:
+        removed["near_duplicate"] = {"docs": d["near"]["removed"], "bytes": None, "examples": []}
+    report = {"inputs": args.input, "docs_in": st["docs_in"], "bytes_in": st["bytes_in"], "docs_out": d["docs_out"],
+              "bytes_out": d["bytes_out"], "removed": removed, "normalize": st["normalize"], "problems": st["problems"],
+              "dedup": d, "clean_files": [c for c, _ in clean], "config": asdict(cfg)}
+    atomic_write_json(args.out / "report.json", report)
+    return _finish(report, args.out, args.quiet)
+
+
+PREPARE_EXAMPLES = """\
+examples:
+  # everything: read, normalise, filter, dedup, tokenize into runs/data/{train,val}.bin
+  scratchlm data prepare --input raw/ --tokenizer runs/tok/tokenizer --out runs/data
+  # paragraphs of plain-text books, a toxicity word list, looser Gopher length limits
+  scratchlm data prepare --input books/*.txt --text-split paragraph --toxic-words ldnoobw_en.txt \\
+      --set quality.min_words=20 --out runs/books
+  # the same stage code on a Ray cluster (OUT must be on a filesystem every node sees)
+  scratchlm data prepare --input /nfs/crawl/*.jsonl.zst --executor ray --ray-address head:6379 --out /nfs/clean
+
+output: OUT/clean/*.jsonl, OUT/report.json (+ OUT/train.bin, val.bin, manifest.json with --tokenizer),
+        OUT/work/ (filtered chunks, signatures, buckets, clusters.jsonl)
+"""
+
+FILTER_EXAMPLES = """\
+examples:
+  scratchlm data filter --input crawl.jsonl.gz --out runs/filtered
+  scratchlm data filter --input raw.jsonl --set filters=gopher_quality,c4 --set quality.min_words=20 --out runs/f
+  scratchlm data filter --input raw.parquet --toxic-words words.txt --toxicity-model runs/tox --out runs/f
+
+output: OUT/clean/*.jsonl ({"id", "text"}), OUT/report.json (removals per filter with examples)
+"""
+
+DEDUP_EXAMPLES = """\
+examples:
+  scratchlm data dedup --input runs/filtered/clean/ --out runs/dedup
+  scratchlm data dedup --input docs.jsonl --set dedup.minhash.bands=20 --set dedup.minhash.rows=5 --out runs/d
+
+output: OUT/clean/*.jsonl, OUT/report.json, OUT/work/signatures/*.npy, OUT/work/buckets/band_*.npy,
+        OUT/work/clusters.jsonl (one line per duplicate cluster), OUT/work/remove.npy
+"""
+
+
+def _register_pipeline(sub) -> None:
+    specs = [
+        ("prepare", _prepare, PREPARE_EXAMPLES, "runs/data", "run the whole pipeline: raw text to token shards",
+         "Read, normalise, quality- and toxicity-filter, deduplicate (exact + MinHash LSH) and, with --tokenizer, "
+         "tokenize into train/val shards. Prints and writes a report of every removal."),
+        ("filter", _filter, FILTER_EXAMPLES, "runs/filtered", "normalise and quality/toxicity-filter documents",
+         "Normalise documents and apply the Gopher, C4, FineWeb, token-ratio and toxicity filters; writes the "
+         "survivors as JSONL and a report."),
+        ("dedup", _dedup, DEDUP_EXAMPLES, "runs/dedup", "remove exact and near-duplicate documents",
+         "Exact dedup (hash of normalised text) then MinHash LSH (word 5-grams, 14 bands x 8 rows) with union-find "
+         "clusters; one document kept per cluster."),
+    ]
+    for name, fn, examples, out, help_, desc in specs:
+        p = sub.add_parser(name, help=help_, description=desc, epilog=examples, formatter_class=RAW)
+        _add_source_flags(p)
+        if name != "dedup":
+            g = p.add_argument_group("filters")
+            g.add_argument("--tokenizer", metavar="DIR", default=None,
+                           help="tokenizer folder: enables the token-to-word ratio filter" +
+                                (" and writes token shards" if name == "prepare" else ""))
+            g.add_argument("--toxic-words", metavar="FILE", default=None, help="word list (one term per line) for toxicity density")
+            g.add_argument("--toxicity-model", metavar="DIR", default=None, help="classifier from `scratchlm data toxicity train`")
+        if name == "prepare":
+            p.add_argument("--val-fraction", type=float, default=None, help="fraction of documents in val.bin (default 0.1)")
+        _add_executor_flags(p)
+        add_common(p, out=out, config=True, device=False)
+        p.set_defaults(func=fn)
+
+
+# --------------------------------------------------------------------------------------------------
+# toxicity train | score
+
+def _read_labelled(paths, text_field: str, label_field: str | None):
+    """(texts, labels or None) from JSON/JSONL/Parquet records."""
+    from scratchlm.data.sources import Problem, expand_inputs, read_source, SourceConfig
+
+    texts, labels = [], []
+    problems: list[Problem] = []
+    for path in expand_inputs(paths):
+        cfg = SourceConfig(text_field=text_field)
+        if label_field is None:
+            texts += [d["text"] for d in read_source(path, cfg, problems)]
+            continue
+        # read the label alongside the text: a second field of the same record
+        for d in _records_with(path, text_field, label_field, problems):
+            texts.append(d[0])
+            labels.append(d[1])
+    for p in problems:
+        print(f"skipped {p.path}: {p.problem} ({p.detail})", file=sys.stderr)
+    return texts, (labels if label_field is not None else None)
+
+
+def _label(v) -> int:
+    if isinstance(v, bool):
+        return int(v)
+    if isinstance(v, (int, float)) and v in (0, 1):
+        return int(v)
+    s = str(v).strip().lower()
+    if s in ("1", "true", "toxic", "yes", "pos", "positive"):
+        return 1
+    if s in ("0", "false", "clean", "no", "neg", "negative", "non-toxic", "nontoxic"):
+        return 0
+    raise ValueError(f"label {v!r} is not 0/1 (or true/false, toxic/clean): fix the --label-field values")
+
+
+def _records_with(path: str, text_field: str, label_field: str, problems):
+    from scratchlm.data.sources import Problem, open_binary
+
+    if path.endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        t = pq.read_table(path, columns=[text_field, label_field]).to_pydict()
+        yield from ((x, _label(y)) for x, y in zip(t[text_field], t[label_field]))
+        return
+    with open_binary(path) as f:
+        data = f.read()
+    try:
+        records = json.loads(data)
+        records = records if isinstance(records, list) else [records]
+    except ValueError:
+        records = [json.loads(line) for line in data.splitlines() if line.strip()]
+    for i, r in enumerate(records):
+        if not isinstance(r, dict) or not isinstance(r.get(text_field), str) or label_field not in r:
+            problems.append(Problem(path, "missing_field", f"record {i}: needs {text_field!r} and {label_field!r}"))
+            continue
+        yield r[text_field], _label(r[label_field])
+
+
+def _print_metrics(title: str, m: dict) -> None:
+    print(f"{title}: n={m['n']:,} positives={m['positives']:,} threshold={m['threshold']:.2f}  "
+          f"precision={m['precision']:.3f} recall={m['recall']:.3f} f1={m['f1']:.3f} accuracy={m['accuracy']:.3f}")
+
+
+def _tox_train(args) -> int:
+    import numpy as np
+
+    from scratchlm.config import load_config
+    from scratchlm.data.shards import is_val_document
+    from scratchlm.data.toxicity import ClassifierConfig, ToxicityClassifier, precision_recall
+    from scratchlm.runs import atomic_write_json
+
+    _check_out(args.out, args.overwrite, "classifier.json")
+    cfg = load_config(ClassifierConfig, args.config, args.overrides)
+    texts, labels = _read_labelled(args.input, args.text_field, args.label_field)
+    if len(texts) < 10:
+        raise ValueError(f"only {len(texts)} labelled documents found; toxicity training needs at least 10")
+    held = np.array([is_val_document(t, args.holdout, args.seed or 0) for t in texts])
+    y = np.asarray(labels)
+    tr = ~held
+    clf = ToxicityClassifier(cfg)
+    losses = clf.fit([t for t, h in zip(texts, held) if not h], y[tr], progress=not args.quiet)
+    metrics = {"train_loss": losses[-1], "n_train": int(tr.sum()), "n_heldout": int(held.sum())}
+    if held.any():
+        m = precision_recall(clf.predict_proba([t for t, h in zip(texts, held) if h]), y[held], args.threshold)
+        metrics["heldout"] = m
+        _print_metrics("held-out", m)
+    clf.save(args.out)
+    atomic_write_json(args.out / "metrics.json", metrics)
+    print(f"saved {args.out} (train loss {losses[-1]:.4f} on {int(tr.sum()):,} documents)")
+    return 0
+
+
+def _tox_score(args) -> int:
+    import numpy as np
+
+    from scratchlm.data.toxicity import ToxicityClassifier, WordListScorer, precision_recall
+    from scratchlm.runs import atomic_write_text
+
+    if args.model is None and args.toxic_words is None:
+        raise ValueError("give --model DIR (a trained classifier) and/or --toxic-words FILE (a word list)")
+    clf = ToxicityClassifier.load(args.model) if args.model else None
+    words = WordListScorer.from_file(args.toxic_words) if args.toxic_words else None
+    texts, labels = _read_labelled(args.input, args.text_field, args.label_field)
+    scores = clf.predict_proba(texts) if clf else None
+    lines = []
+    for i, t in enumerate(texts):
+        rec = {"text": t}
+        if scores is not None:
+            rec["toxicity"] = round(float(scores[i]), 6)
+        if words is not None:
+            rec["toxic_word_density"] = round(words.density(t), 6)
+        if labels is not None:
+            rec["label"] = labels[i]
+        lines.append(json.dumps(rec, ensure_ascii=False) + "\n")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(args.out, "".join(lines))
+    if labels is not None:
+        if scores is not None:
+            _print_metrics("classifier", precision_recall(scores, labels, args.threshold))
+        if words is not None:
+            dens = np.array([words.density(t) for t in texts])
+            _print_metrics("word list", precision_recall(dens, labels, max(args.max_density, 1e-12)))
+    print(f"wrote {len(texts):,} scored documents to {args.out}")
+    return 0
+
+
+TOX_EXAMPLES = """\
+examples:
+  # train on labelled JSONL ({"text": ..., "label": 0/1}); 20% held out for precision/recall
+  scratchlm data toxicity train --input labelled.jsonl --label-field label --out runs/tox
+  # score documents; with --label-field, precision and recall are printed too
+  scratchlm data toxicity score --model runs/tox --input docs.jsonl --out runs/tox/scores.jsonl
+  scratchlm data toxicity score --toxic-words ldnoobw_en.txt --input test.jsonl --label-field label --out s.jsonl
+"""
+
+
+def _register_toxicity(sub) -> None:
+    p = sub.add_parser("toxicity", help="train or apply a toxicity classifier / word list",
+                       description="A hashed n-gram logistic-regression classifier and word-list density scores.",
+                       epilog=TOX_EXAMPLES, formatter_class=RAW)
+    tsub = p.add_subparsers(dest="toxicity_command", metavar="COMMAND")
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+    for name in ("train", "score"):
+        q = tsub.add_parser(name, help=f"{name} the toxicity classifier", epilog=TOX_EXAMPLES, formatter_class=RAW,
+                            description="Train on labelled JSON/JSONL/Parquet." if name == "train"
+                            else "Score documents; print precision/recall when labels are given.")
+        q.add_argument("--input", "-i", nargs="+", required=True, metavar="PATH", help="JSON/JSONL/Parquet files")
+        q.add_argument("--text-field", default="text", help="field holding the text (default: text)")
+        q.add_argument("--threshold", type=float, default=0.5, help="P(toxic) at which a document counts as toxic")
+        if name == "train":
+            q.add_argument("--label-field", default="label", help="0/1 label field (default: label)")
+            q.add_argument("--holdout", type=float, default=0.2, help="fraction held out for precision/recall (default 0.2)")
+            add_common(q, out="runs/toxicity", config=True, device=False)
+            q.set_defaults(func=_tox_train)
+        else:
+            q.add_argument("--label-field", default=None, help="0/1 label field: print precision/recall")
+            q.add_argument("--model", metavar="DIR", default=None, help="trained classifier folder")
+            q.add_argument("--toxic-words", metavar="FILE", default=None, help="word list for density scores")
+            q.add_argument("--max-density", type=float, default=0.01, help="word-list density counted as toxic")
+            q.add_argument("--out", type=Path, default=Path("scores.jsonl"), help="scored JSONL to write")
+            add_common(q, out=None, overrides=False, device=False)
+            q.set_defaults(func=_tox_score)
+
+
+# --------------------------------------------------------------------------------------------------
 
 DATA_EXAMPLES = """\
 examples:
   scratchlm data prepare --input raw/ --tokenizer runs/tok/tokenizer --out runs/data
   scratchlm data filter --input raw.jsonl --out runs/filtered
-  scratchlm data dedup --input runs/filtered/kept.jsonl --out runs/dedup
+  scratchlm data dedup --input runs/filtered/clean/ --out runs/dedup
   scratchlm data tokenize --tokenizer runs/tok/tokenizer --input clean.jsonl --out runs/data
 """
 
@@ -137,6 +472,8 @@ def register(subparsers) -> None:
                               epilog=DATA_EXAMPLES, formatter_class=RAW)
     sub = p.add_subparsers(dest="data_command", metavar="COMMAND")
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+    _register_pipeline(sub)
+    _register_toxicity(sub)
     _register_tokenize(sub)
     try:  # TinyWorld's `data synth`, when that module exists
         from scratchlm.cli.data_synth import add_synth_parser

@@ -1,0 +1,111 @@
+"""Executors: run one stage function over many tasks, on this machine or on a Ray cluster.
+
+Every pipeline stage is `fn(*args) -> small result` over files (see dedup.py and pipeline.py), so the executor only
+has to call it for each task and return the results in task order:
+
+  LocalExecutor(workers)   a process pool on this machine (workers=1 runs in-process: easy to debug and profile)
+  RayExecutor(address)     Ray tasks (`pip install "ray[data]"`): the same functions, scheduled by Ray on a local
+                           instance or a cluster (`ray start --head` on one machine, `ray start --address=HEAD:6379`
+                           on the others, then `--executor ray --ray-address HEAD:6379`). Stage files are read and
+                           written by path, so on a cluster --out must be on a filesystem every node mounts (NFS,
+                           Lustre, a FUSE-mounted bucket).
+
+No scheduling logic lives here: the pool or Ray decides where each task runs.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from concurrent.futures import ProcessPoolExecutor
+from typing import Callable, Sequence
+
+
+def default_workers() -> int:
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="task", dynamic_ncols=True, leave=False)
+
+
+class LocalExecutor:
+    """Process pool; results come back in task order."""
+
+    name = "local"
+
+    def __init__(self, workers: int | None = None, progress: bool = True):
+        self.workers = workers or default_workers()
+        self.progress = progress
+
+    def map(self, fn: Callable, tasks: Sequence[tuple], desc: str = "") -> list:
+        bar = _progress(len(tasks), desc, self.progress)
+        try:
+            if self.workers <= 1 or len(tasks) <= 1:
+                out = []
+                for t in tasks:
+                    out.append(fn(*t))
+                    bar and bar.update(1)
+                return out
+            ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
+            with ProcessPoolExecutor(min(self.workers, len(tasks)), mp_context=ctx) as pool:
+                futures = [pool.submit(fn, *t) for t in tasks]
+                for f in futures:
+                    f.result()
+                    bar and bar.update(1)
+                return [f.result() for f in futures]
+        finally:
+            bar and bar.close()
+
+    def close(self) -> None:
+        pass
+
+
+class RayExecutor:
+    """Ray tasks; results come back in task order. Starts a local Ray instance unless given an address."""
+
+    name = "ray"
+
+    def __init__(self, address: str | None = None, workers: int | None = None, progress: bool = True):
+        try:
+            import ray
+        except ImportError:
+            raise ValueError('--executor ray needs Ray: pip install "ray[data]" (or scratchlm[ray])') from None
+        self.ray = ray
+        self.progress = progress
+        self._started = False
+        if not ray.is_initialized():
+            kwargs = {"address": address, "ignore_reinit_error": True, "log_to_driver": False,
+                      "include_dashboard": False}
+            if address is None:
+                kwargs["num_cpus"] = workers or default_workers()
+            ray.init(**kwargs)
+            self._started = True
+
+    def map(self, fn: Callable, tasks: Sequence[tuple], desc: str = "") -> list:
+        remote = self.ray.remote(num_cpus=1)(fn)
+        refs = [remote.remote(*t) for t in tasks]
+        bar = _progress(len(refs), desc, self.progress)
+        pending = list(refs)
+        while pending:
+            done, pending = self.ray.wait(pending, num_returns=1)
+            bar and bar.update(len(done))
+        bar and bar.close()
+        return self.ray.get(refs)
+
+    def close(self) -> None:
+        if self._started:
+            self.ray.shutdown()
+
+
+def make_executor(kind: str = "local", workers: int | None = None, ray_address: str | None = None,
+                  progress: bool = True):
+    if kind == "local":
+        return LocalExecutor(workers, progress)
+    if kind == "ray":
+        return RayExecutor(ray_address, workers, progress)
+    raise ValueError(f"unknown executor {kind!r}: use local or ray")

@@ -1,0 +1,309 @@
+"""The whole data pipeline: read -> normalise -> filter (quality, toxicity) -> exact dedup -> MinHash dedup
+-> clean JSONL -> token shards, with a report of everything removed and why.
+
+Every step is a map over shards run by an executor (local processes or Ray), plus two small reduces (exact
+duplicates, union-find clusters). Work files live under OUT/work/, the surviving documents under OUT/clean/,
+the report in OUT/report.json, and with a tokenizer the token shards in OUT/ (train.bin, val.bin, manifest.json).
+
+    OUT/work/filtered/SSSSS_CCC.jsonl   survivors of the filters; one input file -> one or more chunks
+    OUT/work/exact/K.npy                 exact-dedup hashes per chunk
+    OUT/work/signatures/K.npy            MinHash signatures per chunk
+    OUT/work/buckets/band_BB.npy         LSH candidate edges per band
+    OUT/work/clusters.npy, remove.npy, clusters.jsonl
+    OUT/clean/K.jsonl                    the final documents {"id", "text"}
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from scratchlm.data.dedup import DedupConfig, bucket_bands, cluster_documents, exact_duplicates, exact_hash_shard, \
+    save_npy, signature_shard, write_kept
+from scratchlm.data.normalize import NormalizeConfig, NormalizeStats, normalize_text
+from scratchlm.data.quality import QUALITY_FILTERS, Parsed, QualityConfig, c4_clean_lines, token_word_ratio
+from scratchlm.data.sources import SourceConfig, expand_inputs, read_source
+from scratchlm.data.toxicity import ToxicityClassifier, ToxicityConfig, WordListScorer
+from scratchlm.runs import atomic_write_json, atomic_write_text
+
+
+@dataclass
+class PipelineConfig:
+    source: SourceConfig = field(default_factory=SourceConfig)
+    normalize: NormalizeConfig = field(default_factory=NormalizeConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
+    filters: list[str] = field(default_factory=lambda: list(QUALITY_FILTERS))
+    """Document-level quality filters to run, in order: gopher_quality, gopher_repetition, c4, fineweb."""
+    c4_clean_lines: bool = True
+    """Remove C4's boilerplate lines (javascript, cookie policy, < 3 words) before the document filters."""
+    toxicity: ToxicityConfig = field(default_factory=ToxicityConfig)
+    dedup: DedupConfig = field(default_factory=DedupConfig)
+    shard_docs: int = 50_000
+    """Documents per work chunk: the unit of parallelism after the first stage."""
+    val_fraction: float = 0.1
+    """Fraction of documents (by content hash) in val.bin when tokenizing."""
+    seed: int = 0
+    """Seed of the train/val split hash."""
+    examples_per_reason: int = 3
+    """Removed documents shown in the report for each reason (first 300 characters each)."""
+
+
+# --------------------------------------------------------------------------------------------------
+# stage 1: read + normalise + filter one input (runs in a worker)
+
+_CACHE: dict = {}  # per worker process: loaded tokenizer, word list, classifier
+
+
+def _cached(kind: str, path: str | None):
+    if path is None:
+        return None
+    key = (kind, str(path))
+    if key not in _CACHE:
+        if kind == "tokenizer":
+            from scratchlm.tokenizer import load_tokenizer
+
+            _CACHE[key] = load_tokenizer(path)
+        elif kind == "words":
+            _CACHE[key] = WordListScorer.from_file(path)
+        else:
+            _CACHE[key] = ToxicityClassifier.load(path)
+    return _CACHE[key]
+
+
+def document_reason(text: str, cfg: PipelineConfig, tokenizer=None, words=None, classifier=None) -> str | None:
+    """Why this (normalised, cleaned) document is dropped, or None to keep it. The filter chain in one place."""
+    if not text.strip():
+        return "empty"
+    doc = Parsed(text)
+    for name in cfg.filters:
+        if name not in QUALITY_FILTERS:
+            raise ValueError(f"unknown filter {name!r}: choose from {', '.join(QUALITY_FILTERS)}")
+        reason = QUALITY_FILTERS[name](doc, cfg.quality)
+        if reason:
+            return reason
+    if token_word_ratio(doc, cfg.quality, tokenizer):
+        return "token_word_ratio"
+    if words is not None and words.density(text) > cfg.toxicity.max_word_density:
+        return "toxic_words"
+    if classifier is not None and classifier.predict_proba([text])[0] >= cfg.toxicity.classifier_threshold:
+        return "toxic_classifier"
+    return None
+
+
+def _bump(stats: dict, reason: str, text: str, n_examples: int) -> None:
+    r = stats["removed"].setdefault(reason, {"docs": 0, "bytes": 0, "examples": []})
+    r["docs"] += 1
+    r["bytes"] += len(text.encode("utf-8", "surrogatepass"))
+    if len(r["examples"]) < n_examples:
+        r["examples"].append(text[:300])
+
+
+def filter_input(path: str, index: int, out_dir: str, cfg: PipelineConfig, tokenizer_dir: str | None = None) -> dict:
+    """Read one input, normalise and filter its documents, write the survivors in chunks of cfg.shard_docs."""
+    tokenizer = _cached("tokenizer", tokenizer_dir)
+    words = _cached("words", cfg.toxicity.word_list)
+    classifier = _cached("classifier", cfg.toxicity.classifier)
+    problems: list = []
+    norm = NormalizeStats()
+    stats = {"input": path, "docs_in": 0, "bytes_in": 0, "docs_out": 0, "bytes_out": 0, "c4_lines_removed": 0,
+             "removed": {}, "outputs": []}
+    chunk: list[str] = []
+
+    def flush():
+        out = Path(out_dir) / f"{index:05d}_{len(stats['outputs']):03d}.jsonl"
+        atomic_write_text(out, "".join(chunk))
+        stats["outputs"].append([str(out), len(chunk)])
+        chunk.clear()
+
+    for doc in read_source(path, cfg.source, problems):
+        raw = doc["text"]
+        stats["docs_in"] += 1
+        stats["bytes_in"] += len(raw.encode("utf-8", "surrogateescape"))
+        text = normalize_text(raw, cfg.normalize, norm)
+        if cfg.c4_clean_lines and "c4" in cfg.filters:
+            text, n_lines = c4_clean_lines(text, cfg.quality)
+            stats["c4_lines_removed"] += n_lines
+        reason = document_reason(text, cfg, tokenizer, words, classifier)
+        if reason:
+            _bump(stats, reason, text or raw, cfg.examples_per_reason)
+            continue
+        stats["docs_out"] += 1
+        stats["bytes_out"] += len(text.encode("utf-8"))
+        chunk.append(json.dumps({"id": str(doc["id"]), "text": text}, ensure_ascii=False) + "\n")
+        if len(chunk) >= cfg.shard_docs:
+            flush()
+    if chunk or not stats["outputs"]:
+        flush()
+    stats["problems"] = [asdict(p) for p in problems]
+    stats["normalize"] = asdict(norm)
+    return stats
+
+
+# --------------------------------------------------------------------------------------------------
+# the chain
+
+def _merge_filter_stats(all_stats: list[dict], n_examples: int) -> dict:
+    merged = {"docs_in": 0, "bytes_in": 0, "docs_out": 0, "bytes_out": 0, "c4_lines_removed": 0, "removed": {},
+              "problems": [], "normalize": {}}
+    for s in all_stats:
+        for k in ("docs_in", "bytes_in", "docs_out", "bytes_out", "c4_lines_removed"):
+            merged[k] += s[k]
+        for reason, r in s["removed"].items():
+            m = merged["removed"].setdefault(reason, {"docs": 0, "bytes": 0, "examples": []})
+            m["docs"] += r["docs"]
+            m["bytes"] += r["bytes"]
+            m["examples"] = (m["examples"] + r["examples"])[:n_examples]
+        merged["problems"] += s["problems"]
+        for k, v in s["normalize"].items():
+            merged["normalize"][k] = merged["normalize"].get(k, 0) + v
+    return merged
+
+
+def run_filters(inputs: list[str], out_dir: str | Path, cfg: PipelineConfig, executor, tokenizer_dir=None) -> tuple[list, dict]:
+    """Stage 1 over all inputs. Returns ([(chunk path, n docs)], merged stats)."""
+    paths = expand_inputs(inputs)
+    d = Path(out_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    tasks = [(p, i, str(d), cfg, tokenizer_dir) for i, p in enumerate(paths)]
+    stats = executor.map(filter_input, tasks, desc="filter")
+    chunks = [tuple(o) for s in stats for o in s["outputs"]]
+    return chunks, _merge_filter_stats(stats, cfg.examples_per_reason)
+
+
+def run_dedup(chunks: list[tuple[str, int]], work: str | Path, out_dir: str | Path, cfg: DedupConfig, executor) -> tuple[list, dict]:
+    """Exact then near dedup over JSONL chunks; writes the survivors to out_dir. Returns (outputs, stats)."""
+    work, out = Path(work), Path(out_dir)
+    for sub in ("exact", "signatures", "buckets"):
+        (work / sub).mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    counts = [n for _, n in chunks]
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    n_docs = int(offsets[-1])
+    stats: dict = {"docs_in": n_docs, "exact_removed": 0, "near": None}
+    remove = np.zeros(n_docs, dtype=bool)
+    if cfg.exact and n_docs:
+        files = [str(work / "exact" / f"{k:05d}.npy") for k in range(len(chunks))]
+        executor.map(exact_hash_shard, [(c, f) for (c, _), f in zip(chunks, files)], desc="exact dedup")
+        remove |= exact_duplicates(files)
+        stats["exact_removed"] = int(remove.sum())
+    active_file = str(work / "active.npy")
+    save_npy(active_file, ~remove)
+    if cfg.near and n_docs:
+        mh = cfg.minhash
+        sig_files = [str(work / "signatures" / f"{k:05d}.npy") for k in range(len(chunks))]
+        executor.map(signature_shard, [(c, f, mh) for (c, _), f in zip(chunks, sig_files)], desc="minhash")
+        band_files = [str(work / "buckets" / f"band_{b:02d}.npy") for b in range(mh.bands)]
+        executor.map(bucket_bands, [(sig_files, [b], active_file, f, mh) for b, f in enumerate(band_files)], desc="lsh")
+        refs = [(Path(c).name, r) for c, n in chunks for r in range(n)]
+        stats["near"] = cluster_documents(band_files, n_docs, str(work), refs)
+        remove[np.load(work / "remove.npy")] = True
+    remove_file = str(work / "remove_all.npy")
+    save_npy(remove_file, np.flatnonzero(remove))
+    outs = [str(out / f"{k:05d}.jsonl") for k in range(len(chunks))]
+    kept = executor.map(write_kept, [(c, int(offsets[k]), remove_file, o) for k, ((c, _), o) in enumerate(zip(chunks, outs))],
+                        desc="write")
+    stats["docs_out"] = sum(k["docs_out"] for k in kept)
+    stats["bytes_out"] = sum(k["bytes_out"] for k in kept)
+    stats["largest_clusters"] = _largest_clusters(work / "clusters.jsonl", chunks) if cfg.near and n_docs else []
+    return [(o, k["docs_out"]) for o, k in zip(outs, kept)], stats
+
+
+def _largest_clusters(path: Path, chunks, top: int = 5) -> list[dict]:
+    """The biggest duplicate clusters with a snippet of their first two members, for the report."""
+    if not path.exists():
+        return []
+    clusters = [json.loads(line) for line in path.read_text().splitlines() if line]
+    clusters.sort(key=lambda c: -c["size"])
+    by_name = {Path(c).name: c for c, _ in chunks}
+    out = []
+    for c in clusters[:top]:
+        snippets = []
+        for name, row in c["refs"][:2]:
+            with open(by_name[name], encoding="utf-8") as f:
+                for i, line in enumerate(f):
+                    if i == row:
+                        snippets.append(json.loads(line)["text"][:200])
+                        break
+        out.append({"size": c["size"], "members": c["refs"][:10], "examples": snippets})
+    return out
+
+
+def iter_clean_texts(files: list[str]):
+    for path in files:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                if line.strip():
+                    yield json.loads(line)["text"]
+
+
+def run_pipeline(inputs: list[str], out_dir: str | Path, cfg: PipelineConfig | None = None, tokenizer_dir: str | None = None,
+                 executor=None, progress: bool = True) -> dict:
+    """The whole chain; returns the report (also written to OUT/report.json)."""
+    from scratchlm.data.executors import LocalExecutor
+
+    cfg = cfg or PipelineConfig()
+    executor = executor or LocalExecutor(progress=progress)
+    out = Path(out_dir)
+    work = out / "work"
+    chunks, fstats = run_filters(inputs, work / "filtered", cfg, executor, tokenizer_dir)
+    clean, dstats = run_dedup(chunks, work, out / "clean", cfg.dedup, executor)
+    report = {
+        "inputs": [str(i) for i in inputs],
+        "executor": getattr(executor, "name", type(executor).__name__),
+        "docs_in": fstats["docs_in"], "bytes_in": fstats["bytes_in"],
+        "docs_out": dstats["docs_out"], "bytes_out": dstats["bytes_out"],
+        "removed": fstats["removed"],
+        "c4_lines_removed": fstats["c4_lines_removed"],
+        "normalize": fstats["normalize"],
+        "problems": fstats["problems"],
+        "dedup": dstats,
+        "clean_files": [c for c, _ in clean],
+        "config": asdict(cfg),
+    }
+    if dstats["exact_removed"]:
+        report["removed"]["exact_duplicate"] = {"docs": dstats["exact_removed"], "bytes": None, "examples": []}
+    if dstats["near"] and dstats["near"]["removed"]:
+        report["removed"]["near_duplicate"] = {"docs": dstats["near"]["removed"], "bytes": None,
+                                               "examples": [c["examples"][0] for c in dstats["largest_clusters"] if c["examples"]]}
+    if tokenizer_dir is not None:
+        from scratchlm.data.shards import write_shards_split
+
+        manifest = write_shards_split(out, iter_clean_texts([c for c, _ in clean]), str(tokenizer_dir),
+                                      val_fraction=cfg.val_fraction, seed=cfg.seed, progress=progress,
+                                      num_workers=getattr(executor, "workers", None),
+                                      source={"pipeline": str(out / "report.json"), "inputs": report["inputs"]})
+        report["tokens"] = {"n_tokens": manifest["n_tokens"], "n_docs": manifest["n_docs"], "dtype": manifest["dtype"]}
+    atomic_write_json(out / "report.json", report)
+    return report
+
+
+def format_report(report: dict) -> str:
+    """The report as a plain-text table: what went in, what each filter removed, what came out."""
+    n_in, b_in = report["docs_in"], report["bytes_in"]
+    lines = [f"{'':28s}{'documents':>12s}{'%':>8s}{'MB':>10s}",
+             f"{'input':28s}{n_in:12,d}{100.0:8.1f}{b_in / 1e6:10.2f}"]
+    for reason, r in sorted(report["removed"].items(), key=lambda kv: -kv[1]["docs"]):
+        mb = f"{r['bytes'] / 1e6:10.2f}" if r.get("bytes") is not None else f"{'':>10s}"
+        lines.append(f"  - {reason:24s}{r['docs']:12,d}{100 * r['docs'] / max(n_in, 1):8.1f}{mb}")
+    lines.append(f"{'output':28s}{report['docs_out']:12,d}{100 * report['docs_out'] / max(n_in, 1):8.1f}"
+                 f"{report['bytes_out'] / 1e6:10.2f}")
+    near = report["dedup"].get("near")
+    if near:
+        lines.append(f"duplicate clusters: {near['clusters']:,} (largest {near['largest']}), "
+                     f"{near['removed']:,} near-duplicates removed; exact duplicates removed: {report['dedup']['exact_removed']:,}")
+    nz = report.get("normalize", {})
+    if nz.get("invalid_utf8_chars"):
+        lines.append(f"invalid UTF-8: {nz['invalid_utf8_chars']:,} bytes in {nz['documents_with_invalid_utf8']:,} documents (replaced)")
+    if report.get("c4_lines_removed"):
+        lines.append(f"C4 line cleaning removed {report['c4_lines_removed']:,} lines")
+    for p in report.get("problems", []):
+        lines.append(f"skipped {p['path']}: {p['problem']} ({p['detail'][:120]})")
+    if "tokens" in report:
+        t = report["tokens"]
+        lines.append(f"tokens: train {t['n_tokens']['train']:,} ({t['n_docs']['train']:,} docs), "
+                     f"val {t['n_tokens']['val']:,} ({t['n_docs']['val']:,} docs), {t['dtype']}")
+    return "\n".join(lines)
+

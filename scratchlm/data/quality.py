@@ -1,0 +1,342 @@
+"""Quality filters: cheap heuristics that remove most of the web's junk before a model ever sees it.
+
+Each filter is one function `f(doc: Parsed, cfg: QualityConfig) -> reason | None`: None keeps the document, a
+reason code (e.g. "gopher_stop_words") removes it and is what the report counts. Thresholds live in QualityConfig;
+the defaults are the published ones (sources next to each field; docs/data.md has the table).
+
+  gopher_quality     Rae et al. 2021 (Gopher / MassiveText), appendix A "quality filters"
+  gopher_repetition  the same paper, table A1: repeated lines, paragraphs and n-grams
+  c4_filter          Raffel et al. 2020 (T5 / C4), section 2.2; c4_clean_lines removes the lines C4 removes
+  fineweb_filter     Penedo et al. 2024 (FineWeb), the three custom filters + datatrove's list-ratio rule
+  token_word_ratio   ours: tokens per word under our tokenizer (junk such as hex, base64 or mojibake needs many)
+
+Words are whitespace-separated tokens, as in Gopher. Repetition statistics are vectorised: words become ids,
+n-grams become 64-bit hashes (numpy), duplicates come from np.unique.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+
+@dataclass
+class QualityConfig:
+    # --- Gopher quality (Rae et al. 2021, A.1.1) ---
+    min_words: int = 50
+    """Fewer words: too short to be a useful document (Gopher: 50)."""
+    max_words: int = 100_000
+    """More words: usually a dump, not prose (Gopher: 100,000)."""
+    min_mean_word_length: float = 3.0
+    """Mean word length (characters) below this: lists of numbers, ids, stutter (Gopher: 3)."""
+    max_mean_word_length: float = 10.0
+    """Above this: URLs, hashes, concatenated junk (Gopher: 10)."""
+    max_symbol_word_ratio: float = 0.1
+    """("#" + ellipsis count) / words above this: hashtag spam, truncated snippets (Gopher: 0.1)."""
+    max_bullet_lines_ratio: float = 0.9
+    """Fraction of lines starting with a bullet above this: navigation menus (Gopher: 0.9)."""
+    max_ellipsis_lines_ratio: float = 0.3
+    """Fraction of lines ending with an ellipsis above this: teaser lists (Gopher: 0.3)."""
+    min_alpha_words_ratio: float = 0.8
+    """At least this fraction of words must contain a letter (Gopher: 80%)."""
+    min_stop_words: int = 2
+    """At least this many distinct of the, be, to, of, and, that, have, with: real English sentences (Gopher: 2)."""
+
+    # --- Gopher repetition (Rae et al. 2021, table A1) ---
+    max_dup_line_frac: float = 0.30
+    """Fraction of lines that repeat an earlier line."""
+    max_dup_para_frac: float = 0.30
+    """Fraction of paragraphs (blank-line separated) that repeat an earlier one."""
+    max_dup_line_char_frac: float = 0.20
+    """Fraction of characters in repeated lines."""
+    max_dup_para_char_frac: float = 0.20
+    """Fraction of characters in repeated paragraphs."""
+    max_top_ngram_char_frac: tuple = ((2, 0.20), (3, 0.18), (4, 0.16))
+    """(n, limit): characters covered by the single most frequent n-gram, as a fraction of all word characters."""
+    max_dup_ngram_char_frac: tuple = ((5, 0.15), (6, 0.14), (7, 0.13), (8, 0.12), (9, 0.11), (10, 0.10))
+    """(n, limit): characters covered by n-grams that occur more than once."""
+
+    # --- C4 (Raffel et al. 2020, section 2.2) ---
+    c4_min_sentences: int = 5
+    """Pages with fewer sentences are dropped (C4: 5)."""
+    c4_min_words_per_line: int = 3
+    """c4_clean_lines drops lines with fewer words (C4: 3)."""
+    c4_max_word_length: int = 1000
+    """c4_clean_lines drops lines holding a longer "word" (datatrove's C4 filter: 1000)."""
+    c4_terminal_punct: bool = False
+    """Also drop lines not ending in terminal punctuation. C4 did; FineWeb found it removes too much good text
+    (and it destroys hard-wrapped books), so it is off by default."""
+
+    # --- FineWeb (Penedo et al. 2024, section 3.5; datatrove FineWebQualityFilter) ---
+    min_line_punct_ratio: float = 0.12
+    """Fraction of lines ending in terminal punctuation at or below this: menus, tables, lists (FineWeb: 0.12)."""
+    max_short_line_ratio: float = 0.67
+    """Fraction of lines of <= short_line_length characters at or above this (FineWeb: 0.67)."""
+    short_line_length: int = 30
+    """What counts as a short line (FineWeb: 30 characters)."""
+    max_dup_line_chars_ratio: float = 0.1
+    """Characters in duplicated lines / all characters at or above this (FineWeb paper: 0.1; the datatrove
+    code default is 0.01, which is far stricter)."""
+    max_newlines_per_word: float = 0.3
+    """Newlines per word above this: one-word-per-line lists (datatrove's "list_ratio": 0.3)."""
+
+    # --- ours ---
+    max_tokens_per_word: float = 3.0
+    """Tokens per whitespace word above this: with a BPE tokenizer English prose is ~1.2-1.6 (GPT-2 on Gutenberg
+    and TinyStories: 1.3); base64, hex, mojibake and foreign scripts the tokenizer never saw are 3-10. Only used
+    when a tokenizer is given."""
+
+
+STOP_WORDS = frozenset({"the", "be", "to", "of", "and", "that", "have", "with"})
+BULLETS = ("•", "‣", "⁃", "◦", "●", "○", "▪", "■", "-", "*", "·")
+ELLIPSES = ("...", "…")
+TERMINAL_PUNCT = (".", "!", "?", '"', "'", "”", "’", ":", ";", ")")  # closing quotes end quoted sentences
+C4_POLICY = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies")
+_PARAGRAPHS = re.compile(r"\n\s*\n")
+_SENTENCE_END = re.compile(r"[.!?]+[\"'”’)]*(?=\s|$)")
+_HAS_ALPHA = re.compile(r"[^\W\d_]")
+
+
+class Parsed:
+    """A document split once into the pieces the filters share (lines, paragraphs, words)."""
+
+    def __init__(self, text: str):
+        self.text = text
+
+    @cached_property
+    def lines(self) -> list[str]:
+        return [ln.strip() for ln in self.text.split("\n") if ln.strip()]
+
+    @cached_property
+    def paragraphs(self) -> list[str]:
+        return [p.strip() for p in _PARAGRAPHS.split(self.text) if p.strip()]
+
+    @cached_property
+    def words(self) -> list[str]:
+        return self.text.split()
+
+    @cached_property
+    def word_ids(self) -> np.ndarray:
+        """(n_words,) int64: equal words get equal ids; the basis of the vectorised n-gram statistics."""
+        vocab: dict[str, int] = {}
+        return np.fromiter((vocab.setdefault(w.lower(), len(vocab)) for w in self.words), np.int64, len(self.words))
+
+    @cached_property
+    def word_lengths(self) -> np.ndarray:
+        return np.fromiter(map(len, self.words), np.int64, len(self.words))
+
+
+# --------------------------------------------------------------------------------------------------
+# Gopher quality
+
+def gopher_quality(doc: Parsed, cfg: QualityConfig) -> str | None:
+    words = doc.words
+    n = len(words)
+    if n == 0 or not cfg.min_words <= n <= cfg.max_words:
+        return "gopher_word_count"
+    mean_len = float(doc.word_lengths.mean())
+    if not cfg.min_mean_word_length <= mean_len <= cfg.max_mean_word_length:
+        return "gopher_mean_word_length"
+    symbols = doc.text.count("#") + doc.text.count("...") + doc.text.count("…")
+    if symbols / n > cfg.max_symbol_word_ratio:
+        return "gopher_symbol_ratio"
+    lines = doc.lines
+    if lines:
+        if sum(ln.startswith(BULLETS) for ln in lines) / len(lines) > cfg.max_bullet_lines_ratio:
+            return "gopher_bullet_lines"
+        if sum(ln.endswith(ELLIPSES) for ln in lines) / len(lines) > cfg.max_ellipsis_lines_ratio:
+            return "gopher_ellipsis_lines"
+    if sum(1 for w in words if _HAS_ALPHA.search(w)) / n < cfg.min_alpha_words_ratio:
+        return "gopher_alpha_words"
+    if len(STOP_WORDS.intersection(w.lower() for w in words)) < cfg.min_stop_words:
+        return "gopher_stop_words"
+    return None
+
+
+# --------------------------------------------------------------------------------------------------
+# Gopher repetition
+
+def duplicate_fractions(items: list[str]) -> tuple[float, float]:
+    """(fraction of items that repeat an earlier item, fraction of characters in those repeats)."""
+    if not items:
+        return 0.0, 0.0
+    seen: set[str] = set()
+    dup_n = dup_chars = total_chars = 0
+    for it in items:
+        total_chars += len(it)
+        if it in seen:
+            dup_n += 1
+            dup_chars += len(it)
+        else:
+            seen.add(it)
+    return dup_n / len(items), dup_chars / max(total_chars, 1)
+
+
+_MIX = np.random.default_rng(0x5C4A7C).integers(1, 2**63, size=16, dtype=np.uint64) | np.uint64(1)
+
+
+def ngram_hashes(ids: np.ndarray, n: int) -> np.ndarray:
+    """(len(ids) - n + 1,) uint64: a hash per word n-gram, sum of id * odd multiplier per position (mod 2^64)."""
+    h = np.zeros(len(ids) - n + 1, dtype=np.uint64)
+    mixed = (ids.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)) * np.uint64(0xBF58476D1CE4E5B9)
+    for k in range(n):
+        h += mixed[k : k + len(h)] * _MIX[k]
+    return h
+
+
+def _ngram_char_lengths(lengths: np.ndarray, n: int) -> np.ndarray:
+    c = np.concatenate([[0], np.cumsum(lengths)])
+    return c[n:] - c[:-n]  # (n_ngrams,) characters of each n-gram (spaces not counted, as in Gopher)
+
+
+def top_ngram_char_frac(doc: Parsed, n: int) -> float:
+    """Characters covered by the most frequent n-gram (all its occurrences) / all word characters."""
+    ids, lengths = doc.word_ids, doc.word_lengths
+    if len(ids) < n:
+        return 0.0
+    h = ngram_hashes(ids, n)
+    uniq, first, counts = np.unique(h, return_index=True, return_counts=True)
+    best = np.argmax(counts)
+    if counts[best] < 2:
+        return 0.0
+    return float(counts[best] * _ngram_char_lengths(lengths, n)[first[best]]) / max(int(lengths.sum()), 1)
+
+
+def dup_ngram_char_frac(doc: Parsed, n: int) -> float:
+    """Characters of words covered by any n-gram that occurs more than once / all word characters.
+
+    Every occurrence counts (the first too), each word at most once however many repeats cover it.
+    """
+    ids, lengths = doc.word_ids, doc.word_lengths
+    if len(ids) < n:
+        return 0.0
+    h = ngram_hashes(ids, n)
+    _, inverse, counts = np.unique(h, return_inverse=True, return_counts=True)
+    starts = counts[inverse] > 1  # (n_ngrams,) this n-gram occurs again somewhere
+    if not starts.any():
+        return 0.0
+    delta = np.zeros(len(ids) + 1, dtype=np.int64)  # coverage by a difference array: +1 at start, -1 after end
+    np.add.at(delta, np.flatnonzero(starts), 1)
+    np.add.at(delta, np.flatnonzero(starts) + n, -1)
+    covered = np.cumsum(delta[:-1]) > 0
+    return float(lengths[covered].sum()) / max(int(lengths.sum()), 1)
+
+
+def gopher_repetition(doc: Parsed, cfg: QualityConfig) -> str | None:
+    line_frac, line_chars = duplicate_fractions(doc.lines)
+    if line_frac > cfg.max_dup_line_frac:
+        return "gopher_dup_line_frac"
+    para_frac, para_chars = duplicate_fractions(doc.paragraphs)
+    if para_frac > cfg.max_dup_para_frac:
+        return "gopher_dup_para_frac"
+    if line_chars > cfg.max_dup_line_char_frac:
+        return "gopher_dup_line_char_frac"
+    if para_chars > cfg.max_dup_para_char_frac:
+        return "gopher_dup_para_char_frac"
+    for n, limit in cfg.max_top_ngram_char_frac:
+        if top_ngram_char_frac(doc, n) > limit:
+            return f"gopher_top_{n}gram"
+    for n, limit in cfg.max_dup_ngram_char_frac:
+        if dup_ngram_char_frac(doc, n) > limit:
+            return f"gopher_dup_{n}gram"
+    return None
+
+
+# --------------------------------------------------------------------------------------------------
+# C4
+
+def c4_clean_lines(text: str, cfg: QualityConfig) -> tuple[str, int]:
+    """Remove the lines C4 removes (javascript notices, cookie/policy boilerplate, too few words, giant tokens,
+    and with c4_terminal_punct lines without terminal punctuation). Returns (text, lines removed)."""
+    kept, removed = [], 0
+    for line in text.split("\n"):
+        s = line.strip()
+        if not s:
+            kept.append(line)
+            continue
+        low = s.lower()
+        words = s.split()
+        if (
+            "javascript" in low
+            or any(p in low for p in C4_POLICY)
+            or len(words) < cfg.c4_min_words_per_line
+            or max(map(len, words)) > cfg.c4_max_word_length
+            or (cfg.c4_terminal_punct and not s.endswith(TERMINAL_PUNCT))
+        ):
+            removed += 1
+            continue
+        kept.append(line)
+    return ("\n".join(kept).strip() if removed else text), removed
+
+
+def count_sentences(text: str) -> int:
+    """Sentence ends (., !, ? runs, optionally followed by closing quotes) plus an unterminated tail."""
+    ends = list(_SENTENCE_END.finditer(text))
+    tail = text[ends[-1].end():] if ends else text
+    return len(ends) + (1 if tail.strip() else 0)
+
+
+def c4_filter(doc: Parsed, cfg: QualityConfig) -> str | None:
+    low = doc.text.lower()
+    if "lorem ipsum" in low:
+        return "c4_lorem_ipsum"
+    if "{" in doc.text:
+        return "c4_curly_brace"
+    if count_sentences(doc.text) < cfg.c4_min_sentences:
+        return "c4_min_sentences"
+    return None
+
+
+# --------------------------------------------------------------------------------------------------
+# FineWeb
+
+def fineweb_filter(doc: Parsed, cfg: QualityConfig) -> str | None:
+    lines = doc.lines
+    if not lines:
+        return "fineweb_empty"
+    if sum(ln.endswith(TERMINAL_PUNCT) for ln in lines) / len(lines) <= cfg.min_line_punct_ratio:
+        return "fineweb_line_punct"
+    if sum(len(ln) <= cfg.short_line_length for ln in lines) / len(lines) >= cfg.max_short_line_ratio:
+        return "fineweb_short_lines"
+    _, dup_chars = duplicate_fractions(lines)
+    if dup_chars >= cfg.max_dup_line_chars_ratio:
+        return "fineweb_dup_line_chars"
+    if doc.text.count("\n") / max(len(doc.words), 1) > cfg.max_newlines_per_word:
+        return "fineweb_newlines_per_word"
+    return None
+
+
+# --------------------------------------------------------------------------------------------------
+# tokens per word (ours)
+
+def tokens_per_word(text: str, tokenizer) -> float:
+    n_words = len(text.split())
+    return len(tokenizer.encode(text)) / max(n_words, 1)
+
+
+def token_word_ratio(doc: Parsed, cfg: QualityConfig, tokenizer) -> str | None:
+    if tokenizer is not None and tokens_per_word(doc.text, tokenizer) > cfg.max_tokens_per_word:
+        return "token_word_ratio"
+    return None
+
+
+QUALITY_FILTERS = {
+    "gopher_quality": gopher_quality,
+    "gopher_repetition": gopher_repetition,
+    "c4": c4_filter,
+    "fineweb": fineweb_filter,
+}
+"""The document-level filters in the order the pipeline runs them (cheap and most selective first)."""
+
+
+def quality_reason(text: str, cfg: QualityConfig, enabled=tuple(QUALITY_FILTERS), tokenizer=None) -> str | None:
+    """Run the enabled filters; return the first reason to drop the document, or None to keep it."""
+    doc = Parsed(text)
+    for name in enabled:
+        reason = QUALITY_FILTERS[name](doc, cfg)
+        if reason is not None:
+            return reason
+    return token_word_ratio(doc, cfg, tokenizer)
