@@ -16,6 +16,7 @@ import sys
 STAGE_MODULES: list[str] = [
     "data",
     "tokenizer",
+    "plan",
 ]
 
 EPILOG = """\

@@ -114,8 +114,12 @@ def make_plan(req: PlanRequest, shape: ModelShape | None, hw: Hardware) -> dict:
     """All the arithmetic for one request, as the JSON-ready dict documented in docs/plan.md."""
     if req.n_gpus < 1:
         raise ValueError(f"--gpus must be >= 1, got {req.n_gpus}")
-    if req.micro_batch < 1:
-        raise ValueError(f"--micro-batch must be >= 1, got {req.micro_batch}")
+    for flag, v in (("--micro-batch", req.micro_batch), ("--infer-batch", req.infer_batch),
+                    ("--seq-len", req.seq_len or 1), ("--context", req.context or 1), ("--gpus-per-node", req.gpus_per_node)):
+        if v < 1:
+            raise ValueError(f"{flag} must be >= 1, got {v}")
+    if not req.batch_tokens > 0 or not req.tokens_per_param > 0:
+        raise ValueError("--batch-tokens and --tokens-per-param must be positive")
     prec = get_precision(req.precision)
     peak = hw.peak_flops(prec.compute)
     budget, budget_source = resolve_budget(req, peak)
