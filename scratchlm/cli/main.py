@@ -17,6 +17,7 @@ STAGE_MODULES: list[str] = [
     "data",
     "tokenizer",
     "plan",
+    "interop",
 ]
 
 EPILOG = """\
