@@ -27,6 +27,16 @@ MODEL_ID = "mock-bigram"
 API_KEY = "sk-test-123"
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # tiny models decode fastest on one thread, and the CPU is shared: two threads on a busy machine are
+    # many times slower than one
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

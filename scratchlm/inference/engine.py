@@ -127,11 +127,14 @@ class Engine:
     def stream(self, prompt_ids: list[int], params: SamplingParams | None = None) -> Iterator[StreamChunk]:
         """Yield text chunks for one prompt as they are generated; the last chunk carries finish_reason."""
         seq = self.make_sequences([prompt_ids], params)[0]
+        ids: list[int] = []  # tokens whose text is still held back ride along with the next chunk
         for _ in self.steps([seq]):
             events = seq.drain()
+            ids += [e.token_id for e in events if e.token_id >= 0]
             text = "".join(e.text for e in events)
             if text or seq.done:
-                yield StreamChunk(text, [e.token_id for e in events if e.token_id >= 0], seq.finish_reason)
+                yield StreamChunk(text, ids, seq.finish_reason)
+                ids = []
             if seq.done:
                 return
 
@@ -146,11 +149,13 @@ class Engine:
 
     # ------------------------------------------------------------------ the loop
     @torch.inference_mode()
-    def steps(self, seqs: list[Sequence], use_cache: bool = True) -> Iterator[None]:
+    def steps(self, seqs: list[Sequence], use_cache: bool = True,
+              on_logits: Callable[[torch.Tensor], None] | None = None) -> Iterator[None]:
         """Run a batch to completion, yielding after the prefill and after every decode step.
 
         Consumers read `seq.events` / `seq.done` between yields (streaming, the server's queue). With
-        use_cache=False every step recomputes the whole sequence (the slow reference path)."""
+        use_cache=False every step recomputes the whole sequence (the slow reference path). on_logits sees the
+        (B, V) next-token logits before every pick (tests compare the cached and uncached paths with it)."""
         self._start(seqs)
         B = len(seqs)
         lengths = [len(s.prompt_ids) for s in seqs]
@@ -174,25 +179,27 @@ class Engine:
             from scratchlm.model.kv_cache import KVCache
 
             cache = KVCache.for_model(self.model, batch_size=B, max_len=total)
-            logits = self.model(idx, cache=cache, valid=valid if ragged else None)[:, -1]  # (B, V)
+            logits = self.model(idx, cache=cache, valid=valid if ragged else None, last_only=True)[:, -1]  # (B, V)
         else:
             if ragged:
                 raise ValueError("use_cache=False needs prompts of equal length; run them one at a time")
             cache, seq_ids = None, idx
-            logits = self.model(seq_ids)[:, -1]
+            logits = self.model(seq_ids, last_only=True)[:, -1]
         yield
 
         for step in range(n_picks):
+            if on_logits is not None:
+                on_logits(logits)
             new = self._pick_tokens(seqs, logits)  # appends to each live row, applies stops
             yield
             if all(s.done for s in seqs) or step == n_picks - 1:
                 break
             nxt = torch.tensor(new, dtype=torch.long, device=self.device)[:, None]  # (B, 1)
             if cache is not None:
-                logits = self.model(nxt, cache=cache)[:, -1]
+                logits = self.model(nxt, cache=cache, last_only=True)[:, -1]
             else:
                 seq_ids = torch.cat([seq_ids, nxt], dim=1)
-                logits = self.model(seq_ids)[:, -1]
+                logits = self.model(seq_ids, last_only=True)[:, -1]
         for s in seqs:
             if not s.done:
                 self._finish(s, "length")
@@ -316,5 +323,3 @@ def timed_generate(engine: Engine, prompt_ids: list[int], params: SamplingParams
         pass
     return seq, time.perf_counter() - t0
 
-
-Callback = Callable[[Sequence], None]

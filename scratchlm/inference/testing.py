@@ -64,8 +64,10 @@ class MarkovLM(nn.Module):
                                       head_dim=1)
 
     def forward(self, idx: torch.Tensor, positions: torch.Tensor | None = None, cache=None,
-                valid: torch.Tensor | None = None) -> torch.Tensor:
+                valid: torch.Tensor | None = None, last_only: bool = False) -> torch.Tensor:
         if cache is not None:  # keep the cache's bookkeeping (length, rollback) exactly as the real model does
             cache.begin(idx.size(1), positions, valid)
             cache.commit()
+        if last_only:
+            idx = idx[:, -1:]
         return self.table[idx]  # (B, T, V)

@@ -1,0 +1,91 @@
+"""Load a trained model and its tokenizer from a run folder (or one checkpoint folder) for inference.
+
+    model, cfg = load_model("runs/pretrain")                 # best (else latest) checkpoint of the run
+    model, cfg = load_model("runs/pretrain/checkpoints/step_0001000", dtype="bfloat16")
+    tok = load_tokenizer_for("runs/pretrain")                # runs/pretrain/tokenizer/
+    engine = load_engine("runs/sft", device="cpu")           # both, wrapped in an Engine
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from scratchlm.runs import load_model_state, load_state_into, resolve_checkpoint
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_dtype(name: str | torch.dtype, device: str) -> torch.dtype:
+    """"auto": float32 on CPU (exact, and as fast as bf16 for small models here), bfloat16 on GPUs that have it."""
+    if isinstance(name, torch.dtype):
+        return name
+    if name == "auto":
+        if str(device).startswith("cuda") and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    if name not in DTYPES:
+        raise ValueError(f"unknown dtype {name!r}; use one of auto, {', '.join(DTYPES)}")
+    return DTYPES[name]
+
+
+def resolve_device(name: str = "auto") -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("--device cuda requested but no CUDA GPU is visible; use --device cpu or auto")
+    return name
+
+
+def load_model(run_or_ckpt: str | Path, device: str = "auto", dtype: str | torch.dtype = "auto"):
+    """(model in eval mode on `device` in `dtype`, ModelConfig) from a run folder or a checkpoint folder."""
+    from scratchlm.model import ModelConfig, Transformer
+
+    device = resolve_device(device)
+    ckpt = resolve_checkpoint(run_or_ckpt)
+    cfg_dict, state = load_model_state(ckpt)
+    cfg = ModelConfig.from_dict(cfg_dict)
+    with torch.device("meta"):
+        model = Transformer(cfg)
+    model.to_empty(device=device)
+    model.init_weights()  # fills the non-persistent buffers (RoPE tables); weights are overwritten next
+    load_state_into(model, state)
+    model.to(dtype=resolve_dtype(dtype, device))
+    # RoPE tables stay float32: positions are angles, and bf16 angles drift from the training-time values
+    for name in ("rope_cos", "rope_sin"):
+        if hasattr(model, name):
+            setattr(model, name, getattr(model, name).float())
+    return model.eval().requires_grad_(False), cfg
+
+
+def tokenizer_dir_for(run_or_ckpt: str | Path) -> Path:
+    """The tokenizer/ folder of a run; for a checkpoint folder, that of the run holding it."""
+    p = Path(run_or_ckpt)
+    for candidate in (p / "tokenizer", p.parent.parent / "tokenizer", p):
+        if (candidate / "scratchlm_tokenizer.json").is_file():
+            return candidate
+    raise FileNotFoundError(f"no tokenizer found for {p} (looked for {p / 'tokenizer'}); "
+                            "copy the tokenizer folder of the run that trained this model into it")
+
+
+def load_tokenizer_for(run_or_ckpt: str | Path) -> Any:
+    from scratchlm.tokenizer import load_tokenizer
+
+    return load_tokenizer(tokenizer_dir_for(run_or_ckpt))
+
+
+def load_engine(run_or_ckpt: str | Path, device: str = "auto", dtype: str | torch.dtype = "auto",
+                quantize: str | None = None):
+    """An Engine for a run: model + tokenizer, optionally with weight-only int8 (quantize="int8")."""
+    from .engine import Engine
+
+    model, _ = load_model(run_or_ckpt, device, dtype)
+    if quantize == "int8":
+        from .quant import quantize_int8
+
+        quantize_int8(model)
+    elif quantize not in (None, "none"):
+        raise ValueError(f"unknown quantization {quantize!r}; use int8 or none")
+    return Engine(model, load_tokenizer_for(run_or_ckpt))
