@@ -62,3 +62,23 @@ def test_tokenize_val_input_and_text_split(tmp_path, fake_tokenizer):
     t, o, m = open_shard(out, "train")
     assert m["n_docs"] == {"train": 3, "val": 1}
     assert bytes(int(i) - 3 for i in t[o[1] + 1 : o[2]]).decode() == "two\nlines"
+
+
+def test_tokenize_with_the_real_bpe_tokenizer(tmp_path):
+    tokenizer = pytest.importorskip("scratchlm.tokenizer")
+    texts = [f"Once upon a time there was a cat number {i}. It liked fish and naps." for i in range(60)]
+    tok = tokenizer.train_bpe_from_texts(texts, vocab_size=300)
+    tok.save(tmp_path / "tok")
+    src = tmp_path / "stories.jsonl"
+    src.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    out = tmp_path / "shards"
+    assert run(["data", "tokenize", "--tokenizer", str(tmp_path / "tok"), "--input", str(src), "--out", str(out),
+                "--val-fraction", "0.2", "--workers", "2", "-q"]) == 0
+    loaded = tokenizer.load_tokenizer(tmp_path / "tok")
+    got = []
+    for split in ("train", "val"):
+        tokens, offsets, m = open_shard(out, split)
+        assert np.all(tokens[offsets] == loaded.bos_id)
+        got += [loaded.decode(d[1:].tolist()) for d in iter_documents(tokens, offsets)]
+    assert sorted(got) == sorted(texts)
+    assert m["vocab_size"] == loaded.vocab_size and m["dtype"] == "uint16" and m["tokenizer"]["sha256"]

@@ -24,7 +24,7 @@ _SURROGATES = re.compile("[\ud800-\udfff]")
 # C0/C1 controls except \t and \n (\r is handled first), plus DEL; also zero-width and BOM characters
 _CONTROLS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b\u200e\u200f\u2028\u2029\ufeff]")
 _UNICODE_SPACES = re.compile("[\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]")
-_SPACE_RUNS = re.compile("(?<=\\S)[ \t]{2,}")  # inside a line only: leading indentation (code, verse) is kept
+_SPACE_RUNS = re.compile("(?<=\\S)(?:[ \t]{2,}|\t)")  # inside a line only: leading indentation (code, verse) is kept
 _TRAILING = re.compile("[ \t]+(?=\n|$)")
 _MANY_NEWLINES = re.compile("\n{3,}")
 

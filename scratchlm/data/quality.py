@@ -10,7 +10,8 @@ the defaults are the published ones (sources next to each field; docs/data.md ha
   fineweb_filter     Penedo et al. 2024 (FineWeb), the three custom filters + datatrove's list-ratio rule
   token_word_ratio   ours: tokens per word under our tokenizer (junk such as hex, base64 or mojibake needs many)
 
-Words are whitespace-separated tokens, as in Gopher. Repetition statistics are vectorised: words become ids,
+Words are whitespace-separated tokens, as in Gopher; counts, lengths and stop words use them with surrounding
+punctuation stripped (as datatrove's Gopher filter, which tokenises punctuation apart). Repetition statistics are vectorised: words become ids,
 n-grams become 64-bit hashes (numpy), duplicates come from np.unique.
 """
 
@@ -97,6 +98,7 @@ TERMINAL_PUNCT = (".", "!", "?", '"', "'", "”", "’", ":", ";", ")")  # closi
 C4_POLICY = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies")
 _PARAGRAPHS = re.compile(r"\n\s*\n")
 _SENTENCE_END = re.compile(r"[.!?]+[\"'”’)]*(?=\s|$)")
+_PUNCT = "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~“”‘’«»…–—•·"
 _HAS_ALPHA = re.compile(r"[^\W\d_]")
 
 
@@ -119,6 +121,11 @@ class Parsed:
         return self.text.split()
 
     @cached_property
+    def core_words(self) -> list[str]:
+        """Words with leading/trailing punctuation stripped ("and." -> "and"); punctuation-only tokens dropped."""
+        return [c for c in (w.strip(_PUNCT) for w in self.words) if c]
+
+    @cached_property
     def word_ids(self) -> np.ndarray:
         """(n_words,) int64: equal words get equal ids; the basis of the vectorised n-gram statistics."""
         vocab: dict[str, int] = {}
@@ -133,15 +140,16 @@ class Parsed:
 # Gopher quality
 
 def gopher_quality(doc: Parsed, cfg: QualityConfig) -> str | None:
-    words = doc.words
-    n = len(words)
+    words = doc.words  # whitespace tokens, for the ratios
+    core = doc.core_words  # punctuation stripped, punctuation-only tokens dropped: for counts, lengths, stop words
+    n = len(core)
     if n == 0 or not cfg.min_words <= n <= cfg.max_words:
         return "gopher_word_count"
-    mean_len = float(doc.word_lengths.mean())
+    mean_len = sum(map(len, core)) / n
     if not cfg.min_mean_word_length <= mean_len <= cfg.max_mean_word_length:
         return "gopher_mean_word_length"
     symbols = doc.text.count("#") + doc.text.count("...") + doc.text.count("…")
-    if symbols / n > cfg.max_symbol_word_ratio:
+    if symbols / len(words) > cfg.max_symbol_word_ratio:
         return "gopher_symbol_ratio"
     lines = doc.lines
     if lines:
@@ -149,9 +157,9 @@ def gopher_quality(doc: Parsed, cfg: QualityConfig) -> str | None:
             return "gopher_bullet_lines"
         if sum(ln.endswith(ELLIPSES) for ln in lines) / len(lines) > cfg.max_ellipsis_lines_ratio:
             return "gopher_ellipsis_lines"
-    if sum(1 for w in words if _HAS_ALPHA.search(w)) / n < cfg.min_alpha_words_ratio:
+    if sum(1 for w in words if _HAS_ALPHA.search(w)) / len(words) < cfg.min_alpha_words_ratio:
         return "gopher_alpha_words"
-    if len(STOP_WORDS.intersection(w.lower() for w in words)) < cfg.min_stop_words:
+    if len(STOP_WORDS.intersection(w.lower() for w in core)) < cfg.min_stop_words:
         return "gopher_stop_words"
     return None
 
@@ -198,11 +206,13 @@ def top_ngram_char_frac(doc: Parsed, n: int) -> float:
     if len(ids) < n:
         return 0.0
     h = ngram_hashes(ids, n)
-    uniq, first, counts = np.unique(h, return_index=True, return_counts=True)
-    best = np.argmax(counts)
-    if counts[best] < 2:
+    _, first, counts = np.unique(h, return_index=True, return_counts=True)
+    top = counts.max()
+    if top < 2:
         return 0.0
-    return float(counts[best] * _ngram_char_lengths(lengths, n)[first[best]]) / max(int(lengths.sum()), 1)
+    # ties: the longest of the most frequent n-grams (the largest fraction, so the rule is order-independent)
+    chars = _ngram_char_lengths(lengths, n)[first[counts == top]].max()
+    return float(top * chars) / max(int(lengths.sum()), 1)
 
 
 def dup_ngram_char_frac(doc: Parsed, n: int) -> float:

@@ -30,6 +30,7 @@ Documents are streamed: at most a few batches per worker are in flight, whatever
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import multiprocessing as mp
 import os
@@ -78,7 +79,10 @@ def encode_documents(tokenizer, texts: list[str], dtype: np.dtype) -> tuple[np.n
     The lengths include the BOS, so np.cumsum(lengths) gives the next offsets.
     """
     if hasattr(tokenizer, "encode_batch"):
-        encoded = tokenizer.encode_batch(texts)
+        if "num_workers" in inspect.signature(tokenizer.encode_batch).parameters:
+            encoded = tokenizer.encode_batch(texts, num_workers=1)  # we are the parallelism: no pool inside a worker
+        else:
+            encoded = tokenizer.encode_batch(texts)
     else:
         encoded = [tokenizer.encode(t) for t in texts]
     lengths = np.fromiter((len(ids) + 1 for ids in encoded), dtype=np.int64, count=len(encoded))
