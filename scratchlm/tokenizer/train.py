@@ -89,48 +89,45 @@ def learn_merges(word_counts: dict, num_merges: int, min_frequency: int = 1, pro
             if bar is not None:
                 bar.update(1)
 
-        # Rewrite every word containing (a, b); record count deltas of the pairs around each occurrence.
-        # The left neighbour is read from the rewritten word (it may be t already), the right one from the old
-        # word, so back-to-back occurrences ("a b a b" -> "t t") net out correctly.
-        delta: dict[int, int] = defaultdict(int)
+        # Rewrite every word containing (a, b) in place, adjusting the counts of the pairs around each occurrence.
+        # The left neighbour is read after earlier rewrites (it may be t already), the right one before, so
+        # back-to-back occurrences ("a b a b" -> "t t") net out: (t, a) is added then removed again.
         ta = t << SHIFT
+        fresh = defaultdict(set)  # pairs with t, whose counts rose -> word ids; they get new heap entries
         for i in where.pop(k):
             w = words[i]
             if a not in w:
                 continue  # stale index entry
             f = freqs[i]
-            out: list[int] = []
-            j, n = 0, len(w)
-            while j < n:
-                x = w[j]
-                if x == a and j + 1 < n and w[j + 1] == b:
-                    if out:
-                        p = out[-1] << SHIFT
-                        delta[p | a] -= f
-                        delta[p | t] += f
-                        where[p | t].add(i)
+            n = len(w)
+            j = w.index(a)
+            while True:
+                if j + 1 < n and w[j + 1] == b:
+                    if j:
+                        p = w[j - 1] << SHIFT
+                        stats[p | a] -= f
+                        stats[p | t] += f
+                        fresh[p | t].add(i)
                     if j + 2 < n:
                         y = w[j + 2]
-                        delta[b << SHIFT | y] -= f
-                        delta[ta | y] += f
-                        where[ta | y].add(i)
-                    out.append(t)
-                    j += 2
+                        stats[b << SHIFT | y] -= f
+                        stats[ta | y] += f
+                        fresh[ta | y].add(i)
+                    w[j:j + 2] = (t,)
+                    n -= 1
+                try:
+                    j = w.index(a, j + 1)
+                except ValueError:
+                    break
+        del stats[k]
+        for p, ids in fresh.items():
+            c = stats[p]
+            if c > 0:
+                heappush(heap, (-c, p))
+                if p in where:  # only when t is an old token (the duplicate case above)
+                    where[p] |= ids
                 else:
-                    out.append(x)
-                    j += 1
-            if len(out) != n:
-                words[i] = out
-        stats.pop(k, None)
-        for p, d in delta.items():
-            if d:
-                c = stats[p] + d
-                if c > 0:
-                    stats[p] = c
-                    if d > 0:
-                        heappush(heap, (-c, p))
-                else:
-                    del stats[p]
+                    where[p] = ids
     if bar is not None:
         bar.close()
     return merges, token_bytes
