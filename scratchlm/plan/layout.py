@@ -100,7 +100,7 @@ def memory_per_gpu(shape, layout: Layout, precision: str = "bf16-mixed", optimiz
     head = shape.head_params if not (shape.tie_embeddings and pp > 1) else shape.vocab_size * shape.d_model
     emb = shape.embedding_params
     if pp == 1:
-        stage_params = {"only": layers_per_stage * shape.layer_params + emb + head}
+        stage_params = {"only": shape.n_params}
     else:
         stage_params = {"first": layers_per_stage * shape.layer_params + emb,
                         "last": layers_per_stage * shape.layer_params + head}
@@ -118,15 +118,20 @@ def memory_per_gpu(shape, layout: Layout, precision: str = "bf16-mixed", optimiz
         # 1F1B: stage i of p keeps (p - i) micro-batches of activations; the first stage the most (p).
         held = in_flight if name in ("first", "only") else 1
         terms = dict(st)
-        terms["activations"] = act["stored"] * layers_per_stage * held + act["peak_extra"]
+        terms["activations"] = act["stored"] * layers_per_stage * held
         if name in ("last", "only"):
             terms["activations"] += head_act
-        if prec.weight_copy_bytes and layout.zero < 3:
-            # autocast casts each matmul weight once per forward and autograd keeps the copy for backward
-            # (inside a checkpointed layer only while that layer is recomputed); the head's weight too
-            kept = 1 if layout.checkpointing == "full" else layers_per_stage
+        autocast_copies = prec.weight_copy_bytes and layout.zero < 3
+        if autocast_copies:
+            # autocast casts each matmul weight once per forward and autograd keeps the copy for backward (not
+            # inside checkpointed layers: those are recast during recomputation); the head's weight too
+            kept = 0 if layout.checkpointing == "full" else layers_per_stage
             copies = kept * shape.layer_params + (shape.vocab_size * shape.d_model if name in ("last", "only") else 0)
             terms["weight copies"] = prec.weight_copy_bytes * copies / t
+        if act["peak_extra"]:
+            # what a recomputed layer (or attention core) holds again while its backward runs
+            terms["recompute buffer"] = act["peak_extra"] + (
+                prec.weight_copy_bytes * shape.layer_params / t if autocast_copies and layout.checkpointing == "full" else 0)
         if layout.zero == 3 and layout.shard > 1:
             # FSDP gathers a whole layer (and prefetches the next) in the compute dtype, and holds a layer's
             # unsharded gradient until its reduce-scatter

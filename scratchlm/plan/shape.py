@@ -61,10 +61,10 @@ class ModelShape:
         return 0 if self.tie_embeddings else self.vocab_size * self.d_model
 
     @property
-    def layer_params(self) -> int:
-        """Parameters of one transformer block (everything not embedding/head, spread over the layers)."""
+    def layer_params(self) -> float:
+        """Parameters of one transformer block (everything not embedding/head, final norm spread over layers)."""
         rest = self.n_params - self.embedding_params - self.head_params
-        return max(rest, 0) // max(self.n_layers, 1)
+        return max(rest, 0) / max(self.n_layers, 1)
 
     def flops_per_token(self, seq_len: int) -> float:
         """Training FLOPs per token: 6N plus attention's 12 * L * T * d_attn (see compute.py)."""
