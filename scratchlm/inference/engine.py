@@ -156,7 +156,7 @@ class Engine:
         Consumers read `seq.events` / `seq.done` between yields (streaming, the server's queue). With
         use_cache=False every step recomputes the whole sequence (the slow reference path). on_logits sees the
         (B, V) next-token logits before every pick (tests compare the cached and uncached paths with it)."""
-        self._start(seqs)
+        self.prepare(seqs)
         B = len(seqs)
         lengths = [len(s.prompt_ids) for s in seqs]
         T0 = max(lengths)
@@ -205,7 +205,8 @@ class Engine:
                 self._finish(s, "length")
         yield
 
-    def _start(self, seqs: list[Sequence]) -> None:
+    def prepare(self, seqs: list[Sequence]) -> None:
+        """Validate prompts and set up each sequence's generator, detokenizer and stop rules."""
         for s in seqs:
             if not s.prompt_ids:
                 raise ValueError("empty prompt: give at least one token (the engine adds BOS to text prompts)")
