@@ -1,0 +1,80 @@
+"""`scratchlm data synth`: write the built-in TinyWorld corpus (stories, facts, sums) and its post-training data."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+
+from scratchlm.cli.common import add_common
+
+log = logging.getLogger("scratchlm")
+
+SYNTH_EXAMPLES = """\
+examples:
+  scratchlm data synth --out runs/tinyworld --size 20MB --seed 0
+  scratchlm data synth --out /tmp/tw --size 500KB            # a few hundred stories, for a quick look
+  scratchlm data synth --out runs/tw1 --size 1GB --seed 1 --instructions 50000
+
+sizes: a number of bytes, or with a unit: 500KB, 20MB, 1GB (powers of 1000), 1GiB (powers of 1024).
+
+writes into --out:
+  train.txt, val.txt          one document per line, documents separated by a blank line
+                              (val: held-out hero/place/plot combinations, fact wordings and sums)
+  instructions.jsonl          Alpaca {instruction, input, output, kind, split}        (+ instructions_val.jsonl)
+  preferences.jsonl           + {chosen, rejected, rejected_kind}; output == chosen    (+ preferences_val.jsonl)
+  tasks.jsonl                 {id, kind, instruction, input, question, answer, output} (+ tasks_val.jsonl);
+                              score replies with scratchlm.data.tinyworld.check_answer(reply, answer, question)
+  manifest.json               seed, sizes, counts, sha256 of every file, generator version
+
+The same --seed and --size give byte-identical files. In Python: `scratchlm.data.tinyworld.iter_documents("train",
+seed=0)` streams the same documents without writing anything.
+"""
+
+
+def add_synth_parser(data_subparsers) -> argparse.ArgumentParser:
+    """Add `synth` under `scratchlm data` (called by scratchlm/cli/data.py)."""
+    p = data_subparsers.add_parser(
+        "synth", help="write the built-in TinyWorld corpus (stories, facts, sums, instructions, preferences, tasks)",
+        description="Generate TinyWorld: simple English children's stories, world facts and arithmetic, "
+                    "deterministic for a seed, with a held-out split of unseen combinations, plus instruction, "
+                    "preference and verifiable-task data for SFT, DPO and RL.",
+        epilog=SYNTH_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--size", default="20MB", help="text to write, train + val (default: 20MB)")
+    p.add_argument("--val-fraction", type=float, default=0.02, help="share of --size that goes to val.txt (default: 0.02)")
+    p.add_argument("--instructions", type=int, default=None, metavar="N",
+                   help="train instruction records (default: one per KB of text, 200..20000; val gets N/10)")
+    p.add_argument("--preferences", type=int, default=None, metavar="N", help="train preference pairs (default: N/2)")
+    p.add_argument("--tasks", type=int, default=None, metavar="N", help="train verifiable tasks (default: N/2)")
+    add_common(p, out="runs/tinyworld", overrides=False, device=False)
+    p.set_defaults(func=synth_handler)
+    return p
+
+
+def synth_handler(args) -> int:
+    from scratchlm.data.tinyworld import parse_size, synthesize
+
+    out = Path(args.out)
+    size = parse_size(args.size)
+    for flag in ("instructions", "preferences", "tasks"):
+        n = getattr(args, flag, None)
+        if n is not None and n < 1:
+            raise ValueError(f"--{flag} must be at least 1, got {n}")
+    if (out / "manifest.json").exists() and not getattr(args, "overwrite", False):
+        raise FileExistsError(f"{out} already holds a TinyWorld corpus (manifest.json); pass --overwrite or choose another --out")
+    seed = 0 if args.seed is None else args.seed
+    t0 = time.perf_counter()
+    m = synthesize(out, size, seed, val_fraction=args.val_fraction, n_instructions=args.instructions,
+                   n_preferences=args.preferences, n_tasks=args.tasks,
+                   progress=None if getattr(args, "quiet", 0) == 0 else False)
+    dt = time.perf_counter() - t0
+    text = m["files"]["train.txt"]["bytes"] + m["files"]["val.txt"]["bytes"]
+    if getattr(args, "quiet", 0) <= 0:
+        print(f"TinyWorld v{m['version']}, seed {seed}: {text / 1e6:.1f} MB of text and "
+              f"{sum(f.get('records', 0) for f in m['files'].values()):,} records in {dt:.1f}s -> {out}")
+        for name, f in m["files"].items():
+            what = f.get("records", f.get("documents"))
+            unit = "records" if "records" in f else "documents"
+            print(f"  {name:<24} {f['bytes'] / 1e6:9.2f} MB  {what:>9,} {unit}")
+    return 0
