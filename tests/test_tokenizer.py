@@ -110,24 +110,22 @@ def test_repeated_runs_do_not_duplicate_tokens():
 
 
 def test_training_is_deterministic_and_independent_of_workers(tmp_path):
-    texts = [MIXED * 3, "hello world\n" * 50, "x <|endoftext|> y\n" * 20]
-    paths = []
-    for i, t in enumerate(texts * 30):  # many small files + one big one -> several tasks
-        p = tmp_path / f"f{i}.txt"
-        p.write_text(t, encoding="utf-8")
-        paths.append(p)
-    big = tmp_path / "big.txt"
-    big.write_text("\n".join(texts) * 4000, encoding="utf-8")
-    one = train_bpe([tmp_path], 600, num_workers=1, progress=False)
-    two = train_bpe([tmp_path], 600, num_workers=2, progress=False)
-    assert one.merges == two.merges
-    # counting in ~1 MB tasks gives exactly the counts of pre-tokenizing every whole file
+    texts = [MIXED * 3, "hello world\n" * 50, "x <|endoftext|> y\n" * 20, "a\n\n\n  b \r\n\r\nc\n \n\u3000d\n"]
+    for i, t in enumerate(texts * 10):
+        (tmp_path / f"f{i}.txt").write_text(t, encoding="utf-8")
+    (tmp_path / "big.txt").write_text("\n".join(texts) * 40, encoding="utf-8")
+    # count in tiny 2 kB tasks: the cuts must never change a chunk, whatever the number of workers
     whole = Counter()
     for p in sorted(tmp_path.glob("*.txt")):
         for part in p.read_bytes().decode("utf-8").split("<|endoftext|>"):
             whole.update(chunk_counts(part))
-    assert len(plan_tasks([big])) > 1
-    assert count_words([tmp_path], build_pattern("gpt4"), num_workers=2, progress=False) == whole
+    assert len(plan_tasks([tmp_path / "big.txt"], 2048)) > 10
+    for workers in (1, 2):
+        assert count_words([tmp_path], build_pattern("gpt4"), num_workers=workers, progress=False,
+                           block_bytes=2048) == whole
+    one = train_bpe([tmp_path], 600, num_workers=1, progress=False)
+    two = train_bpe([tmp_path], 600, num_workers=2, progress=False)
+    assert one.merges == two.merges == learn_merges(whole, 600 - 264)[0]
 
 
 def test_special_strings_in_corpus_are_separators_not_text():

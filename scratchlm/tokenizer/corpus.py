@@ -151,11 +151,12 @@ def _count_task(task) -> tuple[str, Counter, int, int]:
     return path, counts, n_docs, end - start
 
 
-def count_words(inputs, pattern: str, fields=("text",), num_workers: int | None = None, progress: bool = True) -> Counter:
+def count_words(inputs, pattern: str, fields=("text",), num_workers: int | None = None, progress: bool = True,
+                block_bytes: int = BLOCK_BYTES) -> Counter:
     """Counter {chunk string: occurrences} over every document in `inputs` (files or directories)."""
     files = expand_inputs(inputs)
     fields = (fields,) if isinstance(fields, str) else tuple(fields)
-    tasks = plan_tasks(files)
+    tasks = plan_tasks(files, block_bytes)
     total_bytes = sum(t[2] - t[1] for t in tasks)
     if num_workers is None:
         num_workers = os.cpu_count() or 1
