@@ -458,6 +458,8 @@ def _build_index() -> _Index:
         ix.add("TRAIT", t)
     for s in SIZES:
         ix.add("SIZE", s)
+    for k in ("fruit", "vegetable"):
+        ix.add("KIND", k, k + "s")
     for i, w in enumerate(NUMBER_WORDS):
         ix.add("NUMBER", str(i), w)
     return ix

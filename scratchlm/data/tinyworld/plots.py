@@ -556,8 +556,8 @@ PLANT_HELP = Part(
     ("{P.name} smiled.", "\"Seeds grow slowly. Keep giving them water,\" {P} said."),
 )
 PLANT_GROW = Part(
-    ("One morning, {A} saw a tiny green sprout!", "Soon there were {S.grown} {L.at}."),
-    ("After many days, little green leaves came up.", "Then, at last, there were {S.grown}."),
+    ("One morning, {A} saw a tiny green sprout!", "Soon there {S.was} {S.grown} {L.at}."),
+    ("After many days, little green leaves came up.", "Then, at last, there {S.was} {S.grown}."),
 )
 PLANT_MORAL = Part("{A} learned that good things take time.", "\"I grew them [myself|all by myself]!\" said {A.name}.",
                    "{A} was so proud of {A.pos} plants.")
@@ -573,7 +573,7 @@ def plant(t: Teller, c: dict) -> None:
     t.tell(PLANT_GROW)
     t.maybe(0.5, FEEL_GOOD)
     t.tell(PLANT_MORAL)
-    t.ask("What did {A} plant?", "{S.key}", "{A} planted {S} seeds.")
+    t.ask("What did {A} plant?", "{S.key}", "{A} planted {S.crop}.")
     t.ask("What do plants need to grow?", "water", "Plants need water and sun to grow.")
 
 

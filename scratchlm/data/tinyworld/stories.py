@@ -108,7 +108,9 @@ def make_story(rng, hero, place: str, plot: Plot) -> Story:
         seed = pick(tuple(SEEDS))
         crop = SEEDS[seed]
         grown_phrase = "tall yellow sunflowers" if not crop else f"{FOOD_BY_NOUN[crop].colour} {crop}"
-        forms["S"] = {"": seed, "grown": grown_phrase, "key": seed}
+        mass = bool(crop) and not FOOD_BY_NOUN[crop].plural  # "there was yellow corn"
+        forms["S"] = {"": seed, "grown": grown_phrase, "key": seed, "was": "was" if mass else "were",
+                      "crop": crop or "sunflowers"}
 
     people = {"A": hero, "B": friend, "P": grown}
     t = Teller(rng, people, forms, LISTS)

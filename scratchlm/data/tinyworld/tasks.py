@@ -34,12 +34,16 @@ _NUMBER_WORD.update({"thirteen": 13, "fourteen": 14, "fifteen": 15, "sixteen": 1
 _SKIP = {"a", "an", "the", "to", "s"}
 
 
+def _lemma(t: str) -> str:
+    if t in LEMMA:
+        return LEMMA[t]
+    if len(t) > 3 and t.endswith("s") and not t.endswith("ss"):  # trees -> tree, fruits -> fruit
+        return t[:-1]
+    return t
+
+
 def _lemmas(text: str) -> list[str]:
-    out = []
-    for t in _TOKEN.findall(text.lower()):
-        if t not in _SKIP:
-            out.append(LEMMA.get(t, t))
-    return out
+    return [_lemma(t) for t in _TOKEN.findall(text.lower()) if t not in _SKIP]
 
 
 def _numbers(text: str) -> list[int]:
@@ -72,6 +76,8 @@ def check_answer(pred: str, answer: str, question: str = "") -> bool:
     if len(want) == 1 and want[0] in CATEGORY:
         cat = CATEGORY[want[0]]
         asked = set(_lemmas(question))
+        for m in re.finditer(r"(\w+) or (?:an? )?(\w+)", question.lower()):  # "a fruit or a vegetable?": both
+            asked -= {_lemma(m.group(1)), _lemma(m.group(2))}               # options are answers, not context
         if any(CATEGORY.get(w) == cat and w != want[0] and w not in asked for w in got):
             return False
     return True
@@ -225,8 +231,9 @@ def preference_pairs(split: str = "train", seed: int = 0) -> Iterator[tuple[dict
             rejected, how = _wrong_answer(r, chosen, rec["answer"]), "wrong"
         elif u < 0.8:
             rejected, how = last_output, "off_topic"
-        if rejected is None or rejected == chosen:
-            rejected, how = _pick(r, UNHELPFUL), "unhelpful"
+        if rejected is None or rejected == chosen or (rec["answer"] and
+                                                      check_answer(rejected, rec["answer"], rec["question"])):
+            rejected, how = _pick(r, UNHELPFUL), "unhelpful"  # a rejected reply must really be wrong
         last_output = chosen
         yield ({"instruction": rec["instruction"], "input": rec["input"], "output": chosen, "chosen": chosen,
                 "rejected": rejected, "kind": rec["kind"], "rejected_kind": how, "split": split},
