@@ -27,6 +27,10 @@ class Tokenizer:
     def save(self, directory, chat_template: str | None = None) -> Path:
         raise NotImplementedError
 
+    def decode_bytes(self, ids) -> bytes:
+        """The UTF-8 bytes of ids (for streaming: a BPE token may end in the middle of a character)."""
+        return self.decode(ids, errors="strict").encode("utf-8")
+
     @property
     def vocab_size(self) -> int:
         raise NotImplementedError
