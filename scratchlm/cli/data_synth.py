@@ -42,7 +42,8 @@ def add_synth_parser(data_subparsers) -> argparse.ArgumentParser:
                     "preference and verifiable-task data for SFT, DPO and RL.",
         epilog=SYNTH_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size", default="20MB", help="text to write, train + val (default: 20MB)")
-    p.add_argument("--val-fraction", type=float, default=0.02, help="share of --size that goes to val.txt (default: 0.02)")
+    p.add_argument("--val-fraction", type=float, default=0.02,
+                   help="share of --size that goes to val.txt (default: 0.02)")
     p.add_argument("--instructions", type=int, default=None, metavar="N",
                    help="train instruction records (default: one per KB of text, 200..20000; val gets N/10)")
     p.add_argument("--preferences", type=int, default=None, metavar="N", help="train preference pairs (default: N/2)")
@@ -62,7 +63,8 @@ def synth_handler(args) -> int:
         if n is not None and n < 1:
             raise ValueError(f"--{flag} must be at least 1, got {n}")
     if (out / "manifest.json").exists() and not getattr(args, "overwrite", False):
-        raise FileExistsError(f"{out} already holds a TinyWorld corpus (manifest.json); pass --overwrite or choose another --out")
+        raise FileExistsError(f"{out} already holds a TinyWorld corpus (manifest.json); "
+                              "pass --overwrite or choose another --out")
     seed = 0 if args.seed is None else args.seed
     t0 = time.perf_counter()
     m = synthesize(out, size, seed, val_fraction=args.val_fraction, n_instructions=args.instructions,

@@ -26,7 +26,8 @@ PAIRS = {split: {op: tuple(p for p in _pairs(op) if sum_reserved(p[0], op, p[1])
          for split in ("train", "val")}
 
 STATEMENTS = {
-    "plus": ("{a} plus {b} is {c}.", "{a} and {b} make {c}.", "If you add {a} and {b}, you get {c}.", "{a} + {b} = {c}."),
+    "plus": ("{a} plus {b} is {c}.", "{a} and {b} make {c}.", "If you add {a} and {b}, you get {c}.",
+             "{a} + {b} = {c}."),
     "minus": ("{a} minus {b} is {c}.", "If you take {b} away from {a}, you get {c}.", "{a} take away {b} is {c}.",
               "{a} - {b} = {c}."),
     "times": ("{a} times {b} is {c}.", "{a} groups of {b} make {c}.", "{a} x {b} = {c}."),
@@ -86,7 +87,8 @@ def make_problem(rng, split: str = "train", word_problem: bool | None = None) ->
     kind = int(r() * 2)
     if op == "plus" and kind == 0:
         setup = f"{n1} had {count(a, one, many)}. {n2} gave {n1} {b} more."
-        return Problem(a, op, b, c, setup, f"How many {many} does {n1} have now?", f"Now {n1} has {count(c, one, many)}.")
+        return Problem(a, op, b, c, setup, f"How many {many} does {n1} have now?",
+                       f"Now {n1} has {count(c, one, many)}.")
     if op == "plus":
         one, many, where, _ = FLOCKS[int(r() * len(FLOCKS))]
         setup = f"There were {count(a, one, many)} {where}. Then {b} more came."
@@ -94,7 +96,8 @@ def make_problem(rng, split: str = "train", word_problem: bool | None = None) ->
                        f"Now there {'is' if c == 1 else 'are'} {count(c, one, many)} {where}.")
     if op == "minus" and kind == 0:
         setup = f"{n1} had {count(a, one, many)}. {n1} gave {b} to {n2}."
-        return Problem(a, op, b, c, setup, f"How many {many} does {n1} have now?", f"Now {n1} has {count(c, one, many)}.")
+        return Problem(a, op, b, c, setup, f"How many {many} does {n1} have now?",
+                       f"Now {n1} has {count(c, one, many)}.")
     if op == "minus":
         one, many, where, away = FLOCKS[int(r() * len(FLOCKS))]
         setup = f"There were {count(a, one, many)} {where}. Then {b} {away}."
@@ -102,7 +105,8 @@ def make_problem(rng, split: str = "train", word_problem: bool | None = None) ->
                        f"Now there {'is' if c == 1 else 'are'} {count(c, one, many)} {where}.")
     bag = ("bag", "bags") if kind == 0 else ("box", "boxes")
     setup = f"{n1} has {count(a, *bag)}. There {'is' if b == 1 else 'are'} {count(b, one, many)} in each {bag[0]}."
-    return Problem(a, op, b, c, setup, f"How many {many} does {n1} have in all?", f"So {n1} has {count(c, one, many)} in all.")
+    return Problem(a, op, b, c, setup, f"How many {many} does {n1} have in all?",
+                   f"So {n1} has {count(c, one, many)} in all.")
 
 
 def arithmetic_document(rng, split: str = "train") -> tuple[str, list[tuple]]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from scratchlm.data.tinyworld.heldout import fact_reserved, sum_reserved
+from scratchlm.data.tinyworld.heldout import fact_reserved
 from scratchlm.data.tinyworld.lexicon import (
     ANIMALS, CHARACTERS, FOOD_SINGULAR, FOODS, HOMES, NATURE_FACTS, NUMBER_WORDS, PRONOUNS,
 )
@@ -89,7 +89,8 @@ def _animal_facts() -> list[Fact]:
                                               f"The sound {an} makes is \"{a.sound}\"."),
                             f"What does {an} say?", a.sound, f"{An} says \"{a.sound}\"."))
         where = a.lives.split()[-1]
-        out.append(Fact(f"{n}.lives", n, (f"{Pl} live {a.lives}.", f"Many {pl} live {a.lives}.", f"You can find {pl} {a.lives}."),
+        out.append(Fact(f"{n}.lives", n, (f"{Pl} live {a.lives}.", f"Many {pl} live {a.lives}.",
+                                          f"You can find {pl} {a.lives}."),
                         f"Where do {pl} live?", where, f"{Pl} live {a.lives}."))
         if a.legs > 0:
             out.append(Fact(f"{n}.legs", n, (f"{An} has {_num(a.legs)} legs.", f"{Pl} have {_num(a.legs)} legs.",
@@ -97,45 +98,44 @@ def _animal_facts() -> list[Fact]:
                             f"How many legs does {an} have?", str(a.legs), f"{An} has {_num(a.legs)} legs."))
         elif a.legs == 0:
             out.append(Fact(f"{n}.legs", n, (f"{Pl} have no legs.", f"{An} has no legs.", f"{Pl} do not have legs.")))
-        out.append(Fact(f"{n}.baby", n, (f"A baby {n} is called {a_or_an(a.baby)}.", f"A young {n} is {a_or_an(a.baby)}.",
-                                         f"When {an} is little, it is called {a_or_an(a.baby)}."),
-                        f"What is a baby {n} called?", a.baby, f"A baby {n} is called {a_or_an(a.baby)}."))
+        baby = a_or_an(a.baby)
+        out.append(Fact(f"{n}.baby", n, (f"A baby {n} is called {baby}.", f"A young {n} is {baby}.",
+                                         f"When {an} is little, it is called {baby}."),
+                        f"What is a baby {n} called?", a.baby, f"A baby {n} is called {baby}."))
         if a.covering == "a shell":
             out.append(Fact(f"{n}.covering", n, (f"{An} has a shell.", f"{Pl} have shells.",
                                                  f"{An} carries its shell on its back.")))
         elif a.covering:
             out.append(Fact(f"{n}.covering", n, (f"{An} is covered in {a.covering}.", f"{Pl} have {a.covering}.",
                                                  f"The body of {an} is covered in {a.covering}.")))
-        out.append(Fact(f"{n}.can", n, (f"{Pl} can {a.can}.", f"{An} can {a.can}.", f"One thing {an} can do is {a.can}.")))
+        out.append(Fact(f"{n}.can", n, (f"{Pl} can {a.can}.", f"{An} can {a.can}.",
+                                        f"One thing {an} can do is {a.can}.")))
     return out
 
 
 def _food_facts() -> list[Fact]:
     out = []
     for f in FOODS:
-        n, one = f.noun, FOOD_SINGULAR.get(f.noun, f.noun)
-        are, N = ("are" if f.plural else "is"), _cap(f.noun)
-        q = f"What colour {are} {n}?"
+        n, one, N = f.noun, FOOD_SINGULAR.get(f.noun, f.noun), _cap(f.noun)
+        # agreement: "apples are / they taste" vs "bread is / it tastes"
+        are, they, s = ("are", "they", "") if f.plural else ("is", "it", "s")
+        kinds = f.kind + "s" if f.plural else a_or_an(f.kind)  # "fruits" / "a vegetable"
         out.append(Fact(f"{n}.colour", n, (f"{N} {are} {f.colour}.", f"The colour of {n} is {f.colour}.",
                                            f"A ripe {one} is {f.colour}." if f.plural else f"Most {n} is {f.colour}."),
-                        q, f.colour, f"{N} {are} {f.colour}."))
-        taste = "taste" if f.plural else "tastes"
-        out.append(Fact(f"{n}.taste", n, (f"{N} {taste} {f.taste}.", f"{N} {are} {f.taste}.",
-                                          f"If you eat {n}, they taste {f.taste}." if f.plural else f"If you eat {n}, it tastes {f.taste}.")))
+                        f"What colour {are} {n}?", f.colour, f"{N} {are} {f.colour}."))
+        out.append(Fact(f"{n}.taste", n, (f"{N} taste{s} {f.taste}.", f"{N} {are} {f.taste}.",
+                                          f"If you eat {n}, {they} taste{s} {f.taste}.")))
         if f.grows:
-            grow = "grow" if f.plural else "grows"
-            it = "they grow" if f.plural else "it grows"
-            out.append(Fact(f"{n}.grows", n, (f"{N} {grow} {f.grows}.", f"Did you know? {N} {grow} {f.grows}.",
-                                              f"Farmers grow {n}, and {it} {f.grows}."),
-                            f"Where do {n} grow?" if f.plural else f"Where does {n} grow?", f.grows.split()[-1],
-                            f"{N} {grow} {f.grows}."))
+            out.append(Fact(f"{n}.grows", n, (f"{N} grow{s} {f.grows}.", f"Did you know? {N} grow{s} {f.grows}.",
+                                              f"Farmers grow {n}, and {they} grow{s} {f.grows}."),
+                            f"Where do{'es' if s else ''} {n} grow?", f.grows.split()[-1], f"{N} grow{s} {f.grows}."))
         if f.kind in ("fruit", "vegetable"):
-            a = f"a {f.kind}"
-            out.append(Fact(f"{n}.kind", n, (f"{N} {are} {f.kind}s." if f.plural else f"{N} is {a}.",
-                                             f"{_cap(a_or_an(one))} is {a}." if f.plural else f"{N} is a kind of {f.kind}.",
-                                             f"{N} {are} good for you, and {'they are' if f.plural else 'it is'} {a if not f.plural else f.kind + 's'}."),
-                            f"Is {a_or_an(one)} a fruit or a vegetable?" if f.plural else f"Is {n} a fruit or a vegetable?",
-                            f.kind, f"{N} {are} {f.kind + 's' if f.plural else a}."))
+            out.append(Fact(f"{n}.kind", n, (f"{N} {are} {kinds}.",
+                                             f"{_cap(a_or_an(one))} is a {f.kind}." if f.plural else
+                                             f"{N} is a kind of {f.kind}.",
+                                             f"{N} {are} good for you, and {they} {are} {kinds}."),
+                            f"Is {a_or_an(one) if f.plural else n} a fruit or a vegetable?", f.kind,
+                            f"{N} {are} {kinds}."))
     return out
 
 

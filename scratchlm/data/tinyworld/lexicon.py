@@ -337,7 +337,7 @@ class Food:
     noun: str  # as used in "I like ...": plural for count nouns, bare for mass nouns
     plural: bool  # "apples are" vs "bread is"
     colour: str
-    taste: str  # sweet, sour, warm, salty, ...
+    taste: str  # sweet, sour, salty, good, ...
     kind: str  # fruit, vegetable, treat, meal
     grows: str  # "on trees", "in the ground", ... or "" for cooked food
 
@@ -355,17 +355,17 @@ FOODS: tuple[Food, ...] = (
     Food("lemons", True, "yellow", "sour", "fruit", "on trees"),
     Food("carrots", True, "orange", "crunchy", "vegetable", "in the ground"),
     Food("peas", True, "green", "sweet", "vegetable", "in pods"),
-    Food("potatoes", True, "brown", "soft", "vegetable", "in the ground"),
+    Food("potatoes", True, "brown", "good", "vegetable", "in the ground"),
     Food("corn", False, "yellow", "sweet", "vegetable", "on tall plants"),
     Food("nuts", True, "brown", "crunchy", "snack", "on trees"),
     Food("cookies", True, "brown", "sweet", "treat", ""),
     Food("cake", False, "white", "sweet", "treat", ""),
     Food("muffins", True, "brown", "sweet", "treat", ""),
-    Food("pancakes", True, "yellow", "warm", "meal", ""),
-    Food("bread", False, "brown", "warm", "meal", ""),
+    Food("pancakes", True, "yellow", "sweet", "meal", ""),
+    Food("bread", False, "brown", "good", "meal", ""),
     Food("cheese", False, "yellow", "salty", "meal", ""),
-    Food("soup", False, "orange", "warm", "meal", ""),
-    Food("pizza", False, "red", "warm", "meal", ""),
+    Food("soup", False, "orange", "good", "meal", ""),
+    Food("pizza", False, "red", "yummy", "meal", ""),
 )
 FOOD_BY_NOUN = {f.noun: f for f in FOODS}
 FOOD_SINGULAR = {"apples": "apple", "bananas": "banana", "oranges": "orange", "grapes": "grape",
@@ -390,23 +390,31 @@ NATURE_FACTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("grass", ("Grass is green.", "The grass is green in spring.", "Most grass is green.")),
     ("snow", ("Snow is white and cold.", "Snow is cold, and it is white.", "When it snows, everything turns white.")),
     ("sun", ("The sun is hot and bright.", "The sun gives us light and keeps us warm.", "The sun is very bright.")),
-    ("sunrise", ("The sun comes up in the morning.", "Every morning, the sun rises.", "In the morning, the sun comes up.")),
+    ("sunrise", ("The sun comes up in the morning.", "Every morning, the sun rises.",
+                 "In the morning, the sun comes up.")),
     ("moon", ("The moon comes out at night.", "At night, you can see the moon.", "We see the moon at night.")),
     ("ice", ("Ice is cold.", "Ice is frozen water.", "When water gets very cold, it turns into ice.")),
     ("melt", ("Ice melts in the sun.", "When ice gets warm, it melts.", "In the warm sun, ice turns back into water.")),
-    ("fire", ("Fire is hot.", "Fire is very hot, so we do not touch it.", "You must not touch fire, because it is hot.")),
+    ("fire", ("Fire is hot.", "Fire is very hot, so we do not touch it.",
+              "You must not touch fire, because it is hot.")),
     ("rain", ("Rain comes from clouds.", "The rain falls from gray clouds.", "When clouds get heavy, it rains.")),
-    ("plants", ("Plants need water and sun to grow.", "A plant needs sun and water.", "With water and sun, plants grow.")),
+    ("plants", ("Plants need water and sun to grow.", "A plant needs sun and water.",
+                "With water and sun, plants grow.")),
     ("seeds", ("Seeds grow into plants.", "A seed can grow into a plant.", "If you plant a seed, it can grow.")),
-    ("rainbow", ("A rainbow has many colours.", "After the rain, you can sometimes see a rainbow.", "A rainbow shows up when the sun shines in the rain.")),
-    ("leaves", ("In the fall, leaves turn red and yellow.", "Leaves fall from the trees in the fall.", "Many leaves change colour in the fall.")),
+    ("rainbow", ("A rainbow has many colours.", "After the rain, you can sometimes see a rainbow.",
+                 "A rainbow shows up when the sun shines in the rain.")),
+    ("leaves", ("In the fall, leaves turn red and yellow.", "Leaves fall from the trees in the fall.",
+                "Many leaves change colour in the fall.")),
     ("week", ("A week has seven days.", "There are seven days in a week.", "Seven days make one week.")),
-    ("year", ("A year has four seasons.", "There are four seasons in a year.", "Spring, summer, fall and winter are the four seasons.")),
+    ("year", ("A year has four seasons.", "There are four seasons in a year.",
+              "Spring, summer, fall and winter are the four seasons.")),
     ("winter", ("Winter is the coldest season.", "It is cold in winter.", "In winter, it can snow.")),
     ("summer", ("Summer is the warmest season.", "It is warm in summer.", "In summer, the days are long and warm.")),
     ("water", ("Fish need water to live.", "A fish lives in water.", "Fish cannot live out of water.")),
-    ("wind", ("You cannot see the wind, but you can feel it.", "The wind can blow a kite up into the sky.", "A strong wind makes the trees move.")),
-    ("stars", ("Stars shine in the night sky.", "At night, you can see the stars.", "The stars come out when it is dark.")),
+    ("wind", ("You cannot see the wind, but you can feel it.", "The wind can blow a kite up into the sky.",
+              "A strong wind makes the trees move.")),
+    ("stars", ("Stars shine in the night sky.", "At night, you can see the stars.",
+               "The stars come out when it is dark.")),
     ("sleep", ("Children need sleep to grow.", "Sleep helps your body rest.", "After a long day, we sleep at night.")),
 )
 

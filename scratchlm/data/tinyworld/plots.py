@@ -40,7 +40,8 @@ PET = Part(
     "{A} [also |]had a pet {A.pet}.",
     "{A.pos} best friend at home was a {A.pet}.",
 )
-FAV_COLOUR = Part("{O.col} was {A.pos} favourite colour.", "{A} loved {O.col}, because it was {A.pos} favourite colour.")
+FAV_COLOUR = Part("{O.col} was {A.pos} favourite colour.",
+                  "{A} loved {O.col}, because it was {A.pos} favourite colour.")
 FAV_FOOD = Part("{F} {F.was} {A.pos} favourite food.", "{A} loved {F} more than anything.")
 FEEL_BAD = Part(
     "{A} felt [very |so |]{bad}.", "{A} was [very |so ]{bad}.", "{A} [sat down and |]began to cry.",
@@ -77,9 +78,11 @@ GO = Part(
     "{T}, {P.name} took {A.name} and {B.name} {L.to}.",
     ("{T}, {A} [walked|ran] {L.to}.", "{A.pos} friend {B.name} was there too."),
 )
-LOST_HAVE = Part("{A} had {O.a}[ with {A.obj}| in {A.pos} hand|].", "{A} brought {O.a} with {A.obj}.", "{A} loved {A.pos} {O.col} {O} very much.")
+LOST_HAVE = Part("{A} had {O.a}[ with {A.obj}| in {A.pos} hand|].", "{A} brought {O.a} with {A.obj}.",
+                 "{A} loved {A.pos} {O.col} {O} very much.")
 LOST_PLAY = Part(
-    "{A.name} and {B.name} played with the {O} for a long time.", "They [laughed and |]played [all morning|until lunch|for a long time|together].",
+    "{A.name} and {B.name} played with the {O} for a long time.",
+    "They [laughed and |]played [all morning|until lunch|for a long time|together].",
     "{A.name} showed the {O} to {B.name}, and they played together.",
 )
 LOST_PROBLEM = Part(
@@ -138,7 +141,8 @@ STUCK_HAVE = Part(
     "{A} had {O.a}.", "{A} brought {A.pos} {O.col} {O} to play with.", "{P.name} had given {A.name} {O.a}.",
 )
 STUCK_PLAY = Part(
-    "{A} {O.play}.", "{A} {O.play}, and {B.name} [clapped|laughed|cheered].", "{A.name} and {B.name} took turns. {A} {O.play}.",
+    "{A} {O.play}.", "{A} {O.play}, and {B.name} [clapped|laughed|cheered].",
+    "{A.name} and {B.name} took turns. {A} {O.play}.",
 )
 STUCK_PROBLEM = Part(
     "Then a strong wind came, and the {O} [flew|went] up into a tall tree.",
@@ -221,7 +225,7 @@ BROKEN_TRY = Part(
 BROKEN_TELL = Part(
     ("{A} went to {P.name}.", "\"I am sorry. I broke the {O},\" {A} said."),
     "{A} told {P.name} what happened.",
-    ("{A} found {P.name} {L.at}.", "\"The {O} broke,\" {A} said [softly|in a small voice]."),
+    ("{A} ran to find {P.name}.", "\"The {O} broke,\" {A} said [softly|in a small voice]."),
 )
 BROKEN_HELP = Part(
     ("{P.name} [smiled|gave {A.name} a hug].", "\"It is okay, {A.name}. We can fix it[ together|],\" {P} said."),
@@ -261,7 +265,8 @@ def broken(t: Teller, c: dict) -> None:
 
 
 SHARE_HAVE = Part(
-    "{P.name} [packed|gave {A.obj}] {F.some} for [a snack|lunch].", "{A} brought a [little |big |]basket with {F.some}.",
+    "{P.name} [packed|gave {A.obj}] {F.some} for [a snack|lunch].",
+    "{A} brought a [little |big |]basket with {F.some}.",
     "{A} had {F.some} for [a snack|lunch] [in {A.pos} bag|].",
 )
 SHARE_WHERE = Part("{T}, {A} went {L.to}.", "{T}, {A} was {L.at} with {P.name}.", "{T}, {A} [walked|ran] {L.to}.")
@@ -283,7 +288,8 @@ SHARE_OFFER = Part(
 SHARE_YES = Part("\"Yes, please!\" said {B.name}.", "{B.name} smiled. \"Thank you, {A.name}!\"",
                  "\"Thank you! You are very kind,\" said {B.name}.")
 SHARE_EAT = Part(
-    "{A.name} and {B.name} ate the {F} together.", "They sat [on the grass|on a bench|in the shade] and shared the {F}.",
+    "{A.name} and {B.name} ate the {F} together.",
+    "They sat [on the grass|on a bench|in the shade] and shared the {F}.",
     "{A} gave half of the {F} to {B.name}.",
 )
 SHARE_TASTE = Part("The {F} {F.was} very {F.taste}.", "The {F} tasted even better when they shared.")
@@ -321,7 +327,8 @@ FEAR_NOISE = Part(
     ("[Something|Someone] was making a noise {L.spot1}.", "\"{R.Sound}!\" it went."),
 )
 FEAR_SCARED = Part(
-    "{A} was [very |so |a little ]scared.", "{A} held {P.name}'s hand [tight|and did not move].", "\"What is that?\" {A} whispered.",
+    "{A} was [very |so |a little ]scared.", "{A} held {P.name}'s hand [tight|and did not move].",
+    "\"What is that?\" {A} whispered.",
     ("{A} wanted to run away.", "\"I am scared,\" said {A.name}."),
 )
 FEAR_HELP = Part(
@@ -335,7 +342,8 @@ FEAR_LOOK = Part(
     ("{A} peeked {L.spot1}.", "It was only {R.a}!"),
 )
 FEAR_RELIEF = Part(
-    "{A} [laughed|giggled].", "{A} was not scared [anymore|at all now].", ("\"It is just {R.a}!\" said {A.name}.", "{A} laughed."),
+    "{A} [laughed|giggled].", "{A} was not scared [anymore|at all now].", ("\"It is just {R.a}!\" said {A.name}.",
+    "{A} laughed."),
     "The {R} looked at {A.name} and said \"{R.Sound}\" again.",
 )
 FEAR_MORAL = Part(
@@ -377,10 +385,12 @@ LEARN_HELP = Part(
     ("\"Everyone falls at first,\" said {B.name}.", "\"Keep trying!\""),
 )
 LEARN_PRACTICE = Part(
-    "{A} tried again and again.", "{A} practiced every day for a [week|long time].", "{A} practiced all [afternoon|morning|day].",
+    "{A} tried again and again.", "{A} practiced every day for a [week|long time].",
+    "{A} practiced all [afternoon|morning|day].",
 )
 LEARN_WIN = Part(
-    "At last, {A} could {K}!", "Finally, {A} {K.past} all by {A.refl}!", "Then, one day, {A} {K.past}[ well| with no help]!",
+    "At last, {A} could {K}!", "Finally, {A} {K.past} all by {A.refl}!",
+    "Then, one day, {A} {K.past}[ well| with no help]!",
 )
 LEARN_CHEER = Part("\"I did it!\" {A} shouted.", "\"You did it!\" said {B.name}.", "{B.name} clapped and cheered.")
 LEARN_MORAL = Part(
@@ -419,7 +429,8 @@ GIFT_IDEA = Part(
     ("{A} asked {B.name} for help.", "\"You can {G},\" said {B.name}."),
 )
 GIFT_MAKE = Part(
-    "{T}, {A} went {L.to} to {G}.", ("{A} went {L.to}.", "There, {A} [worked hard to|began to] {G}."),
+    "[That afternoon|The next morning|Right away], {A} went {L.to} to {G}.",
+    ("{A} went {L.to}.", "There, {A} [worked hard to|began to] {G}."),
 )
 GIFT_GIVE = Part(
     ("{A} gave the {G.noun} to {P.name}.", "\"Happy birthday, {P.name}!\" {A} said."),
@@ -613,17 +624,23 @@ INDOOR_OK = {"cup", "bowl", "lamp", "clock", "vase"}  # breakable things that st
 SKILLS = (
     ("ride", "a bike", ("park", "playground", "backyard")), ("swim", "", ("beach", "pond", "river")),
     ("climb", "a tree", ("park", "backyard")), ("jump", "rope", ("playground", "school", "backyard", "park")),
-    ("read", "a book", ("library", "school")), ("whistle", "", ()), ("catch", "a ball", ("park", "playground", "beach", "backyard")),
-    ("kick", "a ball far", ("park", "playground", "backyard", "beach")), ("swing", "high", ("playground", "park", "backyard")),
+    ("read", "a book", ("library", "school")), ("whistle", "", ()), ("catch", "a ball", ("park", "playground",
+     "beach", "backyard")),
+    ("kick", "a ball far", ("park", "playground", "backyard", "beach")), ("swing", "high", ("playground", "park",
+     "backyard")),
     ("build", "a sand castle", ("beach",)), ("skip", "stones", ("pond", "river")), ("hop", "on one foot", ()),
-    ("sing", "a song", ("school",)), ("write", "a story", ("school", "library")), ("draw", "a cat", ("school", "library")),
+    ("sing", "a song", ("school",)), ("write", "a story", ("school", "library")), ("draw", "a cat", ("school",
+     "library")),
 )
 # Gifts: (action, "a noun", detail sentence, places).
 GIFTS = (
-    ("make a card", "a card", "{A} drew {acol} heart on the card and wrote \"I love you\" inside.", ("bedroom", "school", "kitchen")),
-    ("draw a picture", "a picture", "{A} drew a picture of {P.name} and {A.name} holding hands.", ("bedroom", "school")),
-    ("pick some flowers", "some flowers", "{A} picked the prettiest {col} flowers {A} could find.", ("garden", "meadow", "forest")),
-    ("bake a cake", "a cake", "{A} and {B.name} mixed the flour and eggs, and the cake came out soft and sweet.", ("kitchen",)),
+    ("make a card", "a card", "{A} drew {acol} heart on the card and wrote \"I love you\" inside.", ("bedroom",
+     "school", "kitchen")),
+    ("draw a picture", "a picture", "{A} drew a picture of {P.name} and {A.name} holding hands.", ("bedroom",
+     "school")),
+    ("pick some flowers", "some flowers", "{A} picked the prettiest {col} flowers {A} could find.", ("garden",
+     "meadow", "forest")),
+    ("bake a cake", "a cake", "{A} mixed the flour and eggs, and the cake came out soft and sweet.", ("kitchen",)),
     ("bake some cookies", "some cookies", "{A} made the cookies round and put one on {acol} plate.", ("kitchen",)),
     ("make a necklace", "a necklace", "{A} found pretty shells and put them on a string.", ("beach",)),
     ("make a crown", "a crown", "{A} made a crown of leaves and little {col} flowers.", ("forest", "meadow", "garden")),

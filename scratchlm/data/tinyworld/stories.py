@@ -6,9 +6,25 @@ Each part has several options, each option several spellings, and the cast (hero
 animal, food) fills the slots. The hero's home, pet, favourite colour and favourite food come from the lexicon, so
 stories agree with the facts.
 
-Examples (seed 0):
+Three of them (train split, seed 0):
 
-{examples}
+    There once was a boy named Kai. He was eight years old. One day, Kai walked to the pond. His friend Jake was
+    there too. Kai loved his gray scarf very much. A little later, Kai could not find his scarf. "Oh no! Where
+    is my scarf?" he cried. First, Kai looked near the water. Then he looked behind a log. The scarf was not in
+    either place. Jake wanted to help. "Let's look together," he said. Jake saw something gray under a rock. It
+    was Kai's scarf! "Thank you, Jake! You are a good friend!" said Kai. From that day on, Kai always kept his
+    scarf safe.
+
+    There once was a girl named Sara. She was four years old. Late one evening, she was in the backyard with
+    Dad. Then she heard a sound: "Meow! Meow!" She was a little scared. Dad smiled. "Don't be scared. Let's look
+    together," he said. They looked near the gate. There was a cat! Sara was not scared anymore. From then on,
+    she liked to listen for the cat.
+
+    Once upon a time, a funny girl named Ella lived in a small village. Her friend Lily could swim. Ella wanted
+    to swim too. One bright afternoon, Ella and Lily were at the beach. Ella tried to swim, but it was very
+    hard. She felt upset and wanted to give up. Lily showed Ella how to swim. "Go slowly," Lily said. Ella
+    practiced every day for a long time. Then, one day, she swam well! "I did it!" Ella shouted. Ella learned
+    that practice helps.
 """
 
 from __future__ import annotations
@@ -16,6 +32,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from scratchlm.data.tinyworld.heldout import story_reserved
 from scratchlm.data.tinyworld.lexicon import (
     ANIMAL_BY_NOUN, CATEGORY, CHARACTERS, COLOURS, FOOD_BY_NOUN, FOODS, GOOD_FEELINGS, GROWNUPS, HOMES, NUMBER_WORDS,
     PLACE_BY_NAME, SIZES, THINGS, a_an, verb_forms,
@@ -23,8 +40,8 @@ from scratchlm.data.tinyworld.lexicon import (
 from scratchlm.data.tinyworld.plots import (
     GIFTS, INDOOR_OK, LISTS, PLAY, PLOTS, PUP_PLACES, PUPS, REVEALS, SEEDS, SKILLS, Plot,
 )
-from scratchlm.data.tinyworld.heldout import story_reserved
 from scratchlm.data.tinyworld.templates import Teller
+
 
 @dataclass
 class Story:
