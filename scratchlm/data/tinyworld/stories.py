@@ -50,7 +50,12 @@ class Story:
     hero: str
     place: str
     cast: tuple[tuple[str, str], ...]  # (name, gender) of every person who may appear
-    qa: list[tuple[str, str, str]] = field(default_factory=list)  # (question, short answer, answer sentence)
+    teller: Teller = field(repr=False, compare=False, default=None)
+
+    @property
+    def qa(self) -> list[tuple[str, str, str]]:
+        """Questions the text answers: (question, short answer, answer sentence)."""
+        return self.teller.questions()
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -136,7 +141,7 @@ def make_story(rng, hero, place: str, plot: Plot) -> Story:
     if "E" in t.used:
         t.ask("How did {A} feel at the end?", "{E.good}", "{A} felt {E.good}.")
     cast_names = tuple((p.name, p.gender) for p in (hero, friend, grown))
-    return Story(" ".join(t.sentences), plot.name, hero.name, place, cast_names, t.qa)
+    return Story(" ".join(t.sentences), plot.name, hero.name, place, cast_names, t)
 
 
 _THINGS_CACHE: dict = {}

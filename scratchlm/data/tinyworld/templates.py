@@ -128,9 +128,13 @@ class Teller:
         return "".join(out)
 
     def ask(self, question: str, answer: str, sentence: str) -> None:
-        """Record a question the story answers: (question, short answer, answer sentence), all standalone."""
-        self.qa.append((self.plain(_compiled(question)), self.plain(_compiled(answer), cap=False),
-                        self.plain(_compiled(sentence))))
+        """Record a question the story answers: (question, short answer, answer sentence). Rendered on demand by
+        `questions()`, since most stories are only read as text."""
+        self.qa.append((question, answer, sentence))
+
+    def questions(self) -> list[tuple[str, str, str]]:
+        return [(self.plain(_compiled(q)), self.plain(_compiled(a), cap=False), self.plain(_compiled(s)))
+                for q, a, s in self.qa]
 
     def plain(self, compiled: tuple, cap: bool = True) -> str:
         """Render without the story's context: people by name, except "his/her" for someone named just before."""
