@@ -97,8 +97,8 @@ def format_plan(plan: dict) -> str:
         rec = mem["recommended"]
         same = mem["requested"] and mem["requested"]["layout"] == rec["layout"]
         if not same:
-            out += _rows(f"recommended layout: {rec['layout']['description']} "
-                         f"(relative step time {rec['relative_step_time']:.2f})", _memory_rows(rec))
+            title = f"recommended layout: {rec['layout']['description']} (relative step time {rec['relative_step_time']:.2f})"
+            out += _rows(title if mem["requested"] else f"{head}, {title}", _memory_rows(rec))
         if mem["alternatives"]:
             alts = [(a["layout"]["description"], f"{gib(a['memory_per_gpu']['total'])}, step time x{a['relative_step_time']:.2f}")
                     for a in mem["alternatives"][:4]]
