@@ -329,3 +329,29 @@ def test_load_model_and_tokenizer_from_run(tmp_path):
     assert engine.generate(["hello"], SamplingParams(max_new_tokens=3, temperature=0, ignore_eos=True))[0].token_ids
     with pytest.raises(FileNotFoundError):
         load_model(tmp_path / "missing")
+
+
+# ----------------------------------------------------------------------------- int8 weight-only
+
+def test_int8_weight_only_is_close_to_float(tok):
+    from scratchlm.inference.quant import Int8Linear, quantize_int8, quantize_weight
+
+    w = torch.randn(64, 32)
+    q, s = quantize_weight(w)
+    assert q.dtype == torch.int8 and (q.float() * s[:, None] - w).abs().max() <= s.max() / 2 + 1e-6
+    lin = Int8Linear(w)
+    x = torch.randn(3, 5, 32)
+    torch.testing.assert_close(lin(x), x @ (q.float() * s[:, None]).T, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(lin(x.bfloat16()).float(), lin(x), atol=0.1, rtol=0.05)
+
+    model = tiny_model(5)
+    ids = torch.tensor([Engine(model, tok).encode("quantize me, please")])
+    with torch.no_grad():
+        ref = torch.log_softmax(model(ids), -1)
+        qmodel = quantize_int8(tiny_model(5))
+        got = torch.log_softmax(qmodel(ids).float(), -1)
+    kl = (ref.exp() * (ref - got)).sum(-1).mean()
+    assert kl < 0.05 and (ref.argmax(-1) == got.argmax(-1)).float().mean() > 0.8
+    assert not any(isinstance(m, torch.nn.Linear) for m in qmodel.modules())
+    out = Engine(qmodel, tok).generate(["abc"], SamplingParams(max_new_tokens=5, temperature=0, ignore_eos=True))[0]
+    assert len(out.token_ids) == 5

@@ -6,21 +6,19 @@ contract (shapes, streaming, errors, concurrency), not text quality."""
 from __future__ import annotations
 
 import json
-import socket
 import threading
-import time
 
 import pytest
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("fastapi")
-uvicorn = pytest.importorskip("uvicorn")
+pytest.importorskip("uvicorn")
 openai = pytest.importorskip("openai")
 httpx = pytest.importorskip("httpx")
 
 from scratchlm.inference.engine import Engine  # noqa: E402
 from scratchlm.inference.sampling import SamplingParams  # noqa: E402
-from scratchlm.inference.server import create_app  # noqa: E402
+from scratchlm.inference.server import ServerThread, create_app  # noqa: E402
 from scratchlm.inference.testing import ByteTokenizer, MarkovLM  # noqa: E402
 
 MODEL_ID = "mock-bigram"
@@ -35,39 +33,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class ServerThread:
-    """uvicorn on 127.0.0.1:<free port> in a background thread."""
-
-    def __init__(self, app):
-        self.port = free_port()
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc):
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
 
 def make_engine(max_seq_len: int = 256) -> Engine:

@@ -18,6 +18,10 @@ STAGE_MODULES: list[str] = [
     "tokenizer",
     "plan",
     "interop",
+    "generate",
+    "chat",
+    "serve",
+    "demo",
 ]
 
 EPILOG = """\

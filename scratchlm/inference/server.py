@@ -464,3 +464,40 @@ def run_server(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, log_leve
     import uvicorn
 
     uvicorn.run(app, host=host, port=port, log_level=log_level)
+
+
+class ServerThread:
+    """uvicorn in a background thread (tests, notebooks): `with ServerThread(app) as srv: srv.url`.
+
+    port=0 picks a free port."""
+
+    def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning"):
+        import socket
+        import threading
+
+        import uvicorn
+
+        if port == 0:
+            with socket.socket() as s:
+                s.bind((host, 0))
+                port = s.getsockname()[1]
+        self.host, self.port = host, port
+        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="off"))
+        self.thread = threading.Thread(target=self.server.run, name="scratchlm-uvicorn", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def __enter__(self) -> "ServerThread":
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError(f"the server did not start on {self.url}")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)

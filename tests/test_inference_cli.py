@@ -1,0 +1,125 @@
+"""`scratchlm generate`, `chat` and `serve` on a tiny run folder made in the test (random weights)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from scratchlm.cli.main import main
+from scratchlm.inference.chat_template import CHAT_TEMPLATE
+from scratchlm.model import ModelConfig, Transformer
+from scratchlm.runs import checkpoint_dir, save_model
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models: one thread is fastest, and the CPU is shared
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    from scratchlm.tokenizer import train_bpe_from_texts
+
+    root = tmp_path_factory.mktemp("run")
+    tok = train_bpe_from_texts(["Once upon a time there was a little cat. The cat liked milk. " * 30], vocab_size=300)
+    tok.save(root / "tokenizer", chat_template=CHAT_TEMPLATE)
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig.from_preset("llama-tiny", vocab_size=tok.vocab_size))
+    save_model(checkpoint_dir(root, 1), model, model.config.to_dict())
+    return root
+
+
+def test_generate_prints_text_and_stats(run, capsys):
+    rc = main(["generate", "--run", str(run), "--prompt", "Once upon", "--max-new-tokens", "12", "--temperature", "0",
+               "--stats", "--device", "cpu"])
+    out = capsys.readouterr()
+    assert rc == 0 and out.out.strip()
+    assert "tokens/s" in out.err
+
+
+def test_generate_prompts_file_json_and_speculative(run, tmp_path, capsys):
+    f = tmp_path / "p.jsonl"
+    f.write_text('{"prompt": "Once"}\n{"prompt": "The cat"}\n')
+    assert main(["generate", "--run", str(run), "--prompts-file", str(f), "--max-new-tokens", "5", "--json",
+                 "--temperature", "0"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["prompt"] for r in rows] == ["Once", "The cat"]
+    assert main(["generate", "--run", str(run), "--prompt", "The cat", "--max-new-tokens", "16", "--temperature", "0",
+                 "--draft", str(run), "--stats"]) == 0
+    err = capsys.readouterr().err
+    assert "acceptance 100.0%" in err and "identical output: True" in err
+    assert main(["generate", "--run", str(run), "--prompt", "x", "--prompt-lookup", "--stats",
+                 "--max-new-tokens", "8"]) == 0
+
+
+def test_generate_bad_input_exit_2(run, tmp_path, capsys):
+    assert main(["generate", "--run", str(tmp_path / "nope"), "--prompt", "x"]) == 2
+    assert "error:" in capsys.readouterr().err
+    assert main(["generate", "--run", str(run), "--prompt", "x", "--top-p", "0"]) == 2
+
+
+def test_chat_from_a_pipe(run, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "stdin", io.StringIO("Hello\n/system Be brief.\n/history\nHi again\n/reset\n/exit\n"))
+    assert main(["chat", "--run", str(run), "--max-new-tokens", "8", "--temperature", "0"]) == 0
+    out = capsys.readouterr()
+    assert "system prompt set" in out.err and "conversation reset" in out.err
+    assert "[system] Be brief." in out.out
+
+
+def test_cli_modules_do_not_import_torch():
+    code = ("import sys; import scratchlm.cli.generate, scratchlm.cli.chat, scratchlm.cli.serve; "
+            "print('torch' in sys.modules, 'fastapi' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]
+
+
+def test_serve_builds_the_app(run, monkeypatch, capsys):
+    import scratchlm.inference.server as server
+
+    seen = {}
+    monkeypatch.setattr(server, "run_server", lambda app, host, port, log_level: seen.update(app=app, host=host, port=port))
+    assert main(["serve", "--run", str(run), "--port", "8123", "--api-key", "k", "--device", "cpu"]) == 0
+    assert seen["host"] == "127.0.0.1" and seen["port"] == 8123
+    paths = {r.path for r in seen["app"].routes}
+    assert {"/", "/v1/models", "/v1/completions", "/v1/chat/completions"} <= paths
+    assert main(["serve", "--run", str(run), "--port", "0"]) == 2
+
+
+@pytest.mark.slow
+def test_serve_subprocess_answers_openai_client(run):
+    openai = pytest.importorskip("openai")
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "scratchlm", "serve", "--run", str(run), "--port", str(port),
+                             "--device", "cpu", "-q"], env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0, timeout=10)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                models = client.models.list()
+                break
+            except openai.APIConnectionError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise AssertionError(f"server did not start: {proc.stdout.read() if proc.poll() is not None else ''}")
+                time.sleep(0.2)
+        assert models.data[0].id == run.name
+        r = client.chat.completions.create(model=run.name, messages=[{"role": "user", "content": "Hi"}],
+                                           max_tokens=5, temperature=0)
+        assert r.choices[0].finish_reason in ("stop", "length")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
