@@ -67,7 +67,8 @@ def korthikanti_vs_ours() -> None:
 def cuda() -> None:
     print("\nCUDA, one AdamW step: max_memory_allocated vs planner total")
     print(f"{'config':34s} {'planner MiB':>12s} {'measured MiB':>13s} {'ratio':>7s}")
-    for name, prec, B, T in (("llama-125m", "amp", 8, 2048), ("llama-350m", "amp", 4, 2048), ("gpt2-124m", "amp", 8, 1024)):
+    cases = (("llama-125m", "amp", 8, 2048), ("llama-350m", "amp", 4, 2048), ("gpt2-124m", "amp", 8, 1024))
+    for name, prec, B, T in cases:
         torch.manual_seed(0)
         cfg = ModelConfig.from_preset(name)
         torch.cuda.empty_cache()

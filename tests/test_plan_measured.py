@@ -66,14 +66,24 @@ CASES = [
 ]
 
 
+_MODELS: dict = {}
+
+
+def _model(preset: str, overrides: dict, dtype):
+    # built once per config: the measurement does not change the weights (forward only, no optimizer step)
+    key = (preset, tuple(sorted(overrides.items())), dtype)
+    if key not in _MODELS:
+        torch.manual_seed(0)
+        _MODELS[key] = Transformer(ModelConfig.from_preset(preset, **overrides)).to(dtype)
+    return _MODELS[key]
+
+
 @pytest.mark.parametrize("checkpointing", ["none", "full"])
 @pytest.mark.parametrize("preset, overrides, precision, B, T", CASES)
 def test_activation_estimate_matches_saved_tensors(preset, overrides, precision, B, T, checkpointing):
     torch.manual_seed(0)
-    cfg = ModelConfig.from_preset(preset, **overrides)
-    model = Transformer(cfg)
-    if precision == "bf16":
-        model = model.to(torch.bfloat16)
+    model = _model(preset, overrides, torch.bfloat16 if precision == "bf16" else torch.float32)
+    cfg = model.config
     idx = torch.randint(0, cfg.vocab_size, (B, T))
     measured = saved_activation_bytes(model, idx, torch.bfloat16 if precision == "amp" else None,
                                       checkpointing=1 if checkpointing == "full" else 0)["total"]

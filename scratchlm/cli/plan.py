@@ -33,12 +33,14 @@ examples:
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "plan", help="compute, memory and cost arithmetic before you train",
-        description="Training FLOPs (6ND + attention), compute-optimal size and tokens (Chinchilla), wall-clock time "
-                    "and cost at a given MFU, memory per GPU (weights, gradients, optimizer states under ZeRO/FSDP/TP/PP, "
-                    "activations after Korthikanti et al. 2022), a parallel layout that fits, and the inference KV cache.",
+        description="Training FLOPs (6ND + attention), compute-optimal size and tokens (Chinchilla), wall-clock "
+                    "time and cost at a given MFU, memory per GPU (weights, gradients, optimizer states under "
+                    "ZeRO/FSDP/TP/PP, activations after Korthikanti et al. 2022), a parallel layout that fits, and "
+                    "the inference KV cache.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     m = p.add_argument_group("model (one of; none = inverse mode from a budget)")
-    m.add_argument("--params", type=float, default=None, help="parameter count N, e.g. 7e9 (a Llama-style shape is assumed)")
+    m.add_argument("--params", type=float, default=None,
+                   help="parameter count N, e.g. 7e9 (a Llama-style shape is assumed)")
     m.add_argument("--model", default=None, metavar="PRESET", help="a model preset, e.g. gpt2-124m, llama-1b")
     m.add_argument("--run", default=None, metavar="DIR", help="a run folder: plan for its checkpoint's model")
     m.add_argument("--kv-heads", type=int, default=None, help="KV heads for --params (default: n_heads, MHA)")
@@ -64,7 +66,8 @@ def register(subparsers) -> None:
                    help="bf16-mixed: bf16 weights, fp32 master+Adam (16 B/param); amp: torch.autocast with fp32 "
                         "weights (16 B/param); bf16: pure (8 B/param); default bf16-mixed")
     t.add_argument("--optimizer", default="adamw", choices=["adamw", "adam", "lion", "sgd", "none"])
-    t.add_argument("--seq-len", type=int, default=None, help="tokens per sequence (default: model max, 4096 for --params)")
+    t.add_argument("--seq-len", type=int, default=None,
+                   help="tokens per sequence (default: model max, 4096 for --params)")
     t.add_argument("--micro-batch", type=int, default=1, help="sequences per GPU per forward (default 1)")
     t.add_argument("--batch-tokens", type=float, default=2**19, help="global batch in tokens (default 524288)")
     t.add_argument("--attention", default="flash", choices=["flash", "eager"],

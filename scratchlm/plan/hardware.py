@@ -138,5 +138,6 @@ def lookup(name: str, catalog: dict[str, Hardware] | None = None, strict: bool =
 
         close = difflib.get_close_matches(name, list(catalog), n=1, cutoff=0.4)
         hint = f"did you mean {close[0]}? " if close else ""
-        raise ValueError(f"unknown --gpu {name!r}; {hint}known: {', '.join(catalog)} (add one with --hardware FILE.toml)")
+        raise ValueError(f"unknown --gpu {name!r}; {hint}known: {', '.join(catalog)} "
+                         "(add one with --hardware FILE.toml)")
     return hw

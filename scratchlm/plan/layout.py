@@ -52,7 +52,8 @@ class Layout:
         return self.fsdp if self.fsdp > 1 else self.dp
 
     def describe(self) -> str:
-        parts = [f"{k}={v}" for k, v in (("dp", self.dp), ("fsdp", self.fsdp), ("tp", self.tp), ("pp", self.pp)) if v > 1]
+        degrees = (("dp", self.dp), ("fsdp", self.fsdp), ("tp", self.tp), ("pp", self.pp))
+        parts = [f"{k}={v}" for k, v in degrees if v > 1]
         if self.zero and not (self.zero == 3 and self.fsdp > 1):
             parts.append(f"zero{self.zero}")
         if self.sequence_parallel and self.tp > 1:
@@ -130,8 +131,9 @@ def memory_per_gpu(shape, layout: Layout, precision: str = "bf16-mixed", optimiz
             terms["weight copies"] = prec.weight_copy_bytes * copies / t
         if act["peak_extra"]:
             # what a recomputed layer (or attention core) holds again while its backward runs
-            terms["recompute buffer"] = act["peak_extra"] + (
-                prec.weight_copy_bytes * shape.layer_params / t if autocast_copies and layout.checkpointing == "full" else 0)
+            recast = autocast_copies and layout.checkpointing == "full"
+            terms["recompute buffer"] = act["peak_extra"] + (prec.weight_copy_bytes * shape.layer_params / t
+                                                             if recast else 0)
         if layout.zero == 3 and layout.shard > 1:
             # FSDP gathers a whole layer (and prefetches the next) in the compute dtype, and holds a layer's
             # unsharded gradient until its reduce-scatter
@@ -187,7 +189,8 @@ def candidate_layouts(shape, n_gpus: int, micro_batch: int, seq_len: int, gpus_p
             data = n_gpus // (tp * pp)
             shardings = [(data, 1, z) for z in (0, 1, 2)] if data > 1 else [(1, 1, 0)]
             if data > 1:  # FSDP over all data ranks, or HSDP: shard inside a node, replicate across
-                shardings += [(data // f, f, 3) for f in _divisors(data) if f > 1 and (f == data or f * tp <= gpus_per_node)]
+                shardings += [(data // f, f, 3) for f in _divisors(data)
+                              if f > 1 and (f == data or f * tp <= gpus_per_node)]
             for dp, fsdp, zero in shardings:
                 for ck in ckpts:
                     for sp in ([False, True] if tp > 1 else [False]):

@@ -63,9 +63,9 @@ def model_state_tensor_bytes(model, optimizer) -> dict:
         return sum(seen.values())
 
     params = list(model.parameters())
-    states = optimizer.state.values()
-    moments = [v for st in states for k, v in st.items() if isinstance(v, torch.Tensor) and v.dim() > 0]
-    steps = [v for st in optimizer.state.values() for k, v in st.items() if isinstance(v, torch.Tensor) and v.dim() == 0]
+    states = list(optimizer.state.values())
+    moments = [v for st in states for v in st.values() if isinstance(v, torch.Tensor) and v.dim() > 0]
+    steps = [v for st in states for v in st.values() if isinstance(v, torch.Tensor) and v.dim() == 0]
     return {
         "params": unique_bytes(params),
         "grads": unique_bytes(p.grad for p in params),

@@ -48,7 +48,8 @@ PRECISIONS: dict[str, Precision] = {p.name: p for p in [
     Precision("bf16-mixed", "bf16", 2, 2, 4, 4, 2,
               note="Megatron/DeepSpeed mixed precision: bf16 weights+grads, fp32 master+moments (16 B/param)"),
     Precision("amp", "bf16", 4, 4, 0, 4, 2, residual_bytes=4, weight_copy_bytes=2,
-              note="torch.autocast / FSDP2 MixedPrecisionPolicy: fp32 weights+grads+moments, bf16 compute (16 B/param)"),
+              note="torch.autocast / FSDP2 MixedPrecisionPolicy: fp32 weights+grads+moments, bf16 compute "
+                   "(16 B/param)"),
     Precision("bf16", "bf16", 2, 2, 0, 2, 2,
               note="pure bf16 weights and optimizer states (8 B/param); needs care (e.g. stochastic rounding)"),
     Precision("fp8", "fp8", 2, 2, 4, 4, 2,
@@ -195,7 +196,7 @@ def activation_bytes_per_layer(shape, micro_batch: int, seq_len: int, act_bytes:
     if recompute == "none":
         return {"stored": full, "peak_extra": 0.0, "full_layer": full, "terms": terms}
     if recompute == "selective":
-        s2 = sum(v for k, v in terms.items() if k.startswith("attention probabilities") or k.startswith("attention dropout"))
+        s2 = sum(v for k, v in terms.items() if k.startswith(("attention probabilities", "attention dropout")))
         return {"stored": full - s2, "peak_extra": s2, "full_layer": full, "terms": terms}
     r = residual_bytes or act_bytes
     layer_input = r * seq_len * micro_batch * shape.d_model / (t if sequence_parallel else 1)

@@ -115,7 +115,8 @@ def make_plan(req: PlanRequest, shape: ModelShape | None, hw: Hardware) -> dict:
     if req.n_gpus < 1:
         raise ValueError(f"--gpus must be >= 1, got {req.n_gpus}")
     for flag, v in (("--micro-batch", req.micro_batch), ("--infer-batch", req.infer_batch),
-                    ("--seq-len", req.seq_len or 1), ("--context", req.context or 1), ("--gpus-per-node", req.gpus_per_node)):
+                    ("--seq-len", req.seq_len or 1), ("--context", req.context or 1),
+                    ("--gpus-per-node", req.gpus_per_node)):
         if v < 1:
             raise ValueError(f"{flag} must be >= 1, got {v}")
     if not req.batch_tokens > 0 or not req.tokens_per_param > 0:

@@ -47,7 +47,8 @@ def _memory_rows(ev: dict) -> list[tuple[str, str]]:
 
 
 def format_plan(plan: dict) -> str:
-    m, hw, c, t, mem, inf = plan["model"], plan["hardware"], plan["compute"], plan["time"], plan["memory"], plan["inference"]
+    m, hw, c, t = plan["model"], plan["hardware"], plan["compute"], plan["time"]
+    mem, inf = plan["memory"], plan["inference"]
     out: list[str] = []
     if plan["mode"] == "inverse":
         b = plan["budget"]
@@ -74,8 +75,10 @@ def format_plan(plan: dict) -> str:
         ("tokens", f"{human(c['tokens'])} ({c['tokens_per_param']:.1f} per parameter)"),
         ("FLOPs", f"{c['flops']:.3g} = 6ND {c['flops_6nd']:.3g} + attention {c['flops_attention']:.3g}"),
         ("FLOPs per token", f"{c['flops_per_token']:.3g}"),
-        ("compute-optimal", f"for these FLOPs as 6ND: N {human(co['chinchilla']['n_params'])}, D {human(co['chinchilla']['tokens'])} "
-                            f"(20 tok/param); Hoffmann fit N {human(co['hoffmann']['n_params'])}, "
+        ("compute-optimal", f"for these FLOPs as 6ND: N {human(co['chinchilla']['n_params'])}, "
+                            f"D {human(co['chinchilla']['tokens'])} "
+                            f"({co['chinchilla']['tokens_per_param']:g} tok/param); "
+                            f"Hoffmann fit N {human(co['hoffmann']['n_params'])}, "
                             f"Besiroglu fit N {human(co['besiroglu']['n_params'])}"),
         ("tokens for this model", f"{human(co['tokens_for_this_model'])} ({co['rule']})"),
         ("predicted loss", f"{c['predicted_loss']['loss']:.3f} ({c['predicted_loss']['fit']} fit; MassiveText, "
@@ -83,30 +86,35 @@ def format_plan(plan: dict) -> str:
     ])
     cost = f"${t['cost_usd']:,.0f} at ${t['cost_per_gpu_hour']:g}/GPU-hour" if t["cost_usd"] is not None else \
         "- (pass --cost-per-gpu-hour)"
-    out += _rows(f"time on {hw['n_gpus']} x {hw['name']} ({hw['precision']}, peak {human(t['peak_flops_per_gpu'])}FLOP/s, "
-                 f"MFU {t['mfu']:.0%})", [
+    out += _rows(f"time on {hw['n_gpus']} x {hw['name']} ({hw['precision']}, "
+                 f"peak {human(t['peak_flops_per_gpu'])}FLOP/s, MFU {t['mfu']:.0%})", [
         ("wall clock", duration(t["seconds"])),
         ("GPU-hours", f"{t['gpu_hours']:,.0f}" if t["gpu_hours"] >= 10 else f"{t['gpu_hours']:.2f}"),
         ("throughput", f"{human(t['tokens_per_s'])} tokens/s"),
         ("cost", cost),
     ])
-    head = f"memory per GPU (seq {mem['seq_len']}, micro-batch {mem['micro_batch']}, {hw['precision']}, {hw['optimizer']})"
+    head = (f"memory per GPU (seq {mem['seq_len']}, micro-batch {mem['micro_batch']}, {hw['precision']}, "
+            f"{hw['optimizer']})")
     if mem["requested"]:
-        out += _rows(f"{head}, requested layout: {mem['requested']['layout']['description']}", _memory_rows(mem["requested"]))
+        out += _rows(f"{head}, requested layout: {mem['requested']['layout']['description']}",
+                     _memory_rows(mem["requested"]))
     if mem["recommended"]:
         rec = mem["recommended"]
         same = mem["requested"] and mem["requested"]["layout"] == rec["layout"]
         if not same:
-            title = f"recommended layout: {rec['layout']['description']} (relative step time {rec['relative_step_time']:.2f})"
+            title = (f"recommended layout: {rec['layout']['description']} "
+                     f"(relative step time {rec['relative_step_time']:.2f})")
             out += _rows(title if mem["requested"] else f"{head}, {title}", _memory_rows(rec))
         if mem["alternatives"]:
-            alts = [(a["layout"]["description"], f"{gib(a['memory_per_gpu']['total'])}, step time x{a['relative_step_time']:.2f}")
+            alts = [(a["layout"]["description"],
+                     f"{gib(a['memory_per_gpu']['total'])}, step time x{a['relative_step_time']:.2f}")
                     for a in mem["alternatives"][:4]]
             out += _rows("other layouts that fit", alts)
     kvi = inf["kv_cache_bytes_if"]
     out += _rows(f"inference (batch {inf['batch']}, context {inf['context']})", [
         ("weights (bf16)", gib(inf["weights_bytes_bf16"])),
-        ("KV cache", f"{gib(inf['kv_cache_bytes'])} ({inf['attention']}; {human(inf['kv_bytes_per_token'])}B per token)"),
+        ("KV cache", f"{gib(inf['kv_cache_bytes'])} ({inf['attention']}; "
+                     f"{human(inf['kv_bytes_per_token'])}B per token)"),
         ("KV if MHA/GQA/MQA", " / ".join(gib(kvi[k]) for k in ("MHA", "GQA", "MQA"))),
         ("decode bound", f"<= {inf['decode_steps_per_s_upper_bound']:.0f} steps/s on one {hw['name']} "
                          "(memory bandwidth / bytes read per step)"),
