@@ -46,13 +46,13 @@ def learn_merges(word_counts: dict, num_merges: int, min_frequency: int = 1, pro
             freqs.append(f)
 
     stats: dict[int, int] = defaultdict(int)
-    where: dict[int, set] = defaultdict(set)
+    where: dict[int, list] = defaultdict(list)
     for i, w in enumerate(words):
         f = freqs[i]
         for a, b in zip(w, w[1:]):
             k = a << SHIFT | b
             stats[k] += f
-            where[k].add(i)
+            where[k].append(i)  # a word may be listed twice; the second visit finds nothing to do
     heap = [(-c, k) for k, c in stats.items()]
     heapq.heapify(heap)
 
@@ -93,7 +93,7 @@ def learn_merges(word_counts: dict, num_merges: int, min_frequency: int = 1, pro
         # The left neighbour is read after earlier rewrites (it may be t already), the right one before, so
         # back-to-back occurrences ("a b a b" -> "t t") net out: (t, a) is added then removed again.
         ta = t << SHIFT
-        fresh = defaultdict(set)  # pairs with t, whose counts rose -> word ids; they get new heap entries
+        fresh = defaultdict(list)  # pairs with t, whose counts rose -> word ids; they get new heap entries
         for i in where.pop(k):
             w = words[i]
             if a not in w:
@@ -106,13 +106,15 @@ def learn_merges(word_counts: dict, num_merges: int, min_frequency: int = 1, pro
                     if j:
                         p = w[j - 1] << SHIFT
                         stats[p | a] -= f
-                        stats[p | t] += f
-                        fresh[p | t].add(i)
+                        p |= t
+                        stats[p] += f
+                        fresh[p].append(i)
                     if j + 2 < n:
                         y = w[j + 2]
                         stats[b << SHIFT | y] -= f
-                        stats[ta | y] += f
-                        fresh[ta | y].add(i)
+                        y |= ta
+                        stats[y] += f
+                        fresh[y].append(i)
                     w[j:j + 2] = (t,)
                     n -= 1
                 try:
@@ -125,7 +127,7 @@ def learn_merges(word_counts: dict, num_merges: int, min_frequency: int = 1, pro
             if c > 0:
                 heappush(heap, (-c, p))
                 if p in where:  # only when t is an old token (the duplicate case above)
-                    where[p] |= ids
+                    where[p] += ids
                 else:
                     where[p] = ids
     if bar is not None:
