@@ -123,3 +123,31 @@ def test_char_tokenizer_export(tmp_path):
     text = "hello<|endoftext|>the world.\n"
     assert auto.encode(text, add_special_tokens=False) == tok.encode(text, allowed_special="all")
     assert auto.decode(tok.encode("the end.")) == "the end."
+
+
+def test_gpt2_original_files_behind_our_interface(tmp_path):
+    gpt2_dir = SHARED / "gpt2-tokenizer"
+    if not gpt2_dir.is_dir():
+        pytest.skip("../shared/data is absent")
+    import tiktoken
+    from tiktoken.load import data_gym_to_mergeable_bpe_ranks
+    from tokenizers import models, pre_tokenizers
+
+    ours = load_tokenizer(gpt2_dir)
+    py = load_tokenizer(gpt2_dir, backend="python")
+    assert (ours.vocab_size, ours.eos_id, ours.bos_id) == (50257, 50256, None)
+    ref_tt = tiktoken.Encoding("gpt2", pat_str=GPT2_PATTERN, special_tokens={"<|endoftext|>": 50256},
+                               mergeable_ranks=data_gym_to_mergeable_bpe_ranks(str(gpt2_dir / "vocab.bpe"),
+                                                                               str(gpt2_dir / "encoder.json")))
+    # the original merge list, applied by Hugging Face's BPE model (GPT-2's own algorithm)
+    ref_hf = tokenizers.Tokenizer(models.BPE.from_file(str(gpt2_dir / "encoder.json"), str(gpt2_dir / "vocab.bpe")))
+    ref_hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    ours.save(tmp_path)
+    back = load_tokenizer(tmp_path)
+    exported = tokenizers.Tokenizer.from_file(str(tmp_path / "tokenizer.json"))
+    for text in [MIXED, "Hello world", *[t[:20_000] for t in _samples()[9:]]]:
+        want = ref_tt.encode(text, disallowed_special=())
+        assert ours.encode(text) == py.encode(text) == back.encode(text) == want
+        assert ref_hf.encode(text).ids == want
+        assert exported.encode(text, add_special_tokens=False).ids == ours.encode(text, allowed_special="all")
+        assert ours.decode(want) == text

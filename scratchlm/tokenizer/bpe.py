@@ -26,6 +26,16 @@ RANKS_FILE = "ranks.tiktoken"
 FORMAT_VERSION = 1
 
 
+def read_ranks(path) -> dict[bytes, int]:
+    """Read a tiktoken ranks file: one "base64(token bytes) rank" per line."""
+    ranks = {}
+    for line in Path(path).read_text(encoding="ascii").splitlines():
+        if line:
+            token, rank = line.split()
+            ranks[base64.b64decode(token)] = int(rank)
+    return ranks
+
+
 def _printable(b: bytes) -> str:
     """A token's bytes for humans: UTF-8 text where possible, \\xNN escapes otherwise."""
     return b.decode("utf-8", errors="backslashreplace")
@@ -46,18 +56,43 @@ class BPETokenizer(Tokenizer):
             if not (0 <= a < len(token_bytes) and 0 <= b < len(token_bytes)):
                 raise ValueError(f"merge {i} ({a}, {b}) refers to an id not yet defined; the merges file is corrupt")
             token_bytes.append(token_bytes[a] + token_bytes[b])
+        n = len(token_bytes)
+        self._setup(token_bytes, {s: n + i for i, s in enumerate(special_tokens)}, backend)
+
+    @classmethod
+    def from_ranks(cls, ranks: dict, pattern: str = "gpt2", special_tokens: dict | None = None,
+                   backend: str = "auto") -> "BPETokenizer":
+        """A tokenizer from a tiktoken-style vocabulary {token bytes: rank} (ranks 0..n-1, the 256 single bytes
+        included, in any order), with specials {string: id} taking ids n, n+1, ... E.g. GPT-2's vocabulary."""
+        tok = cls.__new__(cls)
+        tok.merges = None  # not known for a foreign vocabulary; the ranks are the whole model
+        tok.pattern_name, tok.digits = pattern, None
+        tok.pattern = build_pattern(pattern)
+        token_bytes = [b""] * len(ranks)
+        for t, r in ranks.items():
+            if not 0 <= r < len(ranks) or token_bytes[r]:
+                raise ValueError(f"ranks must be 0..{len(ranks) - 1}, each once; rank {r} is not")
+            token_bytes[r] = bytes(t)
+        if not all(bytes([b]) in ranks for b in range(256)):
+            raise ValueError("ranks must include all 256 single bytes (a byte-level vocabulary)")
+        tok._setup(token_bytes, dict(special_tokens or {}), backend)
+        return tok
+
+    def _setup(self, token_bytes: list[bytes], special_tokens: dict[str, int], backend: str) -> None:
         self.ranks = {t: i for i, t in enumerate(token_bytes)}  # bytes -> id (= rank)
         if len(self.ranks) != len(token_bytes):
-            raise ValueError("merges produce the same token twice; the merges file is corrupt")
+            raise ValueError("the vocabulary holds the same token twice; the merges file is corrupt")
         n = len(token_bytes)
-        self.special_tokens = {s: n + i for i, s in enumerate(special_tokens)}
+        if sorted(special_tokens.values()) != list(range(n, n + len(special_tokens))):
+            raise ValueError(f"special token ids must follow the {n} ordinary tokens: {n}, {n + 1}, ...")
+        self.special_tokens = dict(sorted(special_tokens.items(), key=lambda kv: kv[1]))
         # id -> bytes for decoding, specials included
-        self._id_bytes = token_bytes + [s.encode("utf-8") for s in special_tokens]
+        self._id_bytes = token_bytes + [s.encode("utf-8") for s in self.special_tokens]
         if backend not in ("auto", "tiktoken", "python"):
             raise ValueError(f"backend={backend!r}; use 'auto', 'tiktoken' or 'python'")
         self.backend = backend
         self._enc = None  # tiktoken.Encoding, built lazily
-        self._compiled = None  # (split regex, special splitter), built lazily
+        self._compiled = None  # (split regex, special splitters), built lazily
         self._cache: dict[bytes, list[int]] = {}
         if backend != "python":
             try:
@@ -249,7 +284,7 @@ class BPETokenizer(Tokenizer):
 
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        n_tokens = 256 + len(self.merges)
+        n_tokens = len(self.ranks)
         config = {
             "type": "bpe",
             "format_version": FORMAT_VERSION,
@@ -258,11 +293,12 @@ class BPETokenizer(Tokenizer):
             "digits": self.digits,
             "pattern_regex": self.pattern,
             "special_tokens": self.special_tokens,
-            "merges": [list(m) for m in self.merges],
-            # for humans only (ignored on load): what each merged id spells
-            "tokens": {str(i): _printable(self._id_bytes[i]) for i in range(256, n_tokens)},
+            # merges[i] = [left id, right id] made id 256 + i; null for a foreign vocabulary (see ranks.tiktoken)
+            "merges": None if self.merges is None else [list(m) for m in self.merges],
+            # for humans only (ignored on load): what each multi-byte id spells
+            "tokens": {str(i): _printable(t) for i, t in enumerate(self._id_bytes[:n_tokens]) if len(t) > 1},
         }
-        write_json(d / CONFIG_FILE, config, indent=None if len(self.merges) > 2000 else 1)
+        write_json(d / CONFIG_FILE, config, indent=None if n_tokens > 2000 else 1)
         ranks_lines = [f"{base64.b64encode(t).decode('ascii')} {r}" for t, r in self.ranks.items()]
         write_text(d / RANKS_FILE, "\n".join(ranks_lines) + "\n")
         write_json(d / "tokenizer.json", bpe_tokenizer_json(self._id_bytes[:n_tokens], self.pattern,
@@ -272,15 +308,23 @@ class BPETokenizer(Tokenizer):
         return d
 
     @classmethod
-    def from_config(cls, config: dict, backend: str = "auto") -> "BPETokenizer":
+    def from_config(cls, config: dict, directory=None, backend: str = "auto") -> "BPETokenizer":
+        """Rebuild from scratchlm_tokenizer.json (`directory` holds ranks.tiktoken, needed when merges is null)."""
         if config.get("format_version", 1) > FORMAT_VERSION:
             raise ValueError(f"tokenizer format_version {config['format_version']} is newer than this scratchlm "
                              f"understands ({FORMAT_VERSION}); upgrade scratchlm")
-        specials = sorted(config["special_tokens"].items(), key=lambda kv: kv[1])
-        tok = cls(config["merges"], pattern=config.get("pattern_regex") or config["pattern"],
-                  special_tokens=[s for s, _ in specials], backend=backend)
+        specials = config["special_tokens"]
+        pattern = config.get("pattern_regex") or config["pattern"]
+        if config.get("merges") is None:
+            if directory is None or not (Path(directory) / RANKS_FILE).is_file():
+                raise FileNotFoundError(f"{RANKS_FILE} missing next to {CONFIG_FILE}; the tokenizer folder is "
+                                        f"incomplete, save it again")
+            tok = cls.from_ranks(read_ranks(Path(directory) / RANKS_FILE), pattern, specials, backend=backend)
+        else:
+            tok = cls(config["merges"], pattern=pattern, backend=backend,
+                      special_tokens=[s for s, _ in sorted(specials.items(), key=lambda kv: kv[1])])
         tok.pattern_name, tok.digits = config["pattern"], config.get("digits")
-        if tok.special_tokens != config["special_tokens"]:
+        if tok.special_tokens != specials:
             raise ValueError("special token ids in the file do not follow the merges; the file is corrupt")
         return tok
 
@@ -289,7 +333,7 @@ class BPETokenizer(Tokenizer):
         path = Path(directory) / CONFIG_FILE
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found; pass a folder written by `scratchlm tokenizer train`")
-        return cls.from_config(json.loads(path.read_text(encoding="utf-8")), backend=backend)
+        return cls.from_config(json.loads(path.read_text(encoding="utf-8")), directory, backend=backend)
 
     # pickling (multiprocessing) sends the merges, not the tiktoken object or the caches
     def __getstate__(self):
@@ -300,5 +344,5 @@ class BPETokenizer(Tokenizer):
         return state
 
     def __repr__(self) -> str:
-        return (f"BPETokenizer(vocab_size={self.vocab_size}, merges={len(self.merges)}, "
+        return (f"BPETokenizer(vocab_size={self.vocab_size}, merged={len(self.ranks) - 256}, "
                 f"pattern={self.pattern_name!r}, backend={self.backend!r})")

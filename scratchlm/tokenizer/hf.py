@@ -38,7 +38,7 @@ def all_splits_merges(token_bytes: list[bytes]) -> list[tuple[int, int]]:
     """Every (x, y) with bytes(x) + bytes(y) = a token, ordered by (rank of the token, rank of x)."""
     rank = {t: i for i, t in enumerate(token_bytes)}
     out = []
-    for t in token_bytes[256:]:
+    for t in token_bytes:
         for cut in range(1, len(t)):
             x, y = rank.get(t[:cut]), rank.get(t[cut:])
             if x is not None and y is not None:

@@ -10,11 +10,15 @@ from .base import CONFIG_FILE, Tokenizer
 
 def load_tokenizer(path, backend: str = "auto") -> Tokenizer:
     """Load the tokenizer saved in folder `path` (a tokenizer folder, a run folder holding tokenizer/, or the
-    scratchlm_tokenizer.json file itself). backend ("auto", "tiktoken", "python") applies to BPE."""
+    scratchlm_tokenizer.json file itself, or a folder with GPT-2's encoder.json + vocab.bpe). backend ("auto", "tiktoken", "python") applies to BPE."""
     p = Path(path)
     file = p if p.is_file() else p / CONFIG_FILE
     if not file.is_file() and (p / "tokenizer" / CONFIG_FILE).is_file():  # a run folder
         file = p / "tokenizer" / CONFIG_FILE
+    if not file.is_file() and (p / "encoder.json").is_file() and (p / "vocab.bpe").is_file():
+        from .gpt2 import load_gpt2_tokenizer  # OpenAI's original GPT-2 files
+
+        return load_gpt2_tokenizer(p, backend=backend)
     if not file.is_file():
         raise FileNotFoundError(f"no {CONFIG_FILE} in {p}; train one with `scratchlm tokenizer train`")
     config = json.loads(file.read_text(encoding="utf-8"))
@@ -22,7 +26,7 @@ def load_tokenizer(path, backend: str = "auto") -> Tokenizer:
     if kind == "bpe":
         from .bpe import BPETokenizer
 
-        return BPETokenizer.from_config(config, backend=backend)
+        return BPETokenizer.from_config(config, file.parent, backend=backend)
     if kind == "char":
         from .char import CharTokenizer
 
