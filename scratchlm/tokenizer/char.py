@@ -87,13 +87,11 @@ class CharTokenizer(Tokenizer):
 
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        specials = [s for s, _ in sorted(self.special_tokens.items(), key=lambda kv: kv[1])]
         write_json(d / CONFIG_FILE, {"type": "char", "format_version": 1, "vocab_size": self.vocab_size,
                                      "chars": "".join(self.chars), "special_tokens": self.special_tokens})
         write_json(d / "tokenizer.json", char_tokenizer_json(self.chars, self.special_tokens))
         write_json(d / "tokenizer_config.json", tokenizer_config(self.special_tokens, chat_template))
         write_json(d / "special_tokens_map.json", special_tokens_map(self.special_tokens))
-        del specials
         return d
 
     @classmethod

@@ -7,7 +7,8 @@ in memory, only the word counts.
 
 A text file is cut right after a newline that is followed by a printable ASCII character. Both split patterns
 always end a chunk there, so the counts are exactly those of pre-tokenizing each whole file, whatever the number
-of workers. JSONL files are cut at line ends; each record's text fields are separate documents.
+of workers (a file without such newlines is read as one task). JSONL files are cut at line ends; each record's
+text fields are separate documents.
 Special-token strings (e.g. "<|endoftext|>") in the corpus are treated as document separators, never as text.
 """
 
@@ -35,7 +36,8 @@ def expand_inputs(inputs) -> list[Path]:
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in TEXT_SUFFIXES | JSON_SUFFIXES)
+            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in TEXT_SUFFIXES | JSON_SUFFIXES
+                           and not any(part.startswith(".") for part in f.relative_to(p).parts))
             if not found:
                 raise FileNotFoundError(f"no .txt/.md/.jsonl/.json files under {p}; point --input at text files")
             files.extend(found)
