@@ -94,7 +94,11 @@ class QualityConfig:
 STOP_WORDS = frozenset({"the", "be", "to", "of", "and", "that", "have", "with"})
 BULLETS = ("•", "‣", "⁃", "◦", "●", "○", "▪", "■", "-", "*", "·")
 ELLIPSES = ("...", "…")
-TERMINAL_PUNCT = (".", "!", "?", '"', "'", "”", "’", ":", ";", ")")  # closing quotes end quoted sentences
+# C4 kept lines ending in "a period, exclamation mark, question mark, or end quotation mark" (Raffel et al. 2020)
+C4_TERMINAL_PUNCT = (".", "!", "?", '"', "”", "’", "'")
+# FineWeb counts lines ending in sentence-final punctuation only, closing quotes not included (datatrove's
+# TERMINAL_PUNCTUATION, whose main members are these): dialogue lines ending in ." do not count
+FINEWEB_TERMINAL_PUNCT = (".", "!", "?", "…", "。", "！", "？", "｡", "؟", "।", "॥")
 C4_POLICY = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies")
 _PARAGRAPHS = re.compile(r"\n\s*\n")
 _SENTENCE_END = re.compile(r"[.!?]+[\"'”’)]*(?=\s|$)")
@@ -274,7 +278,7 @@ def c4_clean_lines(text: str, cfg: QualityConfig) -> tuple[str, int]:
             or any(p in low for p in C4_POLICY)
             or len(words) < cfg.c4_min_words_per_line
             or max(map(len, words)) > cfg.c4_max_word_length
-            or (cfg.c4_terminal_punct and not s.endswith(TERMINAL_PUNCT))
+            or (cfg.c4_terminal_punct and not s.endswith(C4_TERMINAL_PUNCT))
         ):
             removed += 1
             continue
@@ -307,7 +311,7 @@ def fineweb_filter(doc: Parsed, cfg: QualityConfig) -> str | None:
     lines = doc.lines
     if not lines:
         return "fineweb_empty"
-    if sum(ln.endswith(TERMINAL_PUNCT) for ln in lines) / len(lines) <= cfg.min_line_punct_ratio:
+    if sum(ln.endswith(FINEWEB_TERMINAL_PUNCT) for ln in lines) / len(lines) <= cfg.min_line_punct_ratio:
         return "fineweb_line_punct"
     if sum(len(ln) <= cfg.short_line_length for ln in lines) / len(lines) >= cfg.max_short_line_ratio:
         return "fineweb_short_lines"
