@@ -1,0 +1,91 @@
+"""Sharded checkpoints with torch.distributed.checkpoint (DCP), and export to one safetensors file.
+
+Each rank writes only its own shards (no gather onto rank 0, no rank holding the whole model), plus a
+metadata file that records every tensor's global shape and where each piece lives. Loading reads the pieces
+each rank needs *in its current layout*, so a run saved with FSDP on 8 ranks resumes with TP on 4, or in one
+process: keys are the plain model's parameter names (`layers.3.attn.wq.weight`), whatever the wrapping.
+
+    save_dcp(dir, model, optimizer)          every rank calls it (collective)
+    load_dcp(dir, model, optimizer)          every rank calls it; model already parallelized the new way
+    dcp_to_safetensors(dir, out, model_cfg)  one process, no torchrun: the folder inference/export read
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.state_dict import (get_model_state_dict, get_optimizer_state_dict,
+                                                     set_model_state_dict, set_optimizer_state_dict)
+
+
+def _module(model) -> torch.nn.Module:
+    return model.module if hasattr(model, "schedule") else model  # a Pipeline -> its stage
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def _state(module, optimizer) -> dict:
+    state = {"model": get_model_state_dict(module)}
+    if optimizer is not None:
+        state["optim"] = get_optimizer_state_dict(module, optimizer)
+    return state
+
+
+def save_dcp(path: str | Path, model, optimizer=None) -> Path:
+    """Write a DCP checkpoint folder (model, and optimizer if given). Collective: call on every rank.
+
+    Written to `path.tmp` and renamed by rank 0 once all ranks are done, so a crash never leaves a
+    half-written checkpoint under the real name."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    rank0 = not _distributed() or dist.get_rank() == 0
+    if rank0 and tmp.exists():
+        shutil.rmtree(tmp)
+    if _distributed():
+        dist.barrier()
+    dcp.save(_state(_module(model), optimizer), checkpoint_id=str(tmp))
+    if _distributed():
+        dist.barrier()
+    if rank0:
+        if path.exists():
+            shutil.rmtree(path)
+        tmp.rename(path)
+    if _distributed():
+        dist.barrier()
+    return path
+
+
+def load_dcp(path: str | Path, model, optimizer=None) -> None:
+    """Load a DCP checkpoint into `model` (and `optimizer`) in place, resharding to the current layout."""
+    path = Path(path)
+    if not (path / ".metadata").exists():
+        raise FileNotFoundError(f"{path} is not a DCP checkpoint (no .metadata file); pass the folder save_dcp wrote")
+    module = _module(model)
+    state = _state(module, optimizer)
+    dcp.load(state, checkpoint_id=str(path))
+    set_model_state_dict(module, state["model"])
+    if optimizer is not None:
+        set_optimizer_state_dict(module, optimizer, state["optim"])
+
+
+def dcp_to_safetensors(dcp_dir: str | Path, out_dir: str | Path, model_config) -> Path:
+    """Gather a DCP checkpoint into one model.safetensors + config.json (scratchlm.runs.save_model's folder).
+
+    Runs in a single process (no torchrun); model_config is a ModelConfig or its dict. Needs memory for the
+    whole model once."""
+    from scratchlm.model import ModelConfig, Transformer
+    from scratchlm.runs import save_model
+
+    cfg = model_config if isinstance(model_config, ModelConfig) else ModelConfig.from_dict(model_config)
+    with torch.device("meta"):
+        model = Transformer(cfg)
+    model.to_empty(device="cpu")
+    model.init_weights()  # RoPE tables (not in the checkpoint); the weights are overwritten below
+    load_dcp(dcp_dir, model)
+    return save_model(out_dir, model, cfg.to_dict())
