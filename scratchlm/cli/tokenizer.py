@@ -130,7 +130,8 @@ def cmd_train(args) -> int:
             raise FileNotFoundError(f"chat template {args.chat_template} not found; pass a Jinja file")
         chat_template = args.chat_template.read_text(encoding="utf-8")
     files = expand_inputs(args.input)  # fail on a bad path before touching --out
-    out = runs.prepare_run_dir(args.out, overwrite=args.overwrite)
+    if runs.is_done(args.out) and not args.overwrite:  # fail before training, not after
+        raise FileExistsError(f"{args.out} holds a finished run; pass --overwrite to replace it or choose another --out")
     progress = args.quiet == 0
     t0 = time.perf_counter()
     if args.char:
@@ -142,6 +143,7 @@ def cmd_train(args) -> int:
         tok = train_bpe(files, args.vocab_size, pattern=args.pattern, digits=args.digits, fields=fields,
                         num_workers=args.workers, min_frequency=args.min_frequency, progress=progress)
     seconds = time.perf_counter() - t0
+    out = runs.prepare_run_dir(args.out, overwrite=args.overwrite)  # only now: a failed run leaves nothing behind
     tok.save(out / "tokenizer", chat_template=chat_template)
     import tomli_w
 
