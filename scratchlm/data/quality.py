@@ -103,7 +103,8 @@ C4_POLICY = ("terms of use", "privacy policy", "cookie policy", "uses cookies", 
 _PARAGRAPHS = re.compile(r"\n\s*\n")
 _SENTENCE_END = re.compile(r"[.!?]+[\"'”’)]*(?=\s|$)")
 _PUNCT = "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~“”‘’«»…–—•·"
-_HAS_ALPHA = re.compile(r"[^\W\d_]")
+_ALPHA_TOKEN = re.compile(r"\S*?[^\W\d_]\S*")  # a whitespace token holding at least one letter
+_STOP_WORD = re.compile(r"(?<![^\W_])(?:" + "|".join(sorted(STOP_WORDS)) + r")(?![^\W_])")
 
 
 class Parsed:
@@ -161,9 +162,14 @@ def gopher_quality(doc: Parsed, cfg: QualityConfig) -> str | None:
             return "gopher_bullet_lines"
         if sum(ln.endswith(ELLIPSES) for ln in lines) / len(lines) > cfg.max_ellipsis_lines_ratio:
             return "gopher_ellipsis_lines"
-    if sum(1 for w in words if _HAS_ALPHA.search(w)) / len(words) < cfg.min_alpha_words_ratio:
+    if len(_ALPHA_TOKEN.findall(doc.text)) / len(words) < cfg.min_alpha_words_ratio:
         return "gopher_alpha_words"
-    if len(STOP_WORDS.intersection(w.lower() for w in core)) < cfg.min_stop_words:
+    found: set[str] = set()
+    for m in _STOP_WORD.finditer(doc.text.lower()):  # stops as soon as enough distinct stop words are seen
+        found.add(m.group(0))
+        if len(found) >= cfg.min_stop_words:
+            break
+    if len(found) < cfg.min_stop_words:
         return "gopher_stop_words"
     return None
 
@@ -253,9 +259,15 @@ def gopher_repetition(doc: Parsed, cfg: QualityConfig) -> str | None:
     for n, limit in cfg.max_top_ngram_char_frac:
         if top_ngram_char_frac(doc, n) > limit:
             return f"gopher_top_{n}gram"
-    for n, limit in cfg.max_dup_ngram_char_frac:
-        if dup_ngram_char_frac(doc, n) > limit:
+    rules = sorted(cfg.max_dup_ngram_char_frac)
+    for i, (n, limit) in enumerate(rules):
+        frac = dup_ngram_char_frac(doc, n)
+        if frac > limit:
             return f"gopher_dup_{n}gram"
+        # a repeated m-gram (m > n) is made of repeated n-grams, so the covered fraction only shrinks with n:
+        # once it is under every remaining limit, the remaining (costly) n are settled
+        if all(frac <= lim for _, lim in rules[i + 1:]):
+            break
     return None
 
 
