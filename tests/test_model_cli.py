@@ -27,8 +27,8 @@ def _load_run(run):
     return model
 
 
-@pytest.mark.parametrize("arch", ["llama", "gpt2"])
-def test_import_folder_saved_by_transformers(tmp_path, arch):
+@pytest.mark.parametrize("arch,shard", [("llama", None), ("llama", "40KB"), ("gpt2", None)])
+def test_import_folder_saved_by_transformers(tmp_path, arch, shard):
     torch.manual_seed(0)
     if arch == "llama":
         hf = transformers.LlamaForCausalLM(transformers.LlamaConfig(
@@ -37,7 +37,8 @@ def test_import_folder_saved_by_transformers(tmp_path, arch):
     else:
         hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(vocab_size=150, n_embd=64, n_layer=2, n_head=4,
                                                                   n_positions=64))
-    hf.eval().save_pretrained(tmp_path / "hf")
+    hf.eval().save_pretrained(tmp_path / "hf", **({"max_shard_size": shard} if shard else {}))
+    assert (tmp_path / "hf" / "model.safetensors.index.json").is_file() == bool(shard)
     assert _cli("import", "hf", "--from", tmp_path / "hf", "--out", tmp_path / "run") == 0
     assert (tmp_path / "run" / "checkpoints" / "step_0000000" / "model.safetensors").is_file()
     assert (tmp_path / "run" / "DONE").is_file() and (tmp_path / "run" / "config.toml").is_file()

@@ -108,6 +108,18 @@ def test_gpt2_to_hf(tie):
     _compare_to_hf(cfg, transformers.GPT2LMHeadModel)
 
 
+def test_old_gpt2_buffers_are_ignored():
+    hf = _hf_gpt2()
+    sd = dict(hf.state_dict())
+    sd["transformer.h.0.attn.bias"] = torch.ones(1, 1, 64, 64).tril()  # saved by transformers < 4.3x
+    sd["transformer.h.0.attn.masked_bias"] = torch.tensor(-1e4)
+    cfg, ours = from_hf_state_dict(sd, hf.config.to_dict())
+    assert "layers.0.attn.wq.bias" in ours and not any("masked" in k for k in ours)
+    sd["transformer.h.0.extra.weight"] = torch.zeros(1)
+    with pytest.raises(ValueError, match="no place for"):
+        from_hf_state_dict(sd, hf.config.to_dict())
+
+
 def test_round_trip_is_identity():
     cfg = ModelConfig(vocab_size=100, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, max_seq_len=32)
     model = Transformer(cfg)

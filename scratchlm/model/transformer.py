@@ -142,13 +142,13 @@ class Transformer(nn.Module):
         attn_mask, is_causal = None, True
         if cache is not None:
             positions, attn_mask, is_causal = cache.begin(T, positions, valid)
+        elif T > cfg.max_seq_len:
+            raise ValueError(f"sequence length {T} exceeds model.max_seq_len {cfg.max_seq_len}; "
+                             "use shorter sequences or a model with a longer max_seq_len")
         elif valid is not None:  # padded batch without a cache: hide padding, count positions per row
             if positions is None:
                 positions = (valid.long().cumsum(dim=1) - 1).clamp_min(0)  # (B, T)
             attn_mask, is_causal = attention_mask(T, T, valid), False
-        elif T > cfg.max_seq_len:
-            raise ValueError(f"sequence length {T} exceeds model.max_seq_len {cfg.max_seq_len}; "
-                             "use shorter sequences or a model with a longer max_seq_len")
 
         x = self.tok_emb(idx)  # (B, T, d)
         cos = sin = None
