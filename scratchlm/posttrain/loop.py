@@ -1,0 +1,330 @@
+"""What SFT, DPO, reward modelling and GRPO share: one small trainer with a stage-specific step.
+
+    class SFT(PostTrainer):
+        def train_step(self) -> dict:   # forward + backward over one optimizer step's data; returns metrics
+        def evaluate(self) -> dict:     # held-out metrics
+        def score(self, ev) -> float:   # lower is better: picks the best checkpoint
+
+PostTrainer does the rest, the same way for every stage (and the same way as pretraining, whose pieces it uses:
+scratchlm.train's optimizer, schedule, atomic checkpoints and metrics logger):
+- the run folder: config.toml, tokenizer/ (the base's, saved with the chat template for HF export),
+  checkpoints/, metrics.jsonl, logs/, plots/, DONE;
+- the model: the base run's best checkpoint, optionally wrapped with LoRA adapters;
+- budgets (train.max_steps / max_time), warmup + decay, gradient clipping, non-finite step skipping;
+- checkpoints whose model.safetensors always holds plain (LoRA-merged) weights, so generate/chat/serve and
+  the next stage load them like any run, and exact resume from state.pt.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from scratchlm.config import save_config
+from scratchlm.runs import is_done, list_checkpoints, mark_done, prepare_run_dir
+from scratchlm.train.checkpoint import (clean_partial, load_checkpoint, mark_best, read_best, rng_state,
+                                        save_checkpoint, set_rng_state)
+from scratchlm.train.loop import _resolve_device, resolve_dtype
+from scratchlm.train.metrics import MetricsLogger, plot_loss
+from scratchlm.train.optim import param_groups, set_lr
+from scratchlm.train.schedule import lr_multiplier
+
+from .lora import apply_lora, lora_state_dict, merged_state_dict
+
+log = logging.getLogger("scratchlm")
+
+
+def load_base(run_or_ckpt: str | Path, device: str = "cpu"):
+    """(Transformer in float32 on `device`, its checkpoint folder) from a run or checkpoint folder."""
+    from scratchlm.train.checkpoint import load_model
+
+    if not str(run_or_ckpt):
+        raise ValueError("no base model: pass --base RUN (a pretraining or earlier post-training run)")
+    model, meta = load_model(run_or_ckpt, device=device)
+    return model.float(), Path(meta["checkpoint"])
+
+
+def masked_nll(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Sum of -log p(target) over positions whose target is not IGNORE (-100). logits (B, T, V), y (B, T)."""
+    return torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=-100,
+                                             reduction="sum")
+
+
+class PostTrainer:
+    """A fine-tuning run of `stage` ("sft", "dpo", "reward", "rl") from cfg.base into run_dir."""
+
+    stage = "posttrain"
+
+    def __init__(self, cfg, run_dir: str | Path, resume: bool = False, overwrite: bool = False):
+        from scratchlm.inference.chat_template import CHAT_TEMPLATE
+        from scratchlm.inference.loading import load_tokenizer_for
+
+        self.cfg, self.tc = cfg, cfg.train
+        run_dir = Path(run_dir)
+        if not resume and not overwrite and not is_done(run_dir) and list_checkpoints(run_dir):
+            raise FileExistsError(f"{run_dir} holds an unfinished run; pass --resume to continue it or --overwrite "
+                                  "to start over")
+        if resume and is_done(run_dir) and not overwrite:
+            (run_dir / "DONE").unlink()
+        if not (self.tc.max_steps or self.tc.max_time or self.tc.max_tokens):
+            raise ValueError("no budget: set train.max_steps or train.max_time (e.g. --set train.max_steps=200)")
+        self.run_dir = prepare_run_dir(run_dir, overwrite=overwrite, resume=resume)
+        clean_partial(self.run_dir)
+        save_config(cfg, self.run_dir / "config.toml")
+
+        self.device = _resolve_device(self.tc.device)
+        self.device_type = self.device.split(":")[0]
+        if self.tc.num_threads:
+            torch.set_num_threads(self.tc.num_threads)
+        self.dtype = resolve_dtype(self.tc.dtype, self.device)
+        if self.dtype == torch.float16:
+            raise ValueError("train.dtype float16 is not supported in post-training; use bfloat16 or float32")
+        torch.manual_seed(self.tc.seed)
+
+        # the base's tokenizer, re-saved with the chat template so the HF export renders chats like we do
+        self.tokenizer = load_tokenizer_for(cfg.base)
+        self.tokenizer.save(self.run_dir / "tokenizer", chat_template=CHAT_TEMPLATE)
+        self.pad_id = self.tokenizer.pad_id if self.tokenizer.pad_id is not None else 0
+
+        self.model, self.base_ckpt = load_base(cfg.base, self.device)
+        self.model_config = self.model.config.to_dict()
+        self.lora = getattr(cfg, "lora", None)
+        if self.lora is not None and self.lora.rank > 0:
+            wrapped = apply_lora(self.model, self.lora)
+            log.info("LoRA rank %d on %d modules", self.lora.rank, len(wrapped))
+        else:
+            self.lora = None
+        self.build()  # stage-specific: data, extra modules (reward head), reference model
+        self.params = [p for p in self.trainable_module().parameters() if p.requires_grad]
+        self.optimizer = self.build_optimizer()
+
+        self.step, self.elapsed, self.bad_steps = 0, 0.0, 0
+        self.tokens = 0  # tokens fed to the model in training (prompt + reply), for plots
+        self.best = math.inf
+        self.last_eval: dict = {}
+        self.resumed_from = None
+        if resume:
+            self._resume()
+        self.metrics = MetricsLogger(self.run_dir, tensorboard=self.tc.tensorboard)
+        if resume:
+            self.metrics.truncate_after(self.step)
+
+    # ------------------------------------------------------------------ hooks for the stages
+    def build(self) -> None:
+        """Load data and anything else the stage needs (called once the model exists)."""
+
+    def trainable_module(self) -> torch.nn.Module:
+        return self.model
+
+    def train_step(self) -> dict:
+        raise NotImplementedError
+
+    def evaluate(self) -> dict:
+        return {}
+
+    def score(self, ev: dict) -> float:
+        """Lower is better; used to mark the best checkpoint."""
+        return ev.get("val_loss", math.inf)
+
+    def extra_state(self) -> dict:
+        return {}
+
+    def load_extra_state(self, state: dict) -> None:
+        pass
+
+    def weights_to_save(self) -> dict:
+        return merged_state_dict(self.model) if self.lora else self.model.state_dict()
+
+    # ------------------------------------------------------------------ machinery
+    def autocast(self):
+        if self.dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device_type, dtype=self.dtype)
+
+    def build_optimizer(self):
+        tc = self.tc
+        module = self.trainable_module()
+        groups = [g for g in param_groups(module, tc.weight_decay, tc.decay_embeddings) if g["params"]]
+        for g in groups:
+            g.pop("names", None)
+            g["params"] = [p for p in g["params"] if p.requires_grad]
+        groups = [g for g in groups if g["params"]]
+        opt = torch.optim.AdamW(groups, lr=tc.lr, betas=(tc.beta1, tc.beta2), eps=tc.eps)
+        for g in opt.param_groups:
+            g["peak_lr"] = tc.lr
+        return opt
+
+    def progress(self) -> float:
+        tc, p = self.tc, 0.0
+        if tc.max_steps:
+            p = max(p, self.step / tc.max_steps)
+        if tc.max_time:
+            p = max(p, self.elapsed / tc.max_time)
+        return p
+
+    def stop_reason(self) -> str | None:
+        if self.tc.max_steps and self.step >= self.tc.max_steps:
+            return "max_steps"
+        if self.tc.max_time and self.elapsed >= self.tc.max_time:
+            return "max_time"
+        return None
+
+    def train_state(self) -> dict:
+        state = {"step": self.step, "tokens": self.tokens, "elapsed": self.elapsed, "bad_steps": self.bad_steps, "best": self.best,
+                 "optimizer": self.optimizer.state_dict(), "rng": rng_state(), "stage": self.extra_state()}
+        if self.lora:
+            state["lora"] = lora_state_dict(self.model)
+        return state
+
+    def save(self, meta: dict | None = None) -> Path:
+        meta = {"stage": self.stage, "base": str(self.cfg.base), "elapsed": round(self.elapsed, 2),
+                **self.last_eval, **(meta or {})}
+        return save_checkpoint(self.run_dir, self.step, self.weights_to_save(), self.model_config,
+                               self.train_state(), meta=meta, keep_last=self.tc.keep_last)
+
+    def _resume(self) -> None:
+        ckpts = list_checkpoints(self.run_dir)
+        if not ckpts:
+            return
+        ckpt = ckpts[-1]
+        if self.lora:  # the checkpoint's weights are merged: keep the base, load the adapters
+            state = torch.load(ckpt / "state.pt", map_location=self.device, weights_only=False)
+            self.model.load_state_dict(state["lora"], strict=False)
+        else:
+            state = load_checkpoint(ckpt, self.model, map_location=self.device)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step, self.elapsed, self.bad_steps, self.best = (state["step"], state["elapsed"], state["bad_steps"],
+                                                              state["best"])
+        self.tokens = state.get("tokens", 0)
+        self.load_extra_state(state["stage"])
+        set_rng_state(state["rng"])
+        self.resumed_from = ckpt.name
+        log.info("resumed %s from %s (step %d)", self.stage, ckpt, self.step)
+
+    def optimizer_step(self) -> tuple[float, float]:
+        """Clip, step (unless the gradient is not finite), zero; returns (grad_norm, lr)."""
+        tc = self.tc
+        warm = lr_multiplier(self.step, self.progress(), schedule=tc.schedule, warmup_steps=tc.warmup_steps,
+                             min_ratio=tc.min_lr_ratio, decay_fraction=tc.decay_fraction)
+        lr = set_lr(self.optimizer, warm)
+        norm = torch.nn.utils.clip_grad_norm_(self.params, tc.grad_clip if tc.grad_clip > 0 else math.inf).item()
+        if math.isfinite(norm):
+            self.optimizer.step()
+        else:
+            self.bad_steps += 1
+            log.warning("step %d: non-finite gradient, step skipped", self.step)
+        self.optimizer.zero_grad(set_to_none=True)
+        return norm, lr
+
+    def _eval(self, final: bool = False) -> dict:
+        ev = self.evaluate()
+        self.last_eval_full = ev
+        self.last_eval = {k: v for k, v in ev.items() if isinstance(v, (int, float))}
+        self.metrics.log({"step": self.step, "tokens": self.tokens, "elapsed": round(self.elapsed, 2),
+                          **self.last_eval})
+        return ev
+
+    def fit(self) -> dict:
+        from tqdm import tqdm
+
+        tc = self.tc
+        n_train = sum(p.numel() for p in self.params)
+        log.info("%s: %s trainable parameters of %s", self.stage, f"{n_train:,}",
+                 f"{sum(p.numel() for p in self.trainable_module().parameters()):,}")
+        bar = tqdm(total=1000, initial=round(min(1.0, self.progress()) * 1000), desc=self.stage, unit="‰",
+                   bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}] {postfix}",
+                   dynamic_ncols=True, disable=not tc.progress)
+        stopped_by = self.stop_reason()
+        while stopped_by is None:
+            t0 = time.perf_counter()
+            self.model.train()
+            row = self.train_step()
+            self.tokens += row.pop("n_tokens", 0)
+            norm, lr = self.optimizer_step()
+            self.step += 1
+            self.elapsed += time.perf_counter() - t0
+            t1 = time.perf_counter()
+            if self.step % tc.log_every == 0 or self.step == 1:
+                self.metrics.log({"step": self.step, "tokens": self.tokens, **row, "lr": lr, "grad_norm": norm,
+                                  "elapsed": round(self.elapsed, 2)})
+                main = next(iter(row.items()), None)
+                if main is not None:
+                    bar.set_postfix_str(f"step {self.step} {main[0]} {main[1]:.4f}", refresh=False)
+            stopped_by = self.stop_reason()
+            if tc.eval_every and self.step % tc.eval_every == 0 and stopped_by is None:
+                ev = self._eval()
+                s = self.score(ev)
+                if s < self.best:
+                    self.best = s
+                    mark_best(self.run_dir, self.save(), s)
+            elif tc.ckpt_every and self.step % tc.ckpt_every == 0 and stopped_by is None:
+                self.save()
+            self.elapsed += time.perf_counter() - t1
+            bar.n = round(min(1.0, self.progress()) * 1000)
+            bar.refresh()
+        bar.close()
+        final = self._eval(final=True)
+        ckpt = self.save({"final": True})
+        if self.score(final) <= self.best or read_best(self.run_dir) is None:
+            self.best = min(self.best, self.score(final))
+            mark_best(self.run_dir, ckpt, self.best)
+        self.metrics.close()
+        plot_loss(self.run_dir)
+        summary = {"run_dir": str(self.run_dir), "stage": self.stage, "base": str(self.cfg.base),
+                   "stopped_by": stopped_by, "steps": self.step, "elapsed": round(self.elapsed, 2),
+                   "trainable_params": n_train, "bad_steps": self.bad_steps, "checkpoint": str(ckpt),
+                   "best_checkpoint": (read_best(self.run_dir) or {}).get("checkpoint"),
+                   "resumed_from": self.resumed_from, **{f"final_{k}": v for k, v in self.last_eval.items()}}
+        return summary
+
+    def finish(self, summary: dict) -> dict:
+        mark_done(self.run_dir, summary)
+        return summary
+
+
+def val_twin(path: str | Path) -> Path | None:
+    """TinyWorld's `scratchlm data synth` writes X.jsonl with a held-out X_val.jsonl beside it."""
+    p = Path(path)
+    twin = p.with_name(p.stem + "_val" + p.suffix)
+    return twin if twin.is_file() else None
+
+
+def prompt_fits(tokenizer, prompt: list[dict], max_seq_len: int, room: int = 16) -> bool:
+    """Does the chat prompt leave at least `room` tokens of context for a reply?"""
+    from scratchlm.inference.chat_template import encode_chat
+
+    return len(encode_chat(tokenizer, prompt, add_generation_prompt=True)) + room <= max_seq_len
+
+
+@torch.no_grad()
+def chat_replies(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int = 64, temperature: float = 0.0,
+                 top_k: int = 0, seed: int | None = 0, batch_size: int = 32) -> list[dict]:
+    """Generate one assistant reply per chat prompt with the inference engine (KV cache).
+
+    Returns dicts {"prompt_ids", "ids" (the reply, ending with <|im_end|> when the model closed its turn),
+    "text", "closed" (True if the model ended its turn with <|im_end|>)}."""
+    from scratchlm.inference.chat_template import chat_special_ids, encode_chat
+    from scratchlm.inference.engine import Engine
+    from scratchlm.inference.sampling import SamplingParams
+
+    was_training = model.training
+    _, _, im_end = chat_special_ids(tokenizer)
+    engine = Engine(model, tokenizer)
+    out = []
+    for i in range(0, len(prompts), batch_size):
+        chunk = [encode_chat(tokenizer, p, add_generation_prompt=True) for p in prompts[i:i + batch_size]]
+        room = model.config.max_seq_len - max(len(c) for c in chunk)
+        params = [SamplingParams(max_new_tokens=max(1, min(max_new_tokens, room - 1)), temperature=temperature,
+                                 top_k=top_k, stop_token_ids=[im_end], ignore_eos=True,
+                                 seed=None if seed is None else seed + i + j) for j in range(len(chunk))]
+        for ids, s in zip(chunk, engine.generate(chunk, params)):
+            closed = s.finish_reason == "stop"
+            out.append({"prompt_ids": ids, "ids": s.token_ids + ([im_end] if closed else []), "text": s.text,
+                        "closed": closed})
+    model.train(was_training)
+    return out
