@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scratchlm.tokenizer import GPT2_PATTERN, GPT4_PATTERN, CharTokenizer, load_tokenizer, train_bpe_from_texts
+from scratchlm.tokenizer import (GPT2_PATTERN, GPT4_PATTERN, BPETokenizer, CharTokenizer, load_tokenizer,
+                                 train_bpe_from_texts)
 
 tokenizers = pytest.importorskip("tokenizers")
 transformers = pytest.importorskip("transformers")
@@ -151,3 +152,25 @@ def test_gpt2_original_files_behind_our_interface(tmp_path):
         assert ref_hf.encode(text).ids == want
         assert exported.encode(text, add_special_tokens=False).ids == ours.encode(text, allowed_special="all")
         assert ours.decode(want) == text
+
+
+@pytest.mark.slow
+def test_every_code_point_splits_alike_in_all_three_regex_engines(saved):
+    # Python `regex`, tiktoken's fancy-regex and Oniguruma carry their own Unicode tables; a code point that one
+    # of them classes differently (letter? digit? space?) would split text differently. Try each one in contexts.
+    ours, hf_raw, _, _ = saved
+    py = BPETokenizer(ours.merges, pattern=ours.pattern_name, backend="python")
+
+    def text_for(cps):
+        return "".join(f"x{chr(c)}x {chr(c)}1 '{chr(c)} {chr(c)}{chr(c)}\n" for c in cps)
+
+    cps = [c for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF]
+    bad = []
+    for i in range(0, len(cps), 4000):
+        block = cps[i:i + 4000]
+        text = text_for(block)
+        want = ours.encode(text)
+        if py.encode(text) != want or hf_raw.encode(text, add_special_tokens=False).ids != want:
+            bad += [c for c in block if py.encode(text_for([c])) != ours.encode(text_for([c]))
+                    or hf_raw.encode(text_for([c]), add_special_tokens=False).ids != ours.encode(text_for([c]))]
+    assert not bad, [hex(c) for c in bad[:20]]
