@@ -340,3 +340,13 @@ def test_char_tokenizer_specials_and_errors():
     with pytest.raises(ValueError, match="'z'"):
         tok.encode("abz")
     assert tok.decode([0, 99]) == "\n\ufffd"
+
+
+def test_falls_back_to_pure_python_without_tiktoken(tok, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "tiktoken", None)  # makes `import tiktoken` raise ImportError
+    t = BPETokenizer(tok.merges)
+    assert t.backend == "python" and t.encode(MIXED) == tok.encode(MIXED)
+    with pytest.raises(ImportError, match="pip install tiktoken"):
+        BPETokenizer(tok.merges, backend="tiktoken")
