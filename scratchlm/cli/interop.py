@@ -109,14 +109,13 @@ def export_hf(args) -> int:
         raise FileExistsError(f"{out} is not empty; pass --overwrite to replace its files or choose another --out")
     cfg_dict, state = load_model_state(ckpt)
     cfg = ModelConfig.from_dict(cfg_dict)
-    hf_config = hf_config_from(cfg)  # raises for models transformers cannot represent, before writing anything
-    dtype = getattr(torch, args.dtype)
-    tensors = {k: v.to(dtype) for k, v in to_hf_state_dict(state, cfg).items()}
-
     tok_dir = _tokenizer_dir(ckpt)
     special = _special_token_ids(tok_dir) if tok_dir else {}
-    hf_config.update({f"{name}_token_id": special.get(name) for name in ("bos", "eos", "pad")})
+    # raises for models transformers cannot represent, before anything is written
+    hf_config = hf_config_from(cfg, **{f"{name}_token_id": special.get(name) for name in ("bos", "eos", "pad")})
     hf_config["torch_dtype"] = args.dtype
+    dtype = getattr(torch, args.dtype)
+    tensors = {k: v.to(dtype) for k, v in to_hf_state_dict(state, cfg).items()}
 
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "model.safetensors", lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))

@@ -65,9 +65,14 @@ def permute_interleaved(w: torch.Tensor, n_heads: int) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------------- config
-def hf_config_from(cfg: ModelConfig) -> dict:
-    """config.json for transformers: LlamaForCausalLM for the Llama family, GPT2LMHeadModel for GPT-2."""
+def hf_config_from(cfg: ModelConfig, bos_token_id: int | None = None, eos_token_id: int | None = None,
+                   pad_token_id: int | None = None) -> dict:
+    """config.json for transformers: LlamaForCausalLM for the Llama family, GPT2LMHeadModel for GPT-2.
+
+    Special token ids come from the tokenizer; None (not transformers' defaults 1/2 or 50256, which would
+    point at arbitrary tokens of our vocabulary)."""
     family = _exportable_family(cfg)
+    tokens = {"bos_token_id": bos_token_id, "eos_token_id": eos_token_id, "pad_token_id": pad_token_id}
     if family == "llama":
         return {
             "architectures": ["LlamaForCausalLM"], "model_type": "llama",
@@ -79,7 +84,7 @@ def hf_config_from(cfg: ModelConfig) -> dict:
             # transformers < 5 reads rope_theta/rope_scaling; 5.x still accepts them and converts.
             "rope_theta": cfg.rope_theta, "rope_scaling": dict(cfg.rope_scaling) if cfg.rope_scaling else None,
             "attention_bias": cfg.bias, "mlp_bias": cfg.bias, "attention_dropout": cfg.dropout,
-            "torch_dtype": "float32", "use_cache": True,
+            "torch_dtype": "float32", "use_cache": True, **tokens,
         }
     return {
         "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2",
@@ -89,7 +94,7 @@ def hf_config_from(cfg: ModelConfig) -> dict:
         "activation_function": "gelu_new", "layer_norm_epsilon": cfg.norm_eps, "initializer_range": cfg.init_std,
         "resid_pdrop": cfg.dropout, "embd_pdrop": cfg.dropout, "attn_pdrop": cfg.dropout,
         "scale_attn_weights": True, "tie_word_embeddings": cfg.tie_embeddings,
-        "torch_dtype": "float32", "use_cache": True,
+        "torch_dtype": "float32", "use_cache": True, **tokens,
     }
 
 
