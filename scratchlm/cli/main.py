@@ -22,6 +22,10 @@ STAGE_MODULES: list[str] = [
     "chat",
     "serve",
     "demo",
+    "sft",
+    "dpo",
+    "rl",
+    "eval",
 ]
 
 EPILOG = """\
