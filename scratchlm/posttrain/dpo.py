@@ -183,14 +183,17 @@ def run_dpo(cfg, run_dir: str | Path, resume: bool = False, overwrite: bool = Fa
     t = DPOTrainer(cfg, run_dir, resume=resume, overwrite=overwrite)
     ref = t.ref_val
     before = float((ref[:, 0] > ref[:, 1]).float().mean()) if len(ref) else None
+    d = cfg.dpo  # at the start pi == pi_ref: the loss is ln 2 (sigmoid) or 1/(2 beta)^2 (IPO)
+    loss0 = dpo_loss(torch.zeros(1), torch.zeros(1), torch.zeros(1), torch.zeros(1), d.beta, d.loss,
+                     d.label_smoothing)[0].item()
     summary = t.fit()
     after = t.last_eval.get("val_pref_acc")
-    summary.update({"pref_acc_before": before, "pref_acc_after": after,
+    summary.update({"pref_acc_before": before, "val_loss_before": loss0, "pref_acc_after": after,
                     "val_loss_after": t.last_eval.get("val_loss"),
                     "val_margin_after": t.last_eval.get("val_rewards/margins")})
     if verbose and before is not None:
         print(f"DPO effect (held-out, {len(t.val_pairs)} pairs): the model prefers the chosen reply in "
-              f"{before:.0%} -> {after:.0%} of pairs; DPO loss {0.6931:.3f} (ln 2) -> "
+              f"{before:.0%} -> {after:.0%} of pairs; DPO loss {loss0:.3f} -> "
               f"{summary['val_loss_after']:.3f}, implicit reward accuracy "
               f"{t.last_eval.get('val_rewards/accuracies', 0):.0%}, margin {summary['val_margin_after']:.3f}")
     return t.finish(summary)
