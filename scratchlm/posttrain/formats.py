@@ -128,12 +128,12 @@ def load_preferences(path: str | Path) -> list[Preference]:
     return [to_preference(r, f"{path}:{i + 1}") for i, r in enumerate(read_records(path))]
 
 
-def load_tasks(path: str | Path) -> list[dict]:
+def load_tasks(path: str | Path, need_answer: bool = True) -> list[dict]:
     """Verifiable tasks: each {"prompt": messages, "answer": str, "question": str}. GSM8K's "#### 42" answers
-    are reduced to the number."""
+    are reduced to the number. need_answer=False: prompts only (rewards from a reward model)."""
     tasks = []
     for i, r in enumerate(read_records(path)):
-        if "answer" not in r:
+        if need_answer and "answer" not in r:
             raise ValueError(f"{path}:{i + 1}: a task needs an 'answer'")
         if "instruction" in r:
             prompt = alpaca_prompt(r)
@@ -141,7 +141,7 @@ def load_tasks(path: str | Path) -> list[dict]:
             prompt = [{"role": "user", "content": r["question"]}]
         else:
             raise ValueError(f"{path}:{i + 1}: a task needs 'instruction' or 'question'")
-        answer = str(r["answer"])
+        answer = str(r.get("answer", ""))
         if "####" in answer:
             answer = answer.split("####")[-1].strip().replace(",", "")
         tasks.append({"prompt": prompt, "answer": answer, "question": r.get("question", prompt[-1]["content"])})

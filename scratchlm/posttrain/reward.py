@@ -88,10 +88,10 @@ class RewardTrainer(PostTrainer):
         self.epoch, self.cursor, self.order = 0, 0, None
 
     def _tokenize(self, prefs) -> list[tuple[list[int], list[int]]]:
-        out = []
+        out, L = [], self.tc.seq_len - 1  # + the closing token below = at most seq_len ids
         for p in prefs:
-            c = make_reply_example(self.tokenizer, p.prompt, p.chosen, self.tc.seq_len)
-            r = make_reply_example(self.tokenizer, p.prompt, p.rejected, self.tc.seq_len)
+            c = make_reply_example(self.tokenizer, p.prompt, p.chosen, L)
+            r = make_reply_example(self.tokenizer, p.prompt, p.rejected, L)
             if c is not None and r is not None:
                 out.append((c.x + c.y[-1:], r.x + r.y[-1:]))  # whole sequences, ending at <|im_end|>
         return out

@@ -52,10 +52,11 @@ def load_task_splits(task: str, data: str = "", val_data: str = "", seed: int = 
     from .loop import val_twin
 
     if data:
-        train = load_tasks(data)
+        need = task != "reward-model"
+        train = load_tasks(data, need)
         vp = val_data or val_twin(data)
         if vp:
-            return train, load_tasks(vp)[:n_val]
+            return train, load_tasks(vp, need)[:n_val]
         k = max(2, len(train) // max(1, min(n_val, len(train) // 5)))
         return [t for i, t in enumerate(train) if i % k], [t for i, t in enumerate(train) if not i % k][:n_val]
     if task == "tinyworld":
