@@ -2,8 +2,9 @@
 
     1. pp > 1: keep only this rank's pipeline stage (its layers; embedding / head on the ends)
     2. tp > 1: tensor-parallel the matmuls (DTensor, tp axis)
-    3. fsdp > 1, or dp > 1 together with tp: FSDP2 over the data axes (HSDP when both dp and fsdp > 1)
-       otherwise dp > 1: DDP
+    3. fsdp > 1, or dp > 1 together with tp or pp: FSDP2 over the data axes (dp = its replicate axis: HSDP)
+       otherwise dp > 1: DDP (DDP's reducer cannot follow a pipeline's many forwards before one backward,
+       nor DTensor parameters; FSDP2 with a replicate axis of size dp is the same data parallelism)
     4. pp > 1: wrap the stage in a Pipeline (schedule + micro-batches)
 
 TP goes first because FSDP shards the (already tensor-parallel) DTensors further; DDP goes last because it
@@ -17,7 +18,7 @@ import math
 import torch
 import torch.distributed as dist
 import torch.nn as nn
-from torch.distributed.tensor import DTensor, Shard
+from torch.distributed.tensor import DTensor
 
 from .ddp import apply_ddp
 from .fsdp import apply_fsdp
@@ -40,7 +41,7 @@ def parallelize(model: nn.Module, ctx, batch_rows: int | None = None):
         model = stage = build_stage(model, ctx.pp_rank, d["pp"])
     if d["tp"] > 1:
         apply_tp(model, mesh["tp"], cfg.sequence_parallel)
-    if d["fsdp"] > 1 or (d["dp"] > 1 and d["tp"] > 1):
+    if d["fsdp"] > 1 or (d["dp"] > 1 and (d["tp"] > 1 or d["pp"] > 1)):
         fsdp_mesh = mesh["dp", "fsdp"] if d["dp"] > 1 else mesh["fsdp"]
         apply_fsdp(model, fsdp_mesh, cfg)
     elif d["dp"] > 1:
@@ -72,7 +73,7 @@ def clip_grad_norm_(params, max_norm: float, ctx=None) -> torch.Tensor:
             continue
         g = p.grad
         if isinstance(g, DTensor):
-            key = (g.device_mesh, tuple(i for i, pl in enumerate(g.placements) if isinstance(pl, Shard)))
+            key = (g.device_mesh, tuple(i for i, pl in enumerate(g.placements) if not pl.is_replicate()))  # Shard or _StridedShard
             local = g.to_local()
         else:
             key, local = None, g

@@ -119,7 +119,8 @@ class Pipeline:
         self.tied_param = stage.tok_emb.weight if self.tied and (self.is_first or self.is_last) else None
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Forward + backward over the batch (x, y: (B, T)); returns the mean loss (0-d) on every stage."""
+        """Forward + backward over this rank's batch (x, y: (B, T)); returns the global batch's mean loss (0-d),
+        the same on every rank."""
         losses: list[torch.Tensor] = []
         x, y = x.to(self.ctx.device), y.to(self.ctx.device)
         if self.is_first and self.is_last:
@@ -133,6 +134,7 @@ class Pipeline:
         loss = (torch.stack([l.detach().float() for l in losses]).mean() if self.is_last
                 else torch.zeros((), device=self.ctx.device))
         dist.broadcast(loss, src=self.last_rank, group=self.group)
+        self.ctx.all_reduce_mean(loss)  # and over the data-parallel replicas
         if self.tied_param is not None:
             self._sum_tied_grads()
         return loss

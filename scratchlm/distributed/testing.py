@@ -56,15 +56,20 @@ def build_model(overrides: dict | None = None):
 
 
 def batches(steps: int, vocab: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(steps, BATCH, SEQ) inputs and targets: a learnable rule (next = 5 * cur + 3 mod V) with 10% noise."""
-    g = torch.Generator().manual_seed(1234)
-    tok = torch.empty(steps, BATCH, SEQ + 1, dtype=torch.long)
-    tok[..., 0] = torch.randint(0, vocab, (steps, BATCH), generator=g)
-    for t in range(SEQ):
-        tok[..., t + 1] = (5 * tok[..., t] + 3) % vocab
-    noise = torch.rand(tok.shape, generator=g) < 0.1
-    tok[noise] = torch.randint(0, vocab, (int(noise.sum()),), generator=g)
-    return tok[..., :-1], tok[..., 1:]
+    """(steps, BATCH, SEQ) inputs and targets: a learnable rule (next = 5 * cur + 3 mod V) with 10% noise.
+    Step s depends only on s (its own seed), so any prefix of the steps is the same data."""
+    xs, ys = [], []
+    for s in range(steps):
+        g = torch.Generator().manual_seed(1234 + s)
+        tok = torch.empty(BATCH, SEQ + 1, dtype=torch.long)
+        tok[:, 0] = torch.randint(0, vocab, (BATCH,), generator=g)
+        for t in range(SEQ):
+            tok[:, t + 1] = (5 * tok[:, t] + 3) % vocab
+        noise = torch.rand(tok.shape, generator=g) < 0.1
+        tok[noise] = torch.randint(0, vocab, (int(noise.sum()),), generator=g)
+        xs.append(tok[:, :-1])
+        ys.append(tok[:, 1:])
+    return torch.stack(xs), torch.stack(ys)
 
 
 def probe_batch(vocab: int) -> torch.Tensor:
