@@ -38,6 +38,7 @@ class Job:
     model: dict = field(default_factory=dict)  # ModelConfig overrides on top of llama-tiny
     save_dcp: str | None = None  # after training, save a DCP checkpoint here (model + optimizer)
     load_dcp: str | None = None  # before training, load this DCP checkpoint (model + optimizer)
+    start: int = 0  # first data step (a resumed run continues where the checkpoint stopped)
     probe: bool = False  # after training, write the logits of probe_batch() to <name>.pt
     memory: bool = False  # write this rank's parameter + optimizer bytes
 
@@ -125,11 +126,10 @@ def run_job(ctx, job: Job, out_dir: Path) -> None:
     module = trainable(wrapped)
     params = list(module.parameters())
     opt = make_optimizer(params)
-    start = 0
+    start = job.start
     if job.load_dcp:
         load_dcp(job.load_dcp, wrapped, opt)
-        start = 2 if job.steps else 0  # the saved checkpoints come from 2 training steps
-    xs, ys = batches(start + job.steps, vocab)
+    xs, ys = batches(max(1, start + job.steps), vocab)
     lo, hi = ctx.dp_rank * rows, (ctx.dp_rank + 1) * rows
     result = {"loss": [], "norm": []}
     for s in range(start, start + job.steps):
