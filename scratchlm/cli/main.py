@@ -26,6 +26,7 @@ STAGE_MODULES: list[str] = [
     "dpo",
     "rl",
     "eval",
+    "guide",
 ]
 
 EPILOG = """\
