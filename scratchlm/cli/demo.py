@@ -8,6 +8,9 @@ The chain, each step in its own sub-folder of the demo run (so each can be inspe
     shards/      train/val token shards                                  (data tokenize)
     pretrain/    the target model                                        (pretrain)
     draft/       a small draft model for speculative decoding            (pretrain)
+    sft/         instruction following with the chat template            (sft)
+    dpo/         preferences: chosen over rejected answers               (dpo)
+    rl/          GRPO on verifiable arithmetic/lookup tasks              (rl)
     report.json  what ran, how long, the losses, samples and speculative stats
 
 Steps call the same Python functions as the stage commands, so the demo is also the integration test.
@@ -50,12 +53,18 @@ class DemoSizes:
     lr: float = 3e-3
     sample_tokens: int = 80
     spec_tokens: int = 128
+    sft_time: float = 90.0
+    dpo_time: float = 60.0
+    rl_time: float = 120.0
+    rl_group: int = 8
+    eval_tasks: int = 100
 
 
 QUICK = DemoSizes(corpus="400KB", vocab_size=512, target_preset="llama-tiny", target_time=12.0,
                   draft_preset="llama-tiny", draft_overrides=(("n_layers", 1), ("d_model", 32), ("n_heads", 2),
                                                               ("n_kv_heads", 1)),
-                  draft_time=4.0, seq_len=128, micro_batch=8, sample_tokens=32, spec_tokens=32)
+                  draft_time=4.0, seq_len=128, micro_batch=8, sample_tokens=32, spec_tokens=32,
+                  sft_time=5.0, dpo_time=4.0, rl_time=5.0, rl_group=4, eval_tasks=8)
 
 
 def register(subparsers) -> None:
@@ -185,7 +194,35 @@ def run(args) -> int:
                                                     "tokens_per_sec") if k in summary})
             info["run"] = str(out / name)
 
-    # 6. generation: samples, then speculative decoding against plain greedy ------------------------------------
+    # 6. post-training: SFT -> DPO -> GRPO, each starting from the one before --------------------------------------
+    from scratchlm.posttrain import (DPOConfig, GRPOConfig, SFTConfig, load_stage_config, run_dpo, run_grpo,
+                                     run_sft)
+
+    common = {"seed": seed, "device": "cpu", "tensorboard": not args.quick, "seq_len": sizes.seq_len}
+    stages = (
+        ("sft", SFTConfig, runs_out["pretrain"], corpus / "instructions.jsonl", sizes.sft_time,
+         {"micro_batch_size": sizes.micro_batch, "lr": 1e-3}, {}),
+        ("dpo", DPOConfig, out / "sft", corpus / "preferences.jsonl", sizes.dpo_time,
+         {"micro_batch_size": max(2, sizes.micro_batch // 2), "lr": 1e-4}, {}),
+        ("rl", GRPOConfig, out / "dpo", None, sizes.rl_time, {"lr": 5e-5},
+         {"grpo": {"group_size": sizes.rl_group, "eval_tasks": sizes.eval_tasks, "max_new_tokens": 32}}),
+    )
+    for name, cls, base, data, secs, train, extra in stages:
+        with Step(report, name, f"{name.upper()} from {Path(base).name} for {secs:.0f} s") as info:
+            defaults = {"base": str(base), "train": {**common, **train, "max_time": secs,
+                                                     "eval_every": 0, "warmup_steps": 2 if args.quick else 10},
+                        **extra}
+            if data is not None:
+                defaults["data"] = str(data)
+            cfg = load_stage_config(cls, None, [], defaults)
+            fn = {"sft": run_sft, "dpo": run_dpo, "rl": run_grpo}[name]
+            summary = fn(cfg, out / name, overwrite=True)
+            runs_out[name] = out / name
+            keep = [k for k in summary if k.endswith(("_before", "_after")) and not k.startswith("samples")]
+            info.update({k: summary[k] for k in keep})
+            info["run"] = str(out / name)
+
+    # 7. generation: samples, then speculative decoding against plain greedy ------------------------------------
     from scratchlm.inference.engine import Engine
     from scratchlm.inference.loading import load_model, load_tokenizer_for
     from scratchlm.inference.sampling import SamplingParams
@@ -225,6 +262,12 @@ def run(args) -> int:
     return 0
 
 
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.3f}"
+    return str(v)
+
+
 def _print_summary(report: dict, out: Path) -> None:
     steps = report["steps"]
     print("\n" + "=" * 72)
@@ -246,6 +289,12 @@ def _print_summary(report: dict, out: Path) -> None:
                 detail += f", val loss {vl:.3f}"
             if bpb is not None:
                 detail += f", {bpb:.3f} bits/byte"
+        elif name in ("sft", "dpo", "rl"):
+            pairs = {}
+            for k, v in info.items():
+                if k.endswith("_before") and k[:-7] + "_after" in info:
+                    pairs[k[:-7]] = (v, info[k[:-7] + "_after"])
+            detail = ", ".join(f"{k} {_fmt(a)} -> {_fmt(b)}" for k, (a, b) in pairs.items())
         elif name == "generate":
             sp = info["speculative"]
             detail = (f"speculative: {sp['acceptance_rate']:.0%} accepted, {sp['tokens_per_target_call']} tok/call, "
