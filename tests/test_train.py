@@ -278,3 +278,24 @@ def test_cli_pretrain_unknown_key_exits_2(capsys, tmp_path):
     assert main(["pretrain", "--config", "configs/shakespeare_cpu.toml", "--set", "train.max_stpes=3",
                  "--out", str(tmp_path / "r")]) == 2
     assert "did you mean 'train.max_steps'" in capsys.readouterr().err
+
+
+def test_loss_decreases_on_tinyworld(tmp_path):
+    from scratchlm.data.tinyworld import synthesize
+
+    synthesize(tmp_path / "tw", 200_000, seed=0)
+    cfg = load_pretrain_config(None, [], defaults={
+        "data": {"train_text": str(tmp_path / "tw" / "train.txt"), "val_text": str(tmp_path / "tw" / "val.txt"),
+                 "doc_separator": "\n\n", "tokenizer": "bpe", "vocab_size": 512, "packing": "docs"},
+        "model": {"d_model": 64, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "max_seq_len": 64},
+        "train": {"seq_len": 64, "micro_batch_size": 8, "max_steps": 60, "lr": 3e-3, "warmup_steps": 5,
+                  "eval_every": 0, "sample_tokens": 0, "tensorboard": False, "progress": False, "device": "cpu",
+                  "dtype": "float32", "num_threads": 1}})
+    s = pretrain(cfg, tmp_path / "run")
+    from scratchlm.runs import read_jsonl
+
+    losses = [r["loss"] for r in read_jsonl(tmp_path / "run" / "metrics.jsonl") if "loss" in r]
+    assert losses[0] == pytest.approx(math.log(512), abs=0.3)  # starts at chance
+    assert s["val_loss"] < losses[0] - 1.0  # 60 steps learn token statistics: > 1 nat below chance
+    assert sum(losses[-5:]) / 5 < losses[0] - 1.0
+    assert s["val_bpb"] < 3.5

@@ -18,6 +18,7 @@ STAGE_MODULES: list[str] = [
     "tokenizer",
     "plan",
     "interop",
+    "pretrain",
     "generate",
     "chat",
     "serve",
