@@ -181,6 +181,8 @@ def worker(rank: int, world: int, port: int, jobs: list[dict], out_dir: str) -> 
     try:
         for spec in jobs:
             job = Job(**spec)
+            if rank == 0:
+                print(f"[scratchlm.distributed.testing] job {job.name}", flush=True)
             ctx = setup(ParallelConfig(**job.parallel), model_config(job.model))
             run_job(ctx, job, Path(out_dir))
             ctx.barrier()
