@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 EXAMPLES = """\
@@ -46,7 +47,7 @@ def run(args) -> int:
         # The HTML is still useful: write it, then say how to get the PDF.
         build_guide(args.out, run=args.run)
         print(f"wrote {args.out}")
-        print(f"error: --pdf: {HOW_TO_GET}")
+        print(f"error: --pdf: {HOW_TO_GET}", file=sys.stderr)
         return 2
     result = build_guide(args.out, run=args.run, pdf=args.pdf)
     print(f"wrote {result['html']}  (open it in a browser: file://{Path(result['html']).resolve()})")

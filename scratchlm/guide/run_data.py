@@ -13,7 +13,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scratchlm.runs import read_jsonl
+from scratchlm.runs import list_checkpoints, read_jsonl
 
 from .plots import line_chart
 
@@ -166,8 +166,8 @@ def tokenizer_panels(folder: Path, demo: dict | None) -> list[Panel]:
 
 
 def model_config(run: Path) -> dict | None:
-    ckpts = sorted((run / "checkpoints").glob("step_*/config.json"))
-    return read_json(ckpts[-1]) if ckpts else None
+    ckpts = list_checkpoints(run)  # complete checkpoints only, the ones the planner and loaders read
+    return read_json(ckpts[-1] / "config.json") if ckpts else None
 
 
 def model_panels(run: Path) -> list[Panel]:
