@@ -29,7 +29,7 @@ from scratchlm.model.hf import hf_config_from, to_hf_state_dict
 # ~8M and ~55M parameters (total) at an 8192 vocabulary
 SIZES = {
     "llama-8m": dict(d_model=256, n_layers=8, n_heads=4, n_kv_heads=2, max_seq_len=1024),
-    "llama-55m": dict(d_model=512, n_layers=14, n_heads=8, n_kv_heads=4, max_seq_len=1024),
+    "llama-55m": dict(d_model=512, n_layers=17, n_heads=8, n_kv_heads=4, max_seq_len=1024),
 }
 
 
