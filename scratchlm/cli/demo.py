@@ -11,6 +11,8 @@ The chain, each step in its own sub-folder of the demo run (so each can be inspe
     sft/         instruction following with the chat template            (sft)
     dpo/         preferences: chosen over rejected answers               (dpo)
     rl/          GRPO on verifiable arithmetic/lookup tasks              (rl)
+    */eval/      bits per byte and TinyWorld task accuracy per model     (eval)
+    */report.md  a report card for each trained run
     report.json  what ran, how long, the losses, samples and speculative stats
 
 Steps call the same Python functions as the stage commands, so the demo is also the integration test.
@@ -222,11 +224,34 @@ def run(args) -> int:
             info.update({k: summary[k] for k in keep})
             info["run"] = str(out / name)
 
-    # 7. generation: samples, then speculative decoding against plain greedy ------------------------------------
+    # 7. evaluation: the same held-out measurements for every model of the chain --------------------------------
     from scratchlm.inference.engine import Engine
     from scratchlm.inference.loading import load_model, load_tokenizer_for
     from scratchlm.inference.sampling import SamplingParams
     from scratchlm.inference.speculative import SpeculativeConfig, SpeculativeDecoder
+    from scratchlm.eval.bpb import bits_per_byte
+    from scratchlm.eval.report import write_report
+    from scratchlm.eval.results import save_result
+    from scratchlm.eval.tinyworld import evaluate_tinyworld, load_tinyworld_tasks
+
+    with Step(report, "eval", "bits per byte on held-out text, TinyWorld task accuracy") as info:
+        val_text = "\n\n".join(val_docs)[: 20_000 if args.quick else 200_000]
+        tasks = load_tinyworld_tasks("val", sizes.eval_tasks, seed)
+        table = {}
+        for name in ("pretrain", "sft", "dpo", "rl"):
+            model, _ = load_model(runs_out[name], device="cpu", dtype="float32")
+            tok = load_tokenizer_for(runs_out[name])
+            bpb = bits_per_byte(model, tok, val_text, seq_len=sizes.seq_len)
+            tw = evaluate_tinyworld(Engine(model, tok), tasks, chat=name != "pretrain",
+                                    max_new_tokens=24 if args.quick else 48)
+            save_result(runs_out[name], "bpb", bpb)
+            save_result(runs_out[name], "tinyworld", tw)
+            write_report(runs_out[name])
+            table[name] = {"bpb": round(bpb["bpb"], 4), "task_accuracy": round(tw["accuracy"], 3)}
+            print(f"   {name:<9} bits/byte {bpb['bpb']:.3f}   TinyWorld tasks {tw['accuracy']:.1%}")
+        info["table"] = table
+
+    # 8. generation: samples, then speculative decoding against plain greedy ------------------------------------
 
     with Step(report, "generate", "samples and speculative decoding") as info:
         target, _ = load_model(runs_out["pretrain"], device="cpu", dtype="float32")
@@ -295,6 +320,8 @@ def _print_summary(report: dict, out: Path) -> None:
                 if k.endswith("_before") and k[:-7] + "_after" in info:
                     pairs[k[:-7]] = (v, info[k[:-7] + "_after"])
             detail = ", ".join(f"{k} {_fmt(a)} -> {_fmt(b)}" for k, (a, b) in pairs.items())
+        elif name == "eval":
+            detail = "; ".join(f"{k}: {v['bpb']:.3f} bpb, {v['task_accuracy']:.0%} tasks" for k, v in info["table"].items())
         elif name == "generate":
             sp = info["speculative"]
             detail = (f"speculative: {sp['acceptance_rate']:.0%} accepted, {sp['tokens_per_target_call']} tok/call, "
