@@ -92,7 +92,10 @@ def _memory_gb(device: str) -> float:
 class Trainer:
     """Holds the model, optimizer, data and counters of one run. `fit()` trains until a budget is spent."""
 
-    def __init__(self, cfg: PretrainConfig, run_dir: str | Path, resume: bool = False, overwrite: bool = False):
+    def __init__(self, cfg: PretrainConfig, run_dir: str | Path, resume: bool = False, overwrite: bool = False,
+                 parallelize=None):
+        """parallelize: optional function model -> module used for the forward pass (e.g. a DDP wrapper from
+        scratchlm.distributed); the optimizer and checkpoints keep using the bare model."""
         tc = cfg.train
         self.rank, self.world_size = _dist_info()
         self.is_main = self.rank == 0
@@ -139,7 +142,9 @@ class Trainer:
         if tc.activation_checkpointing:
             self.model.set_activation_checkpointing(tc.activation_checkpointing)
         self.optimizer = build_optimizer(self.model, tc, self.device_type)
-        self.forward = torch.compile(self.model) if tc.compile else self.model
+        self.forward = parallelize(self.model) if parallelize is not None else self.model
+        if tc.compile:
+            self.forward = torch.compile(self.forward)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
 
         # ---- batch geometry and data loader
@@ -257,13 +262,18 @@ class Trainer:
         self.model.train()
         loss_sum = torch.zeros((), device=self.device)
         mb = self.tc.micro_batch_size
+        if self.device_type == "cuda":  # page-locked host memory: the copies overlap with compute
+            x, y = x.pin_memory(), y.pin_memory()
+        no_sync = getattr(self.forward, "no_sync", None)  # DDP: all-reduce gradients only on the last micro-batch
         for i in range(self.grad_accum):
             xm = x[i * mb : (i + 1) * mb].to(self.device, non_blocking=True)  # (mb, T)
             ym = y[i * mb : (i + 1) * mb].to(self.device, non_blocking=True)
-            with self.autocast:
-                logits = self.forward(xm)  # (mb, T, vocab)
-                loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), ym.reshape(-1)) / self.grad_accum
-            (self.scaler.scale(loss) if self.scaler else loss).backward()
+            sync = no_sync is None or i == self.grad_accum - 1
+            with contextlib.nullcontext() if sync else no_sync():
+                with self.autocast:
+                    logits = self.forward(xm)  # (mb, T, vocab)
+                    loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), ym.reshape(-1)) / self.grad_accum
+                (self.scaler.scale(loss) if self.scaler else loss).backward()  # backward outside autocast
             loss_sum += loss.detach()
         return loss_sum
 
@@ -321,6 +331,10 @@ class Trainer:
             text_nll += (nll * (nbytes > 0)).sum().item()
             n_bytes += int(nbytes.sum().item())
         self.model.train()
+        if self.world_size > 1:  # each rank scored its share of the windows: add them up
+            sums = torch.tensor([nll_sum, n_tok, text_nll, n_bytes], dtype=torch.float64, device=self.device)
+            torch.distributed.all_reduce(sums)
+            nll_sum, n_tok, text_nll, n_bytes = sums[0].item(), int(sums[1].item()), sums[2].item(), int(sums[3].item())
         seconds = time.perf_counter() - t0
         if n_tok:
             self.eval_seconds_per_token = seconds / n_tok
