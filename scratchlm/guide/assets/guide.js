@@ -38,7 +38,7 @@
 
   function goTo(section) {
     if (!section) return;
-    section.scrollIntoView();
+    section.scrollIntoView({ behavior: "instant", block: "start" });  // repeated keys must not race a smooth scroll
     history.replaceState(null, "", "#" + section.id);
     markCurrent();
   }
