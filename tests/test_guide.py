@@ -88,6 +88,7 @@ def test_mathml_exact():
     m = to_mathml(r"\sum_{t=1}^{T} \log_2 p")
     assert "<munderover><mo largeop=\"true\" movablelimits=\"false\">\u2211</mo>" in m
     assert '<msub><mi mathvariant="normal">log</mi><mn>2</mn></msub><mo>\u2061</mo>' in m
+    assert "<mspace" in to_mathml(r"\log p") and "<mspace" not in to_mathml(r"\log(p)")
     assert "<mtext>bits per byte</mtext>" in to_mathml(r"\text{bits per byte}")
     assert "<mi>\u03b2</mi>" in to_mathml(r"\beta") and "<mi>\U0001d53c</mi>" in to_mathml(r"\mathbb{E}")
 

@@ -107,7 +107,7 @@ class _Parser:
         base = self.atom()
         big = t in ("\\sum", "\\prod")
         # A function name takes its scripts first (log_2), then the invisible "function application" operator.
-        apply = "<mo>\u2061</mo>" if t is not None and t[1:] in FUNCTIONS and t.startswith("\\") else ""
+        is_function = t is not None and t.startswith("\\") and t[1:] in FUNCTIONS
         sub = sup = None
         while self.peek() in ("_", "^"):
             kind = self.take()
@@ -115,6 +115,9 @@ class _Parser:
                 sub = self.arg()
             else:
                 sup = self.arg()
+        apply = "<mo>\u2061</mo>" if is_function else ""
+        if is_function and self.peek() not in ("(", "\\left", None):
+            apply += '<mspace width="0.17em"/>'  # "log p": browsers put no space after a function name
         if sub is None and sup is None:
             return base + apply
         if big:  # limits under and over the operator, as in display math

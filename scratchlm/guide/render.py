@@ -41,6 +41,7 @@ def inline(text: str) -> str:
 
 
 def paragraphs(text: str) -> str:
+    text = re.sub(r"(?<=\w)-\n\s*(?=\w)", "-", text)  # "micro-<newline>batch" is one word
     paras = [" ".join(p.split()) for p in re.split(r"\n\s*\n", text.strip()) if p.strip()]
     return "".join(f"<p>{inline(p)}</p>" for p in paras)
 

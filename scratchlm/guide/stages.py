@@ -228,8 +228,8 @@ Models meant for cheap inference are deliberately trained far past that point (L
 weights (2) and gradients (2), an fp32 master copy (4) and two fp32 moments (8). Activations scale with micro-
 batch, sequence length, width and depth, and checkpointing cuts them. At inference the KV cache grows with the
 context: two tensors per layer of $H_{kv} d_h$ values per token.""",
-              math=(r"M_{\text{states}} = N (2 + 2 + 4 + 8) \text{ bytes}",
-                    r"M_{\text{KV}} = 2 \cdot L \cdot H_{kv} \cdot d_h \cdot B \cdot T \cdot \text{bytes}"),
+              math=(r"M_{\text{states}} = N (2 + 2 + 4 + 8) \, \text{bytes}",
+                    r"M_{\text{KV}} = 2 \cdot L \cdot H_{kv} \cdot d_h \cdot B \cdot T \cdot \text{bytes per value}"),
               code=("scratchlm.plan.memory.model_state_bytes", "scratchlm.plan.memory.kv_cache_bytes")),
         Topic("Data parallelism: DDP and FSDP", """Data parallelism gives every GPU a different slice of the batch.
 DDP keeps a full copy of the model on each and all-reduces the gradients after the backward. FSDP (ZeRO-3)
