@@ -143,6 +143,7 @@ def test_dcp_saved_by_one_loads_in_two_with_tp(two, world1_ckpt):
     (dict(fsdp=0), 2, "parallel.fsdp must be an integer >= 1"),
     (dict(pp_schedule="zb"), 2, "pp_schedule must be one of"),
     (dict(sequence_parallel=True), 2, "sequence_parallel needs parallel.tp > 1"),
+    (dict(pp=2, tp=2), 4, "pp > 1 together with parallel.tp > 1 is not supported yet"),
 ])
 def test_bad_degrees_are_rejected(par, world, msg):
     with pytest.raises(ValueError, match=msg):
@@ -173,6 +174,10 @@ def test_setup_fails_before_any_process_group(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "4")
     with pytest.raises(ValueError, match="n_kv_heads = 2 is not divisible by parallel.tp = 4"):
         setup(ParallelConfig(tp=4), model_config())
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="cpu_offload .* needs CUDA GPUs"):
+            setup(ParallelConfig(fsdp=2, cpu_offload=True), model_config())
     assert not dist.is_initialized()
 
 

@@ -33,7 +33,6 @@ def four(tmp_path_factory):
         Job("tp_sp", {"tp": 2, "fsdp": 2, "sequence_parallel": True}),
         Job("pp4_1f1b", {"pp": 4, "pp_schedule": "1f1b", "pp_microbatches": 8}),
         Job("pp4_gpipe", {"pp": 4, "pp_schedule": "gpipe"}),
-        Job("pp_tp", {"pp": 2, "tp": 2}),
         Job("tp4_untied", {"tp": 2, "fsdp": 2}, model=UNTIED),
         Job("pp_untied", {"pp": 2, "dp": 2}, model=UNTIED),
         Job("tp_qk", {"tp": 2, "dp": 2}, model=QK),
@@ -48,13 +47,12 @@ def two(tmp_path_factory, four):
     out = tmp_path_factory.mktemp("m2")
     jobs = [
         Job("bf16", {"fsdp": 2, "param_dtype": "bfloat16"}),
-        Job("offload", {"fsdp": 2, "cpu_offload": True}),
         Job("load4_pp", {"pp": 2}, 0, load_dcp=str(four[1] / "ckpt4"), probe=True),
     ]
     return spawn(2, jobs, out), out
 
 
-@pytest.mark.parametrize("name", ["pp_fsdp", "dp_tp", "hsdp", "tp_sp", "pp4_1f1b", "pp4_gpipe", "pp_tp",
+@pytest.mark.parametrize("name", ["pp_fsdp", "dp_tp", "hsdp", "tp_sp", "pp4_1f1b", "pp4_gpipe",
                                   "fsdp4_noreshard"])
 def test_layout_matches_single_process(four, name):
     assert_same_training(train_reference(STEPS), four[0][name])
@@ -63,10 +61,6 @@ def test_layout_matches_single_process(four, name):
 @pytest.mark.parametrize("name, model", [("tp4_untied", UNTIED), ("pp_untied", UNTIED), ("tp_qk", QK)])
 def test_model_variants_match_single_process(four, name, model):
     assert_same_training(train_reference(STEPS, model), four[0][name])
-
-
-def test_fsdp_cpu_offload_matches_single_process(two):
-    assert_same_training(train_reference(STEPS), two[0]["offload"])
 
 
 def test_bf16_mixed_precision_trains_close_to_fp32(two):

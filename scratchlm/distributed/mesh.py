@@ -134,6 +134,9 @@ def setup(cfg: ParallelConfig | None = None, model_cfg=None, timeout_s: float = 
         device = torch.device("cuda", local_rank)
     else:
         device = torch.device("cpu")
+    if cfg.cpu_offload and device.type == "cpu":
+        raise ValueError("parallel.cpu_offload moves FSDP state from the GPU to the CPU; it needs CUDA GPUs "
+                         "(turn it off on CPU-only runs)")
     ctx = DistContext(cfg=cfg, rank=rank, world_size=world, local_rank=local_rank, device=device, degrees=degrees)
     if world == 1:
         return ctx
