@@ -13,13 +13,17 @@ def test_demo_quick_end_to_end(tmp_path):
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
-    for step in ("corpus", "data", "tokenizer", "shards", "pretrain", "draft", "generate"):
+    for step in ("corpus", "data", "tokenizer", "shards", "pretrain", "draft", "sft", "dpo", "rl", "eval",
+                 "generate", "guide"):
         assert step in report["steps"], step
     assert "finished in" in proc.stdout
     assert report["steps"]["data"]["docs_out"] > 0
     # speculative decoding with greedy sampling must reproduce plain greedy decoding token for token
     assert report["steps"]["generate"]["speculative"]["identical_to_greedy"] is True
-    assert (out / "pretrain" / "DONE").exists() and (out / "tokenizer" / "tokenizer.json").exists()
+    for run in ("pretrain", "draft", "sft", "dpo", "rl"):
+        assert (out / run / "DONE").exists(), run
+    assert (out / "tokenizer" / "tokenizer.json").exists() and (out / "pretrain" / "report.md").exists()
+    assert "<html" in (out / "guide.html").read_text()[:500].lower()
     # a finished demo is not overwritten by accident
     again = subprocess.run([sys.executable, "-m", "scratchlm", "demo", "--quick", "--out", str(out)],
                            capture_output=True, text=True, timeout=120)

@@ -13,6 +13,7 @@ The chain, each step in its own sub-folder of the demo run (so each can be inspe
     rl/          GRPO on verifiable arithmetic/lookup tasks              (rl)
     */eval/      bits per byte and TinyWorld task accuracy per model     (eval)
     */report.md  a report card for each trained run
+    guide.html   the interactive build roadmap with this run's figures   (guide)
     report.json  what ran, how long, the losses, samples and speculative stats
 
 Steps call the same Python functions as the stage commands, so the demo is also the integration test.
@@ -72,8 +73,9 @@ QUICK = DemoSizes(corpus="400KB", vocab_size=512, target_preset="llama-tiny", ta
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "demo", help="run every stage end to end on the built-in TinyWorld corpus",
-        description="Run the whole pipeline on TinyWorld: data -> tokenizer -> pretraining (target + draft) -> "
-                    "generation with speculative decoding, ending with a report.",
+        description="Run the whole pipeline on TinyWorld: data (filters, dedup) -> tokenizer -> pretraining "
+                    "(target + draft) -> SFT -> DPO -> GRPO -> evaluation -> speculative generation -> the guide, "
+                    "ending with a summary table.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="toy sizes: the same chain in well under a minute")
     add_common(p, out="runs/demo", overrides=False, device=False)
@@ -280,6 +282,14 @@ def run(args) -> int:
         })
         print(f"   speculative: {info['speculative']}")
 
+    # 9. the guide: the book of the build, with this run's own figures ------------------------------------------
+    from scratchlm.guide import build_guide
+
+    with Step(report, "guide", "interactive build roadmap with this run's figures") as info:
+        atomic_write_json(out / "report.json", report)  # the guide reads the samples and stats from it
+        paths = build_guide(out / "guide.html", run=out)
+        info["html"] = str(paths["html"])
+
     report["total_seconds"] = round(time.time() - t_start, 1)
     atomic_write_json(out / "report.json", report)
     mark_done(out, {"total_seconds": report["total_seconds"]})
@@ -322,6 +332,8 @@ def _print_summary(report: dict, out: Path) -> None:
             detail = ", ".join(f"{k} {_fmt(a)} -> {_fmt(b)}" for k, (a, b) in pairs.items())
         elif name == "eval":
             detail = "; ".join(f"{k}: {v['bpb']:.3f} bpb, {v['task_accuracy']:.0%} tasks" for k, v in info["table"].items())
+        elif name == "guide":
+            detail = info["html"]
         elif name == "generate":
             sp = info["speculative"]
             detail = (f"speculative: {sp['acceptance_rate']:.0%} accepted, {sp['tokens_per_target_call']} tok/call, "
@@ -332,5 +344,6 @@ def _print_summary(report: dict, out: Path) -> None:
         print(f"  {name:<{w}}  {secs:>8}  {detail}")
     print(f"\nartifacts in {out}/: " + ", ".join(sorted(p.name for p in out.iterdir() if not p.name.startswith("."))))
     print(f"report: {out / 'report.json'}")
+    print(f"guide:  {out / 'guide.html'} (open it in a browser)")
     print(f"next:   scratchlm generate --run {out / 'pretrain'} --prompt \"Once upon a time\"")
     print(json.dumps({"total_seconds": report["total_seconds"]}))
