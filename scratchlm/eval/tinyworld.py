@@ -30,7 +30,7 @@ def load_tinyworld_tasks(split: str = "val", n: int = 200, seed: int = 0) -> lis
 def task_prompt(tokenizer, task: dict, chat: bool) -> list[int]:
     if chat:
         from scratchlm.inference.chat_template import encode_chat
-        from scratchlm.posttrain.formats import alpaca_prompt
+        from scratchlm.inference.chat_template import alpaca_prompt
 
         return encode_chat(tokenizer, alpaca_prompt(task))
     text = (task["input"].strip() + "\n\n" if task.get("input", "").strip() else "")

@@ -100,3 +100,12 @@ def chat_stop_token_ids(tokenizer: Any) -> list[int]:
         if i is not None and i not in ids:
             ids.append(i)
     return ids
+
+
+def alpaca_prompt(rec: dict) -> list[dict]:
+    """The user turn of an Alpaca record: the instruction, then the input (if any) after a blank line."""
+    user = rec["instruction"].strip()
+    if rec.get("input", "").strip():
+        user += "\n\n" + rec["input"].strip()
+    msgs = [{"role": "system", "content": rec["system"]}] if rec.get("system") else []
+    return msgs + [{"role": "user", "content": user}]

@@ -18,6 +18,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from scratchlm.inference.chat_template import alpaca_prompt
+
 # ShareGPT speaker names -> OpenAI roles
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "chatgpt": "assistant",
                   "bing": "assistant", "bard": "assistant", "model": "assistant", "system": "system"}
@@ -55,15 +57,6 @@ def read_records(path: str | Path) -> list[dict]:
     if not rows or not all(isinstance(r, dict) for r in rows):
         raise ValueError(f"{path} holds no records; expected a JSON list of objects or JSONL")
     return rows
-
-
-def alpaca_prompt(rec: dict) -> list[dict]:
-    """The user turn of an Alpaca record: the instruction, then the input (if any) after a blank line."""
-    user = rec["instruction"].strip()
-    if rec.get("input", "").strip():
-        user += "\n\n" + rec["input"].strip()
-    msgs = [{"role": "system", "content": rec["system"]}] if rec.get("system") else []
-    return msgs + [{"role": "user", "content": user}]
 
 
 def _sharegpt(turns: list, where: str) -> list[dict]:
