@@ -98,7 +98,7 @@ def plain_stepper(model: nn.Module, data: np.ndarray):
 
 
 # ------------------------------------------------------------------------------------------ ours
-def baby_gpt_config(run_dir: Path, dtype: str):
+def baby_gpt_config(run_dir: Path, dtype: str, compile_: bool = False):
     from scratchlm.train import load_pretrain_config
 
     return load_pretrain_config(None, [], defaults={
@@ -108,7 +108,7 @@ def baby_gpt_config(run_dir: Path, dtype: str):
                   "tie_embeddings": True, "pad_vocab_multiple": 1, "dropout": 0.0},
         "train": {"seq_len": BLOCK, "micro_batch_size": BATCH, "max_steps": 10**6, "lr": 1e-3, "warmup_steps": 0,
                   "beta2": 0.99, "eval_every": 0, "sample_tokens": 0, "tensorboard": False, "progress": False,
-                  "device": "cpu", "dtype": dtype}})
+                  "device": "cpu", "dtype": dtype, "compile": compile_}})
 
 
 def time_steps(step, n: int) -> float:
@@ -125,6 +125,8 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=60, help="timed steps per contender per round")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds (the median is reported)")
     ap.add_argument("--bf16", action="store_true", help="also time our trainer with CPU bf16 autocast")
+    ap.add_argument("--compile", action="store_true",
+                    help="also time our trainer with train.compile = true (steady state; ~20 s to compile first)")
     args = ap.parse_args()
     if not SHAKESPEARE.exists():
         print(f"needs {SHAKESPEARE}", file=sys.stderr)
@@ -144,6 +146,9 @@ def main() -> int:
     if args.bf16:
         t16 = Trainer(baby_gpt_config(tmp / "bf16", "bfloat16"), tmp / "bf16")
         contenders["trainer-bf16"] = lambda: t16.train_step(*t16.loader.next_batch())
+    if args.compile:
+        tc = Trainer(baby_gpt_config(tmp / "compiled", "float32", True), tmp / "compiled")
+        contenders["trainer-compile"] = lambda: tc.train_step(*tc.loader.next_batch())
     n_ours = sum(p.numel() for p in trainer.model.parameters())
     n_peer = sum(p.numel() for p in PlainGPT().parameters())
     print(f"baby GPT: {n_ours:,} parameters (nanogpt-style peer: {n_peer:,}), batch {BATCH} x {BLOCK}, "
