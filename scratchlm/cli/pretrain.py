@@ -73,13 +73,36 @@ def _load(args):
     return cfg
 
 
+def field_docs(cls) -> dict[str, str]:
+    """The docstring under each field of a dataclass (the convention of our configs), first sentence only."""
+    import ast
+    import inspect
+    import re
+    import textwrap
+
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body
+    docs = {}
+    for node, nxt in zip(body, body[1:]):
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(nxt, ast.Expr) \
+                and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str):
+            text = " ".join(nxt.value.value.split())
+            docs[node.target.id] = re.split(r"(?<!e\.g)(?<!i\.e)\. (?=[A-Z])", text)[0]
+    return docs
+
+
 def handler(args) -> int:
     if args.list_keys:
         from scratchlm.config import describe
-        from scratchlm.train.config import PretrainConfig
+        from scratchlm.model.config import ModelConfig
+        from scratchlm.train.config import DataConfig, PretrainConfig, TrainConfig
 
+        docs = {"": field_docs(PretrainConfig)}
+        for section, cls in (("model", ModelConfig), ("data", DataConfig), ("train", TrainConfig)):
+            docs[section] = field_docs(cls)
         for key, tp, default, help_ in describe(PretrainConfig):
-            print(f"{key:34s} {tp:28s} {default!r:14}  {help_}")
+            section, _, name = key.rpartition(".")
+            print(f"{key:30s} {tp:24s} {default!r:12}  {help_ or docs.get(section, {}).get(name, '')}")
         return 0
     cfg = _load(args)
     if args.dry_run:
