@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -26,6 +27,10 @@ examples:
   # continue a run exactly where it stopped (after a crash, Ctrl-C or kill -9), or extend it
   scratchlm pretrain --out runs/shakespeare --resume
   scratchlm pretrain --out runs/shakespeare --resume --set train.max_steps=4000
+
+  # several processes (CPU: gloo, GPUs: NCCL): DDP, or FSDP2 with --set parallel.fsdp=N (docs/distributed.md)
+  torchrun --standalone --nproc_per_node 2 -m scratchlm pretrain --config configs/shakespeare_cpu.toml \
+      --set parallel.fsdp=2 --out runs/shakespeare_fsdp
 
   # list every config key with its default and meaning
   scratchlm pretrain --list-keys
@@ -110,14 +115,22 @@ def handler(args) -> int:
 
         print(dumps_toml(cfg))
         return 0
+    main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun: only rank 0 talks
+    if not main_rank:
+        logging.getLogger("scratchlm").setLevel(logging.WARNING)
     from scratchlm.train import TrainingStopped, pretrain
 
     try:
         summary = pretrain(cfg, args.out, resume=args.resume, overwrite=args.overwrite)
     except TrainingStopped as e:
-        print(f"error: {e}", file=sys.stderr)
+        if main_rank:
+            print(f"error: {e}", file=sys.stderr)
         return 1
+    except (ValueError, FileNotFoundError, FileExistsError):
+        if main_rank:
+            raise  # the one-line "error: ..." and exit code 2 of scratchlm.cli.main
+        return 2  # every rank failed the same check: rank 0 says it once
     summary.pop("sample", None)
-    if args.quiet <= 0:
+    if args.quiet <= 0 and main_rank:
         print(json.dumps(summary, indent=2))
     return 0

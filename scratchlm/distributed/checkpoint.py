@@ -13,6 +13,7 @@ process: keys are the plain model's parameter names (`layers.3.attn.wq.weight`),
 from __future__ import annotations
 
 import shutil
+import warnings
 from pathlib import Path
 
 import torch
@@ -61,14 +62,17 @@ def save_dcp(path: str | Path, model, optimizer=None) -> Path:
     return path
 
 
-def load_dcp(path: str | Path, model, optimizer=None) -> None:
-    """Load a DCP checkpoint into `model` (and `optimizer`) in place, resharding to the current layout."""
+def load_dcp(path: str | Path, model, optimizer=None, no_dist: bool = False) -> None:
+    """Load a DCP checkpoint into `model` (and `optimizer`) in place, resharding to the current layout.
+
+    optimizer: a torch optimizer or a list of them. no_dist=True: only this process reads (e.g. rank 0 alone
+    converting a checkpoint while a process group exists); otherwise every rank of the group must call it."""
     path = Path(path)
     if not (path / ".metadata").exists():
         raise FileNotFoundError(f"{path} is not a DCP checkpoint (no .metadata file); pass the folder save_dcp wrote")
     module = _module(model)
     state = _state(module, optimizer)
-    dcp.load(state, checkpoint_id=str(path))
+    dcp.load(state, checkpoint_id=str(path), no_dist=no_dist)
     set_model_state_dict(module, state["model"])
     if optimizer is not None:
         set_optimizer_state_dict(module, optimizer, state["optim"])
@@ -87,5 +91,7 @@ def dcp_to_safetensors(dcp_dir: str | Path, out_dir: str | Path, model_config) -
         model = Transformer(cfg)
     model.to_empty(device="cpu")
     model.init_weights()  # RoPE tables (not in the checkpoint); the weights are overwritten below
-    load_dcp(dcp_dir, model)
+    with warnings.catch_warnings():  # "assuming the intent is to load in a single process": it is
+        warnings.simplefilter("ignore", UserWarning)
+        load_dcp(dcp_dir, model, no_dist=True)  # this process alone, even inside a torchrun job
     return save_model(out_dir, model, cfg.to_dict())

@@ -54,6 +54,8 @@ def _fsync_tree(folder: Path) -> None:
         if p.is_file():
             with open(p, "rb") as f:
                 os.fsync(f.fileno())
+        elif p.is_dir():  # a distributed checkpoint's dcp/ shards
+            _fsync_tree(p)
     _fsync_dir(folder)
 
 
@@ -69,22 +71,27 @@ def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module, mode
         meta = {"step": step, **(meta or {})}
         save_model(tmp, model, model_config, extra_meta=meta)
         torch.save(train_state, tmp / "state.pt")
-        _fsync_tree(tmp)
-        if final.exists():  # re-saving the same step (e.g. after a resume): replace it as a whole
-            old = final.parent / f".old_{final.name}"
-            if old.exists():
-                shutil.rmtree(old)
-            os.rename(final, old)
-            os.rename(tmp, final)
-            shutil.rmtree(old)
-        else:
-            os.rename(tmp, final)
-        _fsync_dir(final.parent)
+        publish_checkpoint(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     prune_checkpoints(run_dir, keep_last)
     return final
+
+
+def publish_checkpoint(tmp: Path, final: Path) -> None:
+    """fsync every file of the finished folder `tmp` and rename it to `final` (replacing an older one as a whole)."""
+    _fsync_tree(tmp)
+    if final.exists():  # re-saving the same step (e.g. after a resume): replace it as a whole
+        old = final.parent / f".old_{final.name}"
+        if old.exists():
+            shutil.rmtree(old)
+        os.rename(final, old)
+        os.rename(tmp, final)
+        shutil.rmtree(old)
+    else:
+        os.rename(tmp, final)
+    _fsync_dir(final.parent)
 
 
 def mark_best(run_dir: str | Path, ckpt: Path, val_loss: float) -> None:

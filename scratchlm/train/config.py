@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from scratchlm.config import ConfigError, apply_overrides, from_dict, load_toml, merge
+from scratchlm.distributed.config import ParallelConfig
 from scratchlm.model.config import ModelConfig
 
 
@@ -173,6 +174,9 @@ class PretrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    """How the run is spread over the processes torchrun starts (dp, fsdp, tp, pp degrees; docs/distributed.md).
+    Ignored in a plain single-process run."""
 
 
 def load_pretrain_config(path: str | Path | None = None, overrides: list[str] | None = None,
@@ -203,7 +207,10 @@ def config_dict(cfg: PretrainConfig) -> dict:
 # ---------------------------------------------------------------------------------------------- fit checks
 
 def batch_geometry(tc: TrainConfig, world_size: int = 1) -> tuple[int, int]:
-    """(global_batch_tokens, grad_accum_steps) after checking that the global batch divides evenly."""
+    """(global_batch_tokens, grad_accum_steps) after checking that the global batch divides evenly.
+
+    world_size is the number of data-parallel ranks (parallel.dp * parallel.fsdp): tensor- and pipeline-parallel
+    ranks of one group work on the same rows."""
     per_step = tc.micro_batch_size * tc.seq_len * world_size
     total = tc.global_batch_tokens or per_step
     if total % per_step:

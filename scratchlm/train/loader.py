@@ -3,9 +3,10 @@
 A training row is seq_len + 1 consecutive tokens: inputs are the first seq_len, targets the last seq_len
 (each position predicts the next token). Two ways to cut rows from the flat token array of a split:
 
-- "random" (nanoGPT): each row starts at a uniformly random offset. Batch i of rank r is drawn from a
-  generator seeded by (seed, r, i), so the loader's whole state is the counter i: resuming is exact, and
-  ranks draw different windows without talking to each other.
+- "random" (nanoGPT): each row starts at a uniformly random offset. Batch i is drawn from a generator
+  seeded by (seed, i): the global batch of all world_size ranks, of which rank r keeps rows
+  [r*rows, (r+1)*rows). The loader's whole state is the counter i, so resuming is exact, ranks draw different
+  windows without talking to each other, and N ranks see exactly the rows one process would (any world size).
 - "docs" (document-aligned packing): documents are visited in a shuffled order (a new permutation per
   epoch; rank r takes every world_size-th document). A row starts at a document's BOS and is filled with
   whole documents; the document that overflows is cropped. A document longer than a row continues in the
@@ -49,8 +50,9 @@ class TokenLoader:
     # ------------------------------------------------------------------ random windows
     def _random_rows(self) -> np.ndarray:
         T = self.seq_len
-        rng = np.random.default_rng([self.seed, self.rank, self.batch_index])
-        starts = rng.integers(0, len(self.tokens) - T, size=self.rows)  # last start: len - T - 1
+        rng = np.random.default_rng([self.seed, 0, self.batch_index])
+        starts = rng.integers(0, len(self.tokens) - T, size=self.rows * self.world_size)  # last: len - T - 1
+        starts = starts[self.rank * self.rows : (self.rank + 1) * self.rows]  # this rank's slice
         idx = starts[:, None] + np.arange(T + 1)  # (rows, T+1)
         return np.asarray(self.tokens[idx], dtype=np.int64)
 
@@ -104,7 +106,9 @@ class TokenLoader:
                 "doc_offset": self.doc_offset}
 
     def load_state_dict(self, state: dict) -> None:
-        for key in ("mode", "seed", "world_size"):
+        # Random windows depend only on the step, not on the world size: a run may resume on more or fewer ranks.
+        keys = ("mode", "seed") if self.mode == "random" else ("mode", "seed", "world_size")
+        for key in keys:
             if state[key] != getattr(self, key):
                 raise ValueError(f"loader state was saved with {key}={state[key]!r}, this run has "
                                  f"{getattr(self, key)!r}; resume with the same config")

@@ -11,6 +11,10 @@ One optimizer step:
 
 Around it: budgets (steps, tokens, wall-clock), periodic evaluation (val loss, bits per byte) and samples,
 metrics (jsonl, TensorBoard, PNG), atomic checkpoints, and exact resume from the latest one.
+
+Under torchrun the same loop runs in every process, laid out by the [parallel] section (DDP, FSDP2, TP; see
+docs/distributed.md): each data-parallel rank reads its slice of the global batch, gradients are averaged by
+the wrapper, the loss is averaged over ranks, only rank 0 writes, and checkpoints are sharded (parallel.py).
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ from .data import prepare_data, token_byte_lengths
 from .loader import TokenLoader, eval_windows
 from .metrics import MetricsLogger, device_peak_tflops, mfu, plot_loss
 from .optim import build_optimizer, set_lr
+from .parallel import (bare_module, collective_forward, is_sharded_checkpoint, load_sharded_checkpoint, lockstep,
+                       on_main, save_sharded_checkpoint, start)
 from .schedule import lr_multiplier
 
 log = logging.getLogger("scratchlm")
@@ -77,12 +83,6 @@ def _resolve_device(name: str) -> str:
     return name
 
 
-def _dist_info() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
 def _memory_gb(device: str) -> float:
     if device.startswith("cuda"):
         return torch.cuda.max_memory_allocated(device) / 1e9
@@ -92,34 +92,38 @@ def _memory_gb(device: str) -> float:
 class Trainer:
     """Holds the model, optimizer, data and counters of one run. `fit()` trains until a budget is spent."""
 
-    def __init__(self, cfg: PretrainConfig, run_dir: str | Path, resume: bool = False, overwrite: bool = False,
-                 parallelize=None):
-        """parallelize: optional function model -> module used for the forward pass (e.g. a DDP wrapper from
-        scratchlm.distributed); the optimizer and checkpoints keep using the bare model."""
+    def __init__(self, cfg: PretrainConfig, run_dir: str | Path, resume: bool = False, overwrite: bool = False):
         tc = cfg.train
-        self.rank, self.world_size = _dist_info()
-        self.is_main = self.rank == 0
-        run_dir = Path(run_dir)
-        if not resume and not overwrite and not is_done(run_dir) and list_checkpoints(run_dir):
-            raise FileExistsError(f"{run_dir} holds an unfinished run; pass --resume to continue it or --overwrite "
-                                  "to start over")
-        if resume and is_done(run_dir) and not overwrite:
-            (run_dir / "DONE").unlink()  # resuming a finished run extends it (e.g. with a larger max_steps)
-        self.run_dir = prepare_run_dir(run_dir, overwrite=overwrite, resume=resume)
-        clean_partial(self.run_dir)
+        # Under torchrun: check the [parallel] layout (before anything is written) and join the process group.
+        self.ctx = start(cfg)
+        self.rank, self.world_size, self.is_main = self.ctx.rank, self.ctx.world_size, self.ctx.is_main
+        self.run_dir = run_dir = Path(run_dir)
 
-        # ---- data and tokenizer (built into the run folder the first time)
-        self.data = prepare_data(cfg.data, self.run_dir, progress=tc.progress)
+        def prepare_folder():
+            if not resume and not overwrite and not is_done(run_dir) and list_checkpoints(run_dir):
+                raise FileExistsError(f"{run_dir} holds an unfinished run; pass --resume to continue it or "
+                                      "--overwrite to start over")
+            if resume and is_done(run_dir) and not overwrite:
+                (run_dir / "DONE").unlink()  # resuming a finished run extends it (e.g. with a larger max_steps)
+            prepare_run_dir(run_dir, overwrite=overwrite, resume=resume)
+            clean_partial(run_dir)
+            return prepare_data(cfg.data, run_dir, progress=tc.progress)
+
+        # ---- run folder, data and tokenizer (built into the run folder the first time, by rank 0)
+        self.data = on_main(self.ctx, prepare_folder)
+        if not self.is_main:
+            self.data = prepare_data(cfg.data, run_dir, progress=False)  # rank 0 built it: now only read
         vocab = self.data.tokenizer.vocab_size
         if cfg.data.vocab_from_tokenizer and cfg.model.vocab_size != vocab:
             cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=vocab))
-        check_fit(cfg, vocab, self.world_size)
+        check_fit(cfg, vocab, self.ctx.dp_size)
+        cfg.parallel.check_model(cfg.model)  # again: the tokenizer may have changed the vocabulary
         self.cfg, self.tc = cfg, tc
         if self.is_main:
             save_config(cfg, self.run_dir / "config.toml")
 
         # ---- numerics
-        self.device = _resolve_device(tc.device)
+        self.device = str(self.ctx.device) if self.ctx.distributed else _resolve_device(tc.device)
         self.device_type = self.device.split(":")[0]
         if tc.num_threads:
             torch.set_num_threads(tc.num_threads)
@@ -134,24 +138,35 @@ class Trainer:
                          else contextlib.nullcontext())
         self.scaler = torch.amp.GradScaler(self.device_type) if self.dtype == torch.float16 else None
 
+        # ---- batch geometry: dp * fsdp ranks each take rows of the global batch; tp / pp ranks share theirs
+        self.global_batch_tokens, self.grad_accum = batch_geometry(tc, self.ctx.dp_size)
+        rows = tc.micro_batch_size * self.grad_accum  # this rank's rows per optimizer step
+
         # ---- model and optimizer
         from scratchlm.model import Transformer
 
-        torch.manual_seed(tc.seed)
+        torch.manual_seed(tc.seed)  # the same initial weights on every rank (FSDP and TP shard them as they are)
         self.model = Transformer(cfg.model).to(self.device)
         if tc.activation_checkpointing:
             self.model.set_activation_checkpointing(tc.activation_checkpointing)
-        self.optimizer = build_optimizer(self.model, tc, self.device_type)
-        self.forward = parallelize(self.model) if parallelize is not None else self.model
-        if tc.compile:
-            self.forward = torch.compile(self.forward)
-        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        # DDP wrapper, or FSDP / TP applied in place; the identity in one process
+        self.wrapped = self.ctx.wrap(self.model, batch_rows=rows) if self.ctx.degrees["pp"] > 1 else \
+            self.ctx.wrap(self.model)
+        self.module = bare_module(self.wrapped)  # what the optimizer steps (self.model unless pipelined)
+        self.pipeline = self.wrapped if self.ctx.degrees["pp"] > 1 else None  # this rank's stage + schedule
+        self.optimizer = build_optimizer(self.module, tc, self.device_type)
+        if self.ctx.degrees["tp"] > 1:  # DTensors on different meshes cannot share one fused / foreach kernel
+            for g in self.optimizer.param_groups:
+                g["fused"], g["foreach"] = None, False
+        self.forward = torch.compile(self.wrapped) if tc.compile else self.wrapped
+        self.params = [p for p in self.module.parameters() if p.requires_grad]
+        if self.ctx.dp_size > 1:  # different dropout masks on the data-parallel ranks, as one process's rows get
+            torch.manual_seed(tc.seed + self.ctx.dp_rank)
 
-        # ---- batch geometry and data loader
-        self.global_batch_tokens, self.grad_accum = batch_geometry(tc, self.world_size)
-        self.loader = TokenLoader(self.data.train_tokens, self.data.train_offsets, tc.seq_len,
-                                  rows=tc.micro_batch_size * self.grad_accum, mode=cfg.data.packing, seed=tc.seed,
-                                  rank=self.rank, world_size=self.world_size)
+        # ---- data loader (this rank's rows of every global batch)
+        self.loader = TokenLoader(self.data.train_tokens, self.data.train_offsets, tc.seq_len, rows=rows,
+                                  mode=cfg.data.packing, seed=tc.seed, rank=self.ctx.dp_rank,
+                                  world_size=self.ctx.dp_size)
         self.token_bytes = torch.from_numpy(token_byte_lengths(self.data.tokenizer))
         self.flops_per_token = self.model.flops_per_token(tc.seq_len)
         amp_name = str(self.dtype).replace("torch.", "")
@@ -190,22 +205,39 @@ class Trainer:
             log.info("resume: no checkpoint in %s yet, starting from step 0", self.run_dir)
             return
         ckpt = ckpts[-1]
-        state = load_checkpoint(ckpt, self.model, map_location=self.device)
-        self.optimizer.load_state_dict(state["optimizer"])
+        if is_sharded_checkpoint(ckpt):  # written by a distributed run: loads into any layout, one process too
+            state, mine = load_sharded_checkpoint(self.ctx, ckpt, self.wrapped, self.optimizer)
+            # Random windows do not depend on the rank (rank 0's position is everyone's); "docs" needs its own.
+            mine = mine or {"loader": state["ranks"][0]["loader"], "rng": None}
+            state = {**state, **mine}
+        elif self.ctx.distributed:
+            raise ValueError(f"{ckpt} was written by a single-process run; resume it in one process (without "
+                             "torchrun), or start this distributed run in a new --out")
+        else:
+            state = load_checkpoint(ckpt, self.model, map_location=self.device)
+            self.optimizer.load_state_dict(state["optimizer"])
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.loader.load_state_dict(state["loader"])
         for key in ("step", "tokens", "elapsed", "bad_steps", "bad_in_a_row", "warmup_end_progress", "best_val",
                     "eval_seconds_per_token"):
             setattr(self, key, state[key])
-        set_rng_state(state["rng"])
+        if state["rng"] is not None:  # None: a rank the checkpoint did not have (only dropout masks differ)
+            set_rng_state(state["rng"])
         self.resumed_from = ckpt.name
         log.info("resumed from %s (step %d, %s tokens)", ckpt, self.step, f"{self.tokens:,}")
 
     def save(self, meta: dict | None = None) -> Path | None:
+        """Write a checkpoint of the current step; returns its folder on rank 0 (None on the other ranks)."""
+        meta = {"tokens": self.tokens, "elapsed": round(self.elapsed, 3), **self.last_eval, **(meta or {})}
+        if self.ctx.distributed:  # collective: every rank writes its shards, rank 0 the rest
+            state = self.train_state()
+            del state["optimizer"]  # in the shards
+            mine = {"loader": state.pop("loader"), "rng": state.pop("rng")}
+            return save_sharded_checkpoint(self.ctx, self.run_dir, self.step, self.wrapped, self.optimizer,
+                                           self.cfg.model, state, mine, meta, self.tc.keep_last)
         if not self.is_main:
             return None
-        meta = {"tokens": self.tokens, "elapsed": round(self.elapsed, 3), **self.last_eval, **(meta or {})}
         return save_checkpoint(self.run_dir, self.step, self.model, self.cfg.model.to_dict(), self.train_state(),
                                meta=meta, keep_last=self.tc.keep_last)
 
@@ -240,6 +272,17 @@ class Trainer:
         return lr_multiplier(self.step, decay_progress, schedule=tc.schedule, warmup_steps=tc.warmup_steps,
                              min_ratio=tc.min_lr_ratio, decay_fraction=tc.decay_fraction)
 
+    def _sync_clock(self) -> None:
+        """With a time budget, every rank uses rank 0's clock: they must agree on the learning rate and on the
+        step they stop at (a rank that stops alone leaves the others waiting in a collective forever)."""
+        if not (self.ctx.distributed and self.tc.max_time):
+            return
+        t = torch.tensor([self.elapsed, self.eval_seconds_per_token or -1.0], dtype=torch.float64,
+                         device=self.device)
+        torch.distributed.broadcast(t, src=0)
+        self.elapsed = t[0].item()
+        self.eval_seconds_per_token = t[1].item() if t[1] >= 0 else None
+
     def stop_reason(self) -> str | None:
         tc = self.tc
         if tc.max_steps and self.step >= tc.max_steps:
@@ -260,16 +303,19 @@ class Trainer:
         Each micro-batch loss is divided by the number of micro-batches, so the summed gradient is the gradient
         of the mean loss over the whole batch: 4 micro-batches of 1 row give the gradient of 1 batch of 4."""
         self.model.train()
+        if self.pipeline is not None:  # the schedule cuts the rows into micro-batches, stage to stage
+            with self.autocast:
+                return self.pipeline.step(x, y)  # the global batch's mean loss, on every rank
         loss_sum = torch.zeros((), device=self.device)
         mb = self.tc.micro_batch_size
         if self.device_type == "cuda":  # page-locked host memory: the copies overlap with compute
             x, y = x.pin_memory(), y.pin_memory()
-        no_sync = getattr(self.forward, "no_sync", None)  # DDP: all-reduce gradients only on the last micro-batch
         for i in range(self.grad_accum):
             xm = x[i * mb : (i + 1) * mb].to(self.device, non_blocking=True)  # (mb, T)
             ym = y[i * mb : (i + 1) * mb].to(self.device, non_blocking=True)
-            sync = no_sync is None or i == self.grad_accum - 1
-            with contextlib.nullcontext() if sync else no_sync():
+            # DDP / FSDP: average gradients over the ranks only once, after the last micro-batch
+            sync = i == self.grad_accum - 1
+            with contextlib.nullcontext() if sync else self.ctx.no_sync(self.wrapped):
                 with self.autocast:
                     logits = self.forward(xm)  # (mb, T, vocab)
                     loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), ym.reshape(-1)) / self.grad_accum
@@ -280,12 +326,17 @@ class Trainer:
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float, float]:
         """One optimizer step on the global batch (x, y); returns (loss, grad_norm, lr). Skips non-finite steps."""
         lr = set_lr(self.optimizer, self.lr_multiplier())
-        loss_sum = self.accumulate_gradients(x, y)
+        loss_sum = self.ctx.all_reduce_mean(self.accumulate_gradients(x, y))  # every rank: the global batch's loss
         if self.scaler is not None:
             for opt in self._optimizers():
                 self.scaler.unscale_(opt)
         clip = self.tc.grad_clip if self.tc.grad_clip > 0 else math.inf
-        norm = torch.nn.utils.clip_grad_norm_(self.params, clip)
+        if self.ctx.distributed:  # the norm over all shards and ranks: every rank takes the same decision below
+            from scratchlm.distributed import clip_grad_norm_
+
+            norm = clip_grad_norm_(self.params, clip, self.ctx)
+        else:
+            norm = torch.nn.utils.clip_grad_norm_(self.params, clip)
         loss_v, norm_v = torch.stack([loss_sum, norm.to(loss_sum)]).tolist()  # one sync per step
         if not math.isfinite(loss_v) or (not math.isfinite(norm_v) and self.scaler is None):
             self.optimizer.zero_grad(set_to_none=True)
@@ -320,10 +371,14 @@ class Trainer:
         self.model.eval()
         nll_sum, n_tok, text_nll, n_bytes = 0.0, 0, 0.0, 0
         rows = self.tc.micro_batch_size * 2  # no activations kept for backward: twice the rows fit
-        for x, y in eval_windows(self.data.val_tokens, self.tc.seq_len, rows, max_tokens, self.rank, self.world_size):
+        ctx = self.ctx  # windows are split over the data-parallel ranks; tp / pp ranks of a group share theirs
+        windows = eval_windows(self.data.val_tokens, self.tc.seq_len, rows, max_tokens, ctx.dp_rank, ctx.dp_size)
+        for x, y, real in lockstep(windows, ctx):
             x, y = x.to(self.device), y.to(self.device)
             with self.autocast:
-                logits = self.model(x)
+                logits = self.logits(x)
+            if not real or logits is None:  # a dummy forward (in step with FSDP / TP), or not the last stage
+                continue
             nll = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1), reduction="none")
             nbytes = self.token_bytes.to(self.device)[y.reshape(-1)]
             nll_sum += nll.sum().item()
@@ -331,9 +386,12 @@ class Trainer:
             text_nll += (nll * (nbytes > 0)).sum().item()
             n_bytes += int(nbytes.sum().item())
         self.model.train()
-        if self.world_size > 1:  # each rank scored its share of the windows: add them up
+        if ctx.distributed:  # each data-parallel rank scored its share of the windows: add them up
             sums = torch.tensor([nll_sum, n_tok, text_nll, n_bytes], dtype=torch.float64, device=self.device)
-            torch.distributed.all_reduce(sums)
+            if self.pipeline is not None:  # only the last stage scored: every stage gets its sums
+                torch.distributed.all_reduce(sums, group=self.pipeline.group)
+            if ctx.dp_size > 1:
+                torch.distributed.all_reduce(sums, group=ctx.data_group)
             nll_sum, n_tok, text_nll, n_bytes = sums[0].item(), int(sums[1].item()), sums[2].item(), int(sums[3].item())
         seconds = time.perf_counter() - t0
         if n_tok:
@@ -343,6 +401,14 @@ class Trainer:
             out["val_bpb"] = text_nll / math.log(2) / n_bytes
             out["val_bytes"] = n_bytes
         return out
+
+    def logits(self, idx: torch.Tensor, last_only: bool = False) -> torch.Tensor | None:
+        """The current model's logits (B, T or 1, vocab); None on pipeline stages other than the last (every
+        stage must call it: activations flow stage to stage)."""
+        if self.pipeline is None:
+            return self.model(idx, last_only=last_only)
+        out = self.pipeline.forward_logits(idx)
+        return out[:, -1:] if out is not None and last_only else out
 
     @torch.no_grad()
     def sample(self, n_tokens: int, temperature: float = 0.8, top_k: int = 50) -> str:
@@ -357,11 +423,15 @@ class Trainer:
         self.model.eval()
         for _ in range(n_tokens):
             with self.autocast:
-                logits = self.model(idx[:, -self.cfg.model.max_seq_len :], last_only=True)[:, -1].float()
-            logits = logits / temperature
-            v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
-            logits[logits < v[:, [-1]]] = -math.inf
-            nxt = torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=gen)
+                logits = self.logits(idx[:, -self.cfg.model.max_seq_len :], last_only=True)
+            nxt = torch.zeros(1, 1, dtype=torch.long, device=self.device)
+            if logits is not None:
+                logits = logits[:, -1].float() / temperature
+                v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
+                logits[logits < v[:, [-1]]] = -math.inf
+                nxt = torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=gen)
+            if self.pipeline is not None:  # the last stage drew the token: the other stages need it too
+                torch.distributed.broadcast(nxt, src=self.pipeline.last_rank, group=self.pipeline.group)
             idx = torch.cat([idx, nxt], dim=1)
         self.model.train()
         return prompt + tok.decode(idx[0, len(ids):].tolist())
@@ -388,6 +458,7 @@ class Trainer:
         window_t0, window_tokens = time.perf_counter(), 0
         loss_v = norm_v = math.nan
         while stopped_by is None:
+            self._sync_clock()
             t0 = time.perf_counter()
             x, y = self.loader.next_batch()
             loss_v, norm_v, lr = self.train_step(x, y)
@@ -408,6 +479,7 @@ class Trainer:
                 if bar is not None:
                     bar.set_postfix_str(f"step {self.step} loss {loss_v:.4f} {tps:,.0f} tok/s", refresh=False)
                 window_t0, window_tokens = time.perf_counter(), 0
+            self._sync_clock()
             stopped_by = self.stop_reason()
             new_best = False
             if tc.eval_every and self.step % tc.eval_every == 0 and stopped_by is None:
@@ -417,7 +489,7 @@ class Trainer:
                               + (f", {result['val_bpb']:.4f} bits/byte" if "val_bpb" in result else ""))
                 new_best = result["val_loss"] < self.best_val
                 self.best_val = min(self.best_val, result["val_loss"])
-            if tc.sample_every and tc.sample_tokens and self.step % tc.sample_every == 0 and self.is_main:
+            if tc.sample_every and tc.sample_tokens and self.step % tc.sample_every == 0 and self._samples_here():
                 self._log_sample(bar)
             if stopped_by is None and (new_best or (tc.ckpt_every and self.step % tc.ckpt_every == 0)):
                 ckpt = self.save()
@@ -438,7 +510,7 @@ class Trainer:
         if final["val_loss"] <= self.best_val and ckpt is not None:
             self.best_val = final["val_loss"]
             mark_best(self.run_dir, ckpt, self.best_val)
-        text = self._log_sample(None) if tc.sample_tokens and self.is_main else None
+        text = self._log_sample(None) if tc.sample_tokens and self._samples_here() else None
         summary = {
             "run_dir": str(self.run_dir), "stopped_by": stopped_by, "steps": self.step, "tokens": self.tokens,
             "elapsed": round(self.elapsed, 2), "params": n_params, "final_loss": loss_v,
@@ -453,8 +525,14 @@ class Trainer:
             mark_done(self.run_dir, summary)
         return summary
 
+    def _samples_here(self) -> bool:
+        """Rank 0 samples; with FSDP / TP every rank must run the same forwards (only rank 0 writes)."""
+        return self.is_main or collective_forward(self.ctx)
+
     def _log_sample(self, bar) -> str:
         text = self.sample(self.tc.sample_tokens)
+        if not self.is_main:
+            return text
         (bar.write if bar is not None else log.info)(f"--- sample at step {self.step} ---\n{text}\n---")
         with open(self.run_dir / "logs" / "samples.txt", "a", encoding="utf-8") as f:
             f.write(f"=== step {self.step}\n{text}\n")
@@ -479,4 +557,9 @@ def pretrain(cfg: PretrainConfig, run_dir: str | Path, resume: bool = False, ove
 
     resume=True continues from the latest checkpoint in run_dir (exactly: same data order, same RNG).
     """
-    return Trainer(cfg, run_dir, resume=resume, overwrite=overwrite).fit()
+    trainer = Trainer(cfg, run_dir, resume=resume, overwrite=overwrite)
+    try:
+        return trainer.fit()
+    finally:
+        if trainer.ctx.distributed:
+            trainer.ctx.destroy()
