@@ -29,7 +29,7 @@ examples:
   scratchlm pretrain --out runs/shakespeare --resume --set train.max_steps=4000
 
   # several processes (CPU: gloo, GPUs: NCCL): DDP, or FSDP2 with --set parallel.fsdp=N (docs/distributed.md)
-  torchrun --standalone --nproc_per_node 2 -m scratchlm pretrain --config configs/shakespeare_cpu.toml \
+  torchrun --standalone --nproc_per_node 2 -m scratchlm pretrain --config configs/shakespeare_cpu.toml \\
       --set parallel.fsdp=2 --out runs/shakespeare_fsdp
 
   # list every config key with its default and meaning
@@ -99,11 +99,13 @@ def field_docs(cls) -> dict[str, str]:
 def handler(args) -> int:
     if args.list_keys:
         from scratchlm.config import describe
+        from scratchlm.distributed.config import ParallelConfig
         from scratchlm.model.config import ModelConfig
         from scratchlm.train.config import DataConfig, PretrainConfig, TrainConfig
 
         docs = {"": field_docs(PretrainConfig)}
-        for section, cls in (("model", ModelConfig), ("data", DataConfig), ("train", TrainConfig)):
+        for section, cls in (("model", ModelConfig), ("data", DataConfig), ("train", TrainConfig),
+                             ("parallel", ParallelConfig)):
             docs[section] = field_docs(cls)
         for key, tp, default, help_ in describe(PretrainConfig):
             section, _, name = key.rpartition(".")
