@@ -235,3 +235,21 @@ def test_cli_pdf_without_chromium(tmp_path, capsys, monkeypatch):
     captured = capsys.readouterr()
     assert out.is_file() and not (tmp_path / "guide.pdf").exists()
     assert "apt-get install chromium" in captured.err and "Save as PDF" in captured.err
+
+
+def test_data_panel_accepts_dedup_rows_without_bytes(tmp_path):
+    """The pipeline reports duplicates by count only (bytes None); the filter table must still render."""
+    import json
+
+    from scratchlm.guide.run_data import data_panels
+
+    (tmp_path / "report.json").write_text(json.dumps({
+        "docs_in": 10, "bytes_in": 1000, "docs_out": 7, "bytes_out": 700,
+        "removed": {"gopher_word_count": {"docs": 2, "bytes": 200, "examples": ["x"]},
+                    "near_duplicate": {"docs": 1, "bytes": None, "examples": []}},
+        "dedup": {"exact_removed": 0, "near": {"removed": 1}},
+    }))
+    table = data_panels(tmp_path)[0]
+    names = [r[0] for r in table.rows]
+    assert "− gopher_word_count" in names and "− MinHash near-duplicates" in names
+    assert "− near_duplicate" not in names  # counted once, in the dedup row

@@ -32,28 +32,34 @@ from .common import add_common
 
 EXAMPLES = """\
 examples:
-  scratchlm demo                      # full demo into runs/demo (<= 10 minutes on 2 CPU cores)
+  scratchlm demo                      # full demo into runs/demo (about 12 minutes on 2 CPU cores)
   scratchlm demo --quick              # the same chain at toy sizes, in well under a minute
   scratchlm demo --out runs/demo2 --overwrite
   scratchlm generate --run runs/demo/pretrain --prompt "Once upon a time"   # afterwards
 """
 
 
+# The target model follows configs/pretrain_tinyworld.toml (docs/LOG.md says why: Muon, explicit attention, bf16).
+TARGET = (("d_model", 192), ("n_layers", 4), ("n_heads", 6), ("n_kv_heads", 2), ("attn_impl", "reference"))
+DRAFT = (("d_model", 64), ("n_layers", 2), ("n_heads", 2), ("n_kv_heads", 1), ("attn_impl", "reference"))
+
+
 @dataclass
 class DemoSizes:
-    """How big each step is; the full demo is tuned to finish in <= 10 minutes on 2 CPU cores."""
+    """How big each step is; the full demo is tuned to finish in about 12 minutes on 2 CPU cores."""
 
     corpus: str = "8MB"          # TinyWorld text
     vocab_size: int = 2048       # BPE vocabulary (specials included)
-    target_preset: str = "llama-5m"
-    target_overrides: tuple = ()
-    target_time: float = 300.0   # seconds of pretraining for the target model
-    draft_preset: str = "llama-1m"
-    draft_overrides: tuple = ()
-    draft_time: float = 75.0
+    target_preset: str = "llama-1m"
+    target_overrides: tuple = TARGET
+    target_time: float = 210.0   # seconds of pretraining for the target model
+    draft_preset: str = "llama-tiny"
+    draft_overrides: tuple = DRAFT
+    draft_time: float = 60.0
     seq_len: int = 256
     micro_batch: int = 16
-    lr: float = 3e-3
+    lr: float = 3e-3             # AdamW part (embeddings, norms); Muon takes the block matrices
+    muon_lr: float = 0.04
     sample_tokens: int = 80
     spec_tokens: int = 128
     sft_time: float = 90.0
@@ -63,9 +69,9 @@ class DemoSizes:
     eval_tasks: int = 100
 
 
-QUICK = DemoSizes(corpus="400KB", vocab_size=512, target_preset="llama-tiny", target_time=12.0,
-                  draft_preset="llama-tiny", draft_overrides=(("n_layers", 1), ("d_model", 32), ("n_heads", 2),
-                                                              ("n_kv_heads", 1)),
+QUICK = DemoSizes(corpus="400KB", vocab_size=512, target_preset="llama-tiny", target_overrides=(),
+                  target_time=12.0, draft_preset="llama-tiny",
+                  draft_overrides=(("n_layers", 1), ("d_model", 32), ("n_heads", 2), ("n_kv_heads", 1)),
                   draft_time=4.0, seq_len=128, micro_batch=8, sample_tokens=32, spec_tokens=32,
                   sft_time=5.0, dpo_time=4.0, rl_time=5.0, rl_group=4, eval_tasks=8)
 
@@ -111,10 +117,11 @@ def _pretrain_cfg(shards: Path, tokenizer: Path, preset: str, overrides: tuple, 
     defaults = {
         "preset": preset,
         "model": model,
-        "data": {"shards": str(shards), "tokenizer": str(tokenizer)},
+        "data": {"shards": str(shards), "tokenizer": str(tokenizer), "packing": "docs"},
         "train": {
             "seq_len": s.seq_len, "micro_batch_size": s.micro_batch, "lr": s.lr, "max_time": seconds,
-            "warmup_steps": 5 if quick else 50, "eval_every": 0 if quick else 200, "eval_tokens": 32768,
+            "optimizer": "muon", "muon_lr": s.muon_lr, "min_lr_ratio": 0.05,
+            "warmup_steps": 5 if quick else 30, "eval_every": 0 if quick else 200, "eval_tokens": 32768,
             "sample_tokens": 0, "log_every": 5, "seed": seed, "device": "cpu", "tensorboard": not quick,
         },
     }

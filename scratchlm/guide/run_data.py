@@ -113,8 +113,10 @@ def data_panels(folder: Path) -> list[Panel]:
     rows = [("input", f"{n_in:,}", "100.0%", f"{b_in / 1e6:.2f}")]
     removed = sorted(rep.get("removed", {}).items(), key=lambda kv: -kv[1].get("docs", 0))
     for name, r in removed:
-        rows.append((f"− {name}", f"{r.get('docs', 0):,}", f"{100 * r.get('docs', 0) / max(n_in, 1):.1f}%",
-                     f"{r.get('bytes', 0) / 1e6:.2f}"))
+        if name in ("exact_duplicate", "near_duplicate"):  # the dedup rows below say these
+            continue
+        mb = "" if r.get("bytes") is None else f"{r['bytes'] / 1e6:.2f}"
+        rows.append((f"− {name}", f"{r.get('docs', 0):,}", f"{100 * r.get('docs', 0) / max(n_in, 1):.1f}%", mb))
     dd = rep.get("dedup") or {}
     if dd:
         rows.append(("− exact duplicates", f"{dd.get('exact_removed', 0):,}", "", ""))
