@@ -1,7 +1,6 @@
 """Toxicity: word-list matching, the logistic-regression gradient, learning on held-out data, the CLI."""
 
 import json
-import re
 from pathlib import Path
 
 import numpy as np

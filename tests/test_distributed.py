@@ -16,7 +16,6 @@ instead of a mean.
 from __future__ import annotations
 
 import math
-import os
 
 import pytest
 import torch

@@ -5,7 +5,6 @@ one-at-a-time, every sampling filter against a hand computation."""
 
 from __future__ import annotations
 
-import math
 
 import pytest
 import torch

@@ -32,22 +32,6 @@ def add_common(parser: argparse.ArgumentParser, *, out: str | None = None, confi
     g.add_argument("-q", "--quiet", action="count", default=0, help="less logging")
 
 
-def resolve_device(name: str = "auto") -> str:
-    import torch
-
-    if name == "auto":
-        if torch.cuda.is_available():
-            return "cuda"
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return "mps"
-        return "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda requested but no CUDA GPU is visible; use --device cpu or auto")
-    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ValueError("--device mps requested but MPS is unavailable; use --device cpu or auto")
-    return name
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     try:

@@ -182,7 +182,7 @@ def _prepare(args) -> int:
 def _filter(args) -> int:
     from dataclasses import asdict
 
-    from scratchlm.data.pipeline import format_report, run_filters
+    from scratchlm.data.pipeline import run_filters
     from scratchlm.runs import atomic_write_json
 
     cfg = _pipeline_config(args)

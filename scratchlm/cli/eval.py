@@ -89,7 +89,7 @@ def _bpb(args) -> dict:
 
     import torch
 
-    from scratchlm.cli.common import resolve_device
+    from scratchlm.device import resolve_device
     from scratchlm.eval.bpb import bits_per_byte
     from scratchlm.train.checkpoint import load_model
 

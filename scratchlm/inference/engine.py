@@ -224,7 +224,6 @@ class Engine:
 
     def _pick_tokens(self, seqs: list[Sequence], logits: torch.Tensor) -> list[int]:
         """Choose the next token of every row from logits (B, V); returns the (B,) tokens to feed next."""
-        B = logits.size(0)
         simple = all(s.params.greedy and s.params.repetition_penalty == 1.0 and s.logprobs is None for s in seqs)
         if simple:  # one argmax and one device sync for the whole batch: the common fast path
             chosen = logits.argmax(dim=-1).tolist()

@@ -13,31 +13,8 @@ from typing import Any
 
 import torch
 
+from scratchlm.device import inference_dtype, resolve_device
 from scratchlm.runs import load_model_state, load_state_into, resolve_checkpoint
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def resolve_dtype(name: str | torch.dtype, device: str) -> torch.dtype:
-    """"auto": float32 on CPU (exact, and as fast as bf16 for small models here), bfloat16 on GPUs that have it."""
-    if isinstance(name, torch.dtype):
-        return name
-    if name == "auto":
-        if str(device).startswith("cuda") and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return torch.float32
-    if name not in DTYPES:
-        raise ValueError(f"unknown dtype {name!r}; use one of auto, {', '.join(DTYPES)}")
-    return DTYPES[name]
-
-
-def resolve_device(name: str = "auto") -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("--device cuda requested but no CUDA GPU is visible; use --device cpu or auto")
-    return name
-
 
 def load_model(run_or_ckpt: str | Path, device: str = "auto", dtype: str | torch.dtype = "auto"):
     """(model in eval mode on `device` in `dtype`, ModelConfig) from a run folder or a checkpoint folder."""
@@ -52,7 +29,7 @@ def load_model(run_or_ckpt: str | Path, device: str = "auto", dtype: str | torch
     model.to_empty(device=device)
     model.init_weights()  # fills the non-persistent buffers (RoPE tables); weights are overwritten next
     load_state_into(model, state)
-    model.to(dtype=resolve_dtype(dtype, device))
+    model.to(dtype=inference_dtype(dtype, device))
     # RoPE tables stay float32: positions are angles, and bf16 angles drift from the training-time values
     for name in ("rope_cos", "rope_sin"):
         if hasattr(model, name):

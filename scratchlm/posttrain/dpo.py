@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from .formats import load_preferences, split_holdout
 from .lora import adapters_disabled
 from .loop import PostTrainer, val_twin
-from .tokenize import IGNORE, Batch, make_reply_example, pad_batch
+from .tokenize import IGNORE, make_reply_example, pad_batch
 
 log = logging.getLogger("scratchlm")
 

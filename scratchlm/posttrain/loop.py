@@ -29,7 +29,7 @@ from scratchlm.config import save_config
 from scratchlm.runs import is_done, list_checkpoints, mark_done, prepare_run_dir
 from scratchlm.train.checkpoint import (clean_partial, load_checkpoint, mark_best, read_best, rng_state,
                                         save_checkpoint, set_rng_state)
-from scratchlm.train.loop import _resolve_device, resolve_dtype
+from scratchlm.device import resolve_device, train_dtype
 from scratchlm.train.metrics import MetricsLogger, plot_loss
 from scratchlm.train.optim import param_groups, set_lr
 from scratchlm.train.schedule import lr_multiplier
@@ -77,11 +77,11 @@ class PostTrainer:
         clean_partial(self.run_dir)
         save_config(cfg, self.run_dir / "config.toml")
 
-        self.device = _resolve_device(self.tc.device)
+        self.device = resolve_device(self.tc.device)
         self.device_type = self.device.split(":")[0]
         if self.tc.num_threads:
             torch.set_num_threads(self.tc.num_threads)
-        self.dtype = resolve_dtype(self.tc.dtype, self.device)
+        self.dtype = train_dtype(self.tc.dtype, self.device)
         if self.dtype == torch.float16:
             raise ValueError("train.dtype float16 is not supported in post-training; use bfloat16 or float32")
         torch.manual_seed(self.tc.seed)

@@ -28,11 +28,11 @@ import resource
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from scratchlm.config import save_config
+from scratchlm.device import resolve_device, train_dtype
 from scratchlm.runs import is_done, list_checkpoints, mark_done, prepare_run_dir
 
 from .checkpoint import clean_partial, load_checkpoint, mark_best, read_best, rng_state, save_checkpoint, set_rng_state
@@ -50,37 +50,6 @@ log = logging.getLogger("scratchlm")
 
 class TrainingStopped(RuntimeError):
     """The run cannot continue (e.g. repeated non-finite losses); the message says why and what to change."""
-
-
-def resolve_dtype(name: str, device: str) -> torch.dtype:
-    """"auto": bfloat16 where it is fast (CUDA with bf16, CPUs with AVX512-BF16 or AMX), else float32."""
-    if name != "auto":
-        return getattr(torch, name)
-    if device.startswith("cuda"):
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
-    if device == "cpu" and cpu_has_fast_bf16():
-        return torch.bfloat16
-    return torch.float32
-
-
-def cpu_has_fast_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:  # not Linux: be conservative
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def _resolve_device(name: str) -> str:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return "cuda"
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return "mps"
-        return "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"train.device = {name} but no CUDA GPU is visible; use --set train.device=cpu (or auto)")
-    return name
 
 
 def _memory_gb(device: str) -> float:
@@ -123,14 +92,14 @@ class Trainer:
             save_config(cfg, self.run_dir / "config.toml")
 
         # ---- numerics
-        self.device = str(self.ctx.device) if self.ctx.distributed else _resolve_device(tc.device)
+        self.device = str(self.ctx.device) if self.ctx.distributed else resolve_device(tc.device)
         self.device_type = self.device.split(":")[0]
         if tc.num_threads:
             torch.set_num_threads(tc.num_threads)
         if tc.deterministic:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True)
-        self.dtype = resolve_dtype(tc.dtype, self.device)
+        self.dtype = train_dtype(tc.dtype, self.device)
         if self.device_type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls on tensor cores (TF32) where they remain
             torch.backends.cudnn.allow_tf32 = True
