@@ -244,7 +244,7 @@ def run(args) -> int:
     from scratchlm.eval.tinyworld import evaluate_tinyworld, load_tinyworld_tasks
 
     with Step(report, "eval", "bits per byte on held-out text, TinyWorld task accuracy") as info:
-        val_text = "\n\n".join(val_docs)[: 20_000 if args.quick else 200_000]
+        val_text = "\n\n".join(val_docs)[: 20_000 if args.quick else 100_000]
         tasks = load_tinyworld_tasks("val", sizes.eval_tasks, seed)
         table = {}
         for name in ("pretrain", "sft", "dpo", "rl"):
@@ -252,7 +252,7 @@ def run(args) -> int:
             tok = load_tokenizer_for(runs_out[name])
             bpb = bits_per_byte(model, tok, val_text, seq_len=sizes.seq_len)
             tw = evaluate_tinyworld(Engine(model, tok), tasks, chat=name != "pretrain",
-                                    max_new_tokens=24 if args.quick else 48)
+                                    max_new_tokens=24 if args.quick else 32)
             save_result(runs_out[name], "bpb", bpb)
             save_result(runs_out[name], "tinyworld", tw)
             write_report(runs_out[name])
