@@ -101,7 +101,25 @@ def test_parse_value():
 
 
 def test_cli_help_lists_stages():
+    from scratchlm.cli.main import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    stages = {"data", "tokenizer", "pretrain", "sft", "dpo", "rl", "generate", "chat", "serve", "eval", "plan",
+              "export", "import", "guide", "demo"}
+    assert stages <= set(sub.choices)
     out = subprocess.run([sys.executable, "-m", "scratchlm", "--help"], capture_output=True, text=True)
     assert out.returncode == 0
-    for stage in ("data", "tokenizer", "pretrain", "generate", "demo"):
-        assert stage in out.stdout
+    for stage in stages:
+        assert f"    {stage}" in out.stdout, stage
+
+
+def test_typo_in_config_key_is_exit_2_with_suggestion_and_no_traceback(tmp_path):
+    from pathlib import Path
+
+    config = Path(__file__).resolve().parents[1] / "configs" / "shakespeare_cpu.toml"
+    out = subprocess.run([sys.executable, "-m", "scratchlm", "pretrain", "--config", str(config),
+                          "--out", str(tmp_path / "r"), "--set", "train.lrr=1"], capture_output=True, text=True)
+    assert out.returncode == 2
+    assert "did you mean 'train.lr'" in out.stderr and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1

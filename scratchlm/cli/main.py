@@ -16,18 +16,18 @@ import sys
 STAGE_MODULES: list[str] = [
     "data",
     "tokenizer",
-    "plan",
-    "interop",
     "pretrain",
-    "generate",
-    "chat",
-    "serve",
-    "demo",
     "sft",
     "dpo",
     "rl",
+    "generate",
+    "chat",
+    "serve",
     "eval",
+    "plan",
+    "interop",
     "guide",
+    "demo",
 ]
 
 EPILOG = """\
@@ -35,7 +35,7 @@ stages, in order:
   data        synthesize TinyWorld, filter, deduplicate and tokenize text into shards
   tokenizer   train / use a byte-level BPE tokenizer
   pretrain    next-token pretraining of a transformer
-  sft, dpo, rl  post-training: instructions, preferences, rewards
+  sft, dpo, rl  post-training: instructions, preferences, rewards (reward: a reward model for rl)
   generate, chat, serve  inference: text, terminal chat, OpenAI-compatible API
   eval        bits per byte, HellaSwag, GSM8K, TinyWorld tasks
   plan        compute, memory and cost arithmetic before you train
