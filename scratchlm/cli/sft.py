@@ -25,6 +25,10 @@ examples:
   scratchlm sft --base runs/pretrain --data chats.jsonl --set sft.assistant_only=false
   scratchlm sft --base runs/pretrain --data chats.jsonl --resume
 
+  # several processes (CPU: gloo, GPUs: NCCL): DDP, or FSDP2 with parallel.fsdp=N (docs/distributed.md)
+  torchrun --standalone --nproc_per_node 2 -m scratchlm sft --base runs/pretrain --data chats.jsonl \\
+      --set parallel.dp=2 --set sft.grad_accum=2 --set train.max_steps=200
+
 output: RUN/config.toml, tokenizer/ (with the chat template for HF), checkpoints/ (merged weights: generate,
         chat, serve and `scratchlm dpo --base RUN` load them directly), metrics.jsonl (loss, val_loss,
         in_template), DONE (summary: held-out loss before/after)
@@ -92,6 +96,20 @@ def handler(args) -> int:
         return list_keys(SFTConfig)
     from scratchlm.posttrain import run_sft
 
+    import logging
+    import os
+
     cfg = load_stage(args, SFTConfig)
-    print_summary(run_sft(cfg, args.out, resume=args.resume, overwrite=args.overwrite), args.quiet)
+    main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun: only rank 0 talks
+    if not main_rank:
+        logging.getLogger("scratchlm").setLevel(logging.WARNING)
+        cfg.train.progress = False
+    try:
+        summary = run_sft(cfg, args.out, resume=args.resume, overwrite=args.overwrite)
+    except (ValueError, FileNotFoundError, FileExistsError):
+        if main_rank:
+            raise  # the one-line "error: ..." and exit code 2 of scratchlm.cli.main
+        return 2  # every rank failed the same check: rank 0 says it once
+    if main_rank:
+        print_summary(summary, args.quiet)
     return 0

@@ -23,6 +23,8 @@ from typing import Literal
 from scratchlm.config import load_config
 from scratchlm.train.config import TrainConfig
 
+from scratchlm.distributed.config import ParallelConfig
+
 from .lora import LoRAConfig
 
 # What post-training changes from pretraining's TrainConfig defaults: small lr (the model already knows the
@@ -40,7 +42,8 @@ class SFTOptions:
     """"pack": several samples per row, each attending only to itself (no compute on padding); "pad":
     length-grouped right padding, one sample per row."""
     grad_accum: int = field(default=1, metadata={"range": (1, None)})
-    """Micro-batches per optimizer step. The loss is normalised by the number of target tokens in all of them."""
+    """Micro-batches per optimizer step, over all data-parallel ranks (a multiple of their number; each runs
+    grad_accum / N of them). The loss is normalised by the number of target tokens in all of them."""
 
 
 @dataclass
@@ -60,6 +63,8 @@ class SFTConfig:
     sft: SFTOptions = field(default_factory=SFTOptions)
     lora: LoRAConfig = field(default_factory=LoRAConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    """Under torchrun: data-parallel layout (dp: DDP, fsdp: FSDP2); tp and pp are not supported here."""
 
 
 @dataclass

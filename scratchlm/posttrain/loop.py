@@ -66,6 +66,16 @@ class PostTrainer:
 
         self.cfg, self.tc = cfg, cfg.train
         run_dir = Path(run_dir)
+        # Under torchrun (stages with a [parallel] section, SFT): check the layout before anything is written
+        # and join the process group. None: one process, the plain loop (distributed.py).
+        self.ctx = None
+        if getattr(cfg, "parallel", None) is not None:
+            from .distributed import start_posttrain
+
+            self.ctx = start_posttrain(cfg.parallel, self.tc.device)
+        self.is_main = self.ctx is None or self.ctx.is_main
+        self.dp_size = 1 if self.ctx is None else self.ctx.dp_size
+        self.check_layout()
         if not resume and not overwrite and not is_done(run_dir) and list_checkpoints(run_dir):
             raise FileExistsError(f"{run_dir} holds an unfinished run; pass --resume to continue it or --overwrite "
                                   "to start over")
@@ -73,11 +83,17 @@ class PostTrainer:
             (run_dir / "DONE").unlink()
         if not (self.tc.max_steps or self.tc.max_time or self.tc.max_tokens):
             raise ValueError("no budget: set train.max_steps or train.max_time (e.g. --set train.max_steps=200)")
-        self.run_dir = prepare_run_dir(run_dir, overwrite=overwrite, resume=resume)
-        clean_partial(self.run_dir)
-        save_config(cfg, self.run_dir / "config.toml")
+        if self.ctx is not None and resume and self.ctx.degrees["fsdp"] > 1:
+            raise ValueError("--resume with parallel.fsdp > 1 is not supported for post-training (the optimizer "
+                             "state is sharded); resume with parallel.dp instead, or start a new run")
+        self.run_dir = Path(run_dir)
+        if self.is_main:
+            prepare_run_dir(run_dir, overwrite=overwrite, resume=resume)
+            clean_partial(self.run_dir)
+            save_config(cfg, self.run_dir / "config.toml")
+        self._barrier()
 
-        self.device = resolve_device(self.tc.device)
+        self.device = str(self.ctx.device) if self.ctx is not None else resolve_device(self.tc.device)
         self.device_type = self.device.split(":")[0]
         if self.tc.num_threads:
             torch.set_num_threads(self.tc.num_threads)
@@ -88,7 +104,8 @@ class PostTrainer:
 
         # the base's tokenizer, re-saved with the chat template so the HF export renders chats like we do
         self.tokenizer = load_tokenizer_for(cfg.base)
-        self.tokenizer.save(self.run_dir / "tokenizer", chat_template=CHAT_TEMPLATE)
+        if self.is_main:
+            self.tokenizer.save(self.run_dir / "tokenizer", chat_template=CHAT_TEMPLATE)
         self.pad_id = self.tokenizer.pad_id if self.tokenizer.pad_id is not None else 0
 
         self.model, self.base_ckpt = load_base(cfg.base, self.device)
@@ -100,6 +117,13 @@ class PostTrainer:
         else:
             self.lora = None
         self.build()  # stage-specific: data, extra modules (reward head), reference model
+        # DDP / FSDP2 around the model; FSDP makes its parameters sharded DTensors in place, so this comes before
+        # the optimizer is built. self.model stays the bare model (for state dicts and rank 0's evaluation).
+        self.wrapped = None
+        if self.ctx is not None:
+            from .distributed import wrap_data_parallel
+
+            self.wrapped = wrap_data_parallel(self.model, self.ctx)
         self.params = [p for p in self.trainable_module().parameters() if p.requires_grad]
         self.optimizer = self.build_optimizer()
 
@@ -110,11 +134,14 @@ class PostTrainer:
         self.resumed_from = None
         if resume:
             self._resume()
-        self.metrics = MetricsLogger(self.run_dir, tensorboard=self.tc.tensorboard)
+        self.metrics = MetricsLogger(self.run_dir, tensorboard=self.tc.tensorboard) if self.is_main else _NoMetrics()
         if resume:
             self.metrics.truncate_after(self.step)
 
     # ------------------------------------------------------------------ hooks for the stages
+    def check_layout(self) -> None:
+        """Raise ValueError if the stage cannot run on this many data-parallel ranks (before anything is written)."""
+
     def build(self) -> None:
         """Load data and anything else the stage needs (called once the model exists)."""
 
@@ -138,7 +165,58 @@ class PostTrainer:
         pass
 
     def weights_to_save(self) -> dict:
+        if self.wrapped is not None:  # every rank gathers (FSDP shards); rank 0 writes
+            from .distributed import full_state_dict, merge_lora_dict
+
+            sd = full_state_dict(self.model)
+            return merge_lora_dict(sd, self.lora.alpha / self.lora.rank) if self.lora else sd
         return merged_state_dict(self.model) if self.lora else self.model.state_dict()
+
+    # ------------------------------------------------------------------ several processes (distributed.py)
+    def _barrier(self) -> None:
+        if self.ctx is not None:
+            self.ctx.barrier()
+
+    def forward(self, batch) -> torch.Tensor:
+        """Logits (B, T, V) of a Batch, through the DDP / FSDP wrapper when there is one (its hooks sync)."""
+        from .packing import forward_batch
+
+        if self.wrapped is None:
+            return forward_batch(self.model, batch)
+        return self.wrapped(batch.x, batch.y, batch.positions, batch.doc_ids)
+
+    def sync_context(self, last: bool):
+        """No gradient communication on accumulation micro-steps but the last (DDP no_sync / FSDP)."""
+        if self.wrapped is None or last:
+            return contextlib.nullcontext()
+        return self.ctx.no_sync(self.wrapped)
+
+    def evaluate_everywhere(self) -> dict:
+        """evaluate() in one process; distributed: rank 0 evaluates a plain copy of the model (FSDP: gathered from
+        the shards by every rank; DDP: its own replica) and every rank gets its numbers."""
+        if self.wrapped is None:
+            return self.evaluate()
+        copy = None
+        if self.ctx.degrees["fsdp"] > 1:
+            sd = self.weights_to_save()  # collective
+            if self.is_main:
+                from scratchlm.model import ModelConfig, Transformer
+
+                copy = Transformer(ModelConfig.from_dict(self.model_config))
+                copy.load_state_dict(sd, strict=False)  # strict off: non-persistent buffers (RoPE) are rebuilt
+                copy.to(self.device)
+        ev = None
+        if self.is_main:
+            model = self.model
+            try:
+                if copy is not None:
+                    self.model = copy
+                ev = self.evaluate()
+            finally:
+                self.model = model
+        from .distributed import broadcast
+
+        return broadcast(self.ctx, ev)
 
     # ------------------------------------------------------------------ machinery
     def autocast(self):
@@ -176,16 +254,29 @@ class PostTrainer:
 
     def train_state(self) -> dict:
         state = {"step": self.step, "tokens": self.tokens, "elapsed": self.elapsed, "bad_steps": self.bad_steps, "best": self.best,
-                 "optimizer": self.optimizer.state_dict(), "rng": rng_state(), "stage": self.extra_state()}
+                 "rng": rng_state(), "stage": self.extra_state()}
+        if self.ctx is None or self.ctx.degrees["fsdp"] == 1:  # FSDP: rank 0 holds a shard of it only
+            state["optimizer"] = self.optimizer.state_dict()
         if self.lora:
-            state["lora"] = lora_state_dict(self.model)
+            state["lora"] = lora_state_dict(self.model) if self.wrapped is None else \
+                {k: v for k, v in self.weights_to_save_raw().items() if ".lora_" in k}
         return state
 
     def save(self, meta: dict | None = None) -> Path:
         meta = {"stage": self.stage, "base": str(self.cfg.base), "elapsed": round(self.elapsed, 2),
                 **self.last_eval, **(meta or {})}
-        return save_checkpoint(self.run_dir, self.step, self.weights_to_save(), self.model_config,
-                               self.train_state(), meta=meta, keep_last=self.tc.keep_last)
+        weights, state = self.weights_to_save(), self.train_state()  # collective under FSDP: every rank
+        ckpt = None
+        if self.is_main:
+            ckpt = save_checkpoint(self.run_dir, self.step, weights, self.model_config, state, meta=meta,
+                                   keep_last=self.tc.keep_last)
+        self._barrier()
+        return ckpt
+
+    def weights_to_save_raw(self) -> dict:
+        from .distributed import full_state_dict
+
+        return full_state_dict(self.model)
 
     def _resume(self) -> None:
         ckpts = list_checkpoints(self.run_dir)
@@ -197,6 +288,9 @@ class PostTrainer:
             self.model.load_state_dict(state["lora"], strict=False)
         else:
             state = load_checkpoint(ckpt, self.model, map_location=self.device)
+        if "optimizer" not in state:
+            raise ValueError(f"{ckpt} was written by an FSDP run and has no optimizer state to resume from; start "
+                             f"a new run from it with --base {ckpt}")
         self.optimizer.load_state_dict(state["optimizer"])
         self.step, self.elapsed, self.bad_steps, self.best = (state["step"], state["elapsed"], state["bad_steps"],
                                                               state["best"])
@@ -212,7 +306,13 @@ class PostTrainer:
         warm = lr_multiplier(self.step, self.progress(), schedule=tc.schedule, warmup_steps=tc.warmup_steps,
                              min_ratio=tc.min_lr_ratio, decay_fraction=tc.decay_fraction)
         lr = set_lr(self.optimizer, warm)
-        norm = torch.nn.utils.clip_grad_norm_(self.params, tc.grad_clip if tc.grad_clip > 0 else math.inf).item()
+        clip = tc.grad_clip if tc.grad_clip > 0 else math.inf
+        if self.wrapped is not None:  # the norm over every shard: all ranks take the same decision below
+            from scratchlm.distributed import clip_grad_norm_
+
+            norm = clip_grad_norm_(self.params, clip, self.ctx).item()
+        else:
+            norm = torch.nn.utils.clip_grad_norm_(self.params, clip).item()
         if math.isfinite(norm):
             self.optimizer.step()
         else:
@@ -222,7 +322,7 @@ class PostTrainer:
         return norm, lr
 
     def _eval(self, final: bool = False) -> dict:
-        ev = self.evaluate()
+        ev = self.evaluate_everywhere()
         self.last_eval_full = ev
         self.last_eval = {k: v for k, v in ev.items() if isinstance(v, (int, float))}
         self.metrics.log({"step": self.step, "tokens": self.tokens, "elapsed": round(self.elapsed, 2),
@@ -248,6 +348,10 @@ class PostTrainer:
             norm, lr = self.optimizer_step()
             self.step += 1
             self.elapsed += time.perf_counter() - t0
+            if self.ctx is not None:  # rank 0's clock on every rank: all stop at the same step
+                from .distributed import broadcast
+
+                self.elapsed = broadcast(self.ctx, self.elapsed)
             t1 = time.perf_counter()
             if self.step % tc.log_every == 0 or self.step == 1:
                 self.metrics.log({"step": self.step, "tokens": self.tokens, **row, "lr": lr, "grad_norm": norm,
@@ -261,7 +365,9 @@ class PostTrainer:
                 s = self.score(ev)
                 if s < self.best:
                     self.best = s
-                    mark_best(self.run_dir, self.save(), s)
+                    ckpt = self.save()
+                    if self.is_main:
+                        mark_best(self.run_dir, ckpt, s)
             elif tc.ckpt_every and self.step % tc.ckpt_every == 0 and stopped_by is None:
                 self.save()
             self.elapsed += time.perf_counter() - t1
@@ -270,21 +376,39 @@ class PostTrainer:
         bar.close()
         final = self._eval(final=True)
         ckpt = self.save({"final": True})
-        if self.score(final) <= self.best or read_best(self.run_dir) is None:
+        if self.is_main and (self.score(final) <= self.best or read_best(self.run_dir) is None):
             self.best = min(self.best, self.score(final))
             mark_best(self.run_dir, ckpt, self.best)
         self.metrics.close()
-        plot_loss(self.run_dir)
+        if self.is_main:
+            plot_loss(self.run_dir)
         summary = {"run_dir": str(self.run_dir), "stage": self.stage, "base": str(self.cfg.base),
                    "stopped_by": stopped_by, "steps": self.step, "elapsed": round(self.elapsed, 2),
                    "trainable_params": n_train, "bad_steps": self.bad_steps, "checkpoint": str(ckpt),
-                   "best_checkpoint": (read_best(self.run_dir) or {}).get("checkpoint"),
+                   "best_checkpoint": (read_best(self.run_dir) or {}).get("checkpoint") if self.is_main else None,
                    "resumed_from": self.resumed_from, **{f"final_{k}": v for k, v in self.last_eval.items()}}
         return summary
 
     def finish(self, summary: dict) -> dict:
-        mark_done(self.run_dir, summary)
+        if self.is_main:
+            mark_done(self.run_dir, summary)
+        if self.ctx is not None:
+            self._barrier()
+            self.ctx.destroy()
         return summary
+
+
+class _NoMetrics:
+    """The metrics logger of ranks other than 0: they write nothing."""
+
+    def log(self, row: dict) -> None:
+        pass
+
+    def truncate_after(self, step: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def val_twin(path: str | Path) -> Path | None:

@@ -29,6 +29,12 @@ log = logging.getLogger("scratchlm")
 class SFTTrainer(PostTrainer):
     stage = "sft"
 
+    def check_layout(self) -> None:
+        n, k = self.dp_size, self.cfg.sft.grad_accum
+        if k % n:
+            raise ValueError(f"sft.grad_accum = {k} is not a multiple of the {n} data-parallel ranks; set it to a "
+                             f"multiple of {n} (it counts the micro-batches of a step over all ranks)")
+
     def build(self) -> None:
         cfg, tc = self.cfg, self.tc
         if not cfg.data:
@@ -70,16 +76,31 @@ class SFTTrainer(PostTrainer):
         return b
 
     def train_step(self) -> dict:
-        batches = [self.next_batch() for _ in range(self.cfg.sft.grad_accum)]
-        n_targets = sum(b.n_targets for b in batches)  # of the whole step: the one normaliser
-        total, n_tokens = 0.0, sum(int((b.x != self.pad_id).sum()) for b in batches)
-        for b in batches:
+        # grad_accum micro-batches make the step over all ranks; data-parallel rank r runs r, r+N, ... of them
+        # (every rank builds the same epoch of batches, so together they run exactly one process's step).
+        n = self.dp_size
+        steps = [self.next_batch() for _ in range(self.cfg.sft.grad_accum)]
+        batches = steps[self.ctx.dp_rank::n] if n > 1 else steps
+        n_targets = sum(b.n_targets for b in batches)
+        n_tokens = sum(int((b.x != self.pad_id).sum()) for b in batches)
+        if n > 1:  # the one normaliser: target tokens of the whole step, all ranks and micro-batches
+            from .distributed import all_reduce_sum
+
+            n_targets, n_tokens = int(all_reduce_sum(self.ctx, n_targets)), int(all_reduce_sum(self.ctx, n_tokens))
+        total = 0.0
+        for i, b in enumerate(batches):
             b = b.to(self.device)
-            with self.autocast():
-                logits = forward_batch(self.model, b)  # (B, T, V)
-            loss = masked_nll(logits, b.y) / n_targets
-            loss.backward()
+            with self.sync_context(last=i == len(batches) - 1):
+                with self.autocast():
+                    logits = self.forward(b)  # (B, T, V)
+                loss = masked_nll(logits, b.y) / n_targets
+                # DDP / FSDP average the ranks' gradients; the step's loss is their sum, hence * n
+                (loss * n if n > 1 else loss).backward()
             total += loss.item()
+        if n > 1:
+            from .distributed import all_reduce_sum
+
+            total = all_reduce_sum(self.ctx, total)
         return {"loss": total, "targets": n_targets, "epoch": self.epoch, "n_tokens": n_tokens}
 
     @torch.no_grad()
@@ -111,13 +132,13 @@ class SFTTrainer(PostTrainer):
 def run_sft(cfg, run_dir: str | Path, resume: bool = False, overwrite: bool = False, verbose: bool = True) -> dict:
     """Fine-tune cfg.base on cfg.data into run_dir; returns a summary with held-out loss before and after."""
     t = SFTTrainer(cfg, run_dir, resume=resume, overwrite=overwrite)
-    before = t.evaluate()
+    before = t.evaluate_everywhere()
     summary = t.fit()
     after = t.last_eval_full
     summary.update({"val_loss_before": before["val_loss"], "val_loss_after": after["val_loss"],
                     "in_template_before": before.get("in_template"), "in_template_after": after.get("in_template"),
                     "samples_after": after.get("samples", [])})
-    if verbose:
+    if verbose and t.is_main:
         print(f"SFT effect (held-out, {len(t.val_examples)} conversations): loss on replies "
               f"{before['val_loss']:.3f} -> {after['val_loss']:.3f}; replies closed with <|im_end|> "
               f"{before.get('in_template', 0):.0%} -> {after.get('in_template', 0):.0%}")
