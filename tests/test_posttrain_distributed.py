@@ -1,0 +1,100 @@
+"""`torchrun ... -m scratchlm sft` is the same fine-tuning as one process: DDP and FSDP2 through the real CLI.
+
+A random llama-tiny base with a small BPE tokenizer is fine-tuned on 48 synthetic chats, fp32, one thread per
+process, sft.grad_accum = 4 micro-batches of 2 packed rows per step: one process runs all 4, each of two
+ranks runs 2 (no-sync accumulation), with the loss divided by the target tokens of all 4 (all-reduced).
+
+Tolerance: the same float32 sums in another order (~1e-7 relative per operation); AdamW amplifies rounding in
+near-zero gradients over steps (train.eps = 1e-5 damps it; see tests/test_train_distributed.py). Step 1 to
+1e-6, later steps to 1e-4. A real bug is far larger: a per-rank normaliser or a dropped micro-batch moves
+step 1's loss by ~1e-2, a gradient mean instead of a sum halves the update.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from scratchlm.runs import read_jsonl
+
+pytestmark = pytest.mark.distributed
+ROOT = Path(__file__).resolve().parents[1]
+STEPS = 4
+
+
+def _base(tmp: Path) -> tuple[Path, Path]:
+    from scratchlm.model import ModelConfig, Transformer
+    from scratchlm.runs import checkpoint_dir, save_model
+    from scratchlm.tokenizer import train_bpe_from_texts
+
+    chats = [{"instruction": f"What is {a} plus {b}?", "input": "", "output": f"{a} plus {b} is {a + b}."}
+             for a in range(8) for b in range(6)]
+    tok = train_bpe_from_texts([c["instruction"] + " " + c["output"] for c in chats] * 4, vocab_size=300)
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig.from_preset("llama-tiny", vocab_size=tok.vocab_size, max_seq_len=128))
+    base = tmp / "base"
+    tok.save(base / "tokenizer")
+    save_model(checkpoint_dir(base, 1), model, model.config.to_dict())
+    data = tmp / "chats.jsonl"
+    data.write_text("".join(json.dumps(c) + "\n" for c in chats))
+    return base, data
+
+
+def sft(base: Path, data: Path, out: Path, *sets: str, nproc: int = 1):
+    launcher = [sys.executable, "-m", "scratchlm"] if nproc == 1 else \
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", "scratchlm"]
+    sets = ("sft.grad_accum=4", "train.micro_batch_size=2", "train.seq_len=64", f"train.max_steps={STEPS}",
+            "train.lr=3e-3", "train.eps=1e-5", "train.log_every=1", "train.eval_every=2", "train.device=\"cpu\"",
+            "train.dtype=\"float32\"", "train.num_threads=1", "train.seed=3", "train.tensorboard=false",
+            "train.progress=false", "max_val=8", *sets)
+    cmd = [*launcher, "sft", "--base", str(base), "--data", str(data), "--out", str(out), "-q"]
+    cmd += [a for s in sets for a in ("--set", s)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def trajectory(run: Path) -> list[float]:
+    rows = [r for r in read_jsonl(run / "metrics.jsonl") if "loss" in r]
+    assert [r["step"] for r in rows] == list(range(1, STEPS + 1)), "metrics rows duplicated (not rank 0 alone?)"
+    return [r["loss"] for r in rows]
+
+
+def files(run: Path) -> set[str]:
+    return {str(p.relative_to(run)) for p in run.rglob("*") if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("sftdist")
+    base, data = _base(tmp)
+    sft(base, data, tmp / "single")
+    return tmp, base, data
+
+
+@pytest.mark.parametrize("layout", ["parallel.dp=2", "parallel.fsdp=2"])
+def test_sft_matches_single_process(runs, layout):
+    from scratchlm.inference.loading import load_model
+
+    tmp, base, data = runs
+    run = tmp / layout.split(".")[1].replace("=", "")
+    sft(base, data, run, layout, nproc=2)
+    ref, got = trajectory(tmp / "single"), trajectory(run)
+    for step, (a, b) in enumerate(zip(ref, got), 1):
+        assert math.isclose(a, b, rel_tol=1e-6 if step == 1 else 1e-4), f"step {step}: loss {b} vs {a}"
+    assert files(run) == files(tmp / "single")  # rank 0 alone writes: same files, no per-rank copies
+    logits = []
+    for r in (tmp / "single", run):
+        model, cfg = load_model(r, device="cpu", dtype="float32")
+        x = torch.randint(0, cfg.vocab_size, (2, 16), generator=torch.Generator().manual_seed(1))
+        with torch.no_grad():
+            logits.append(model(x))
+    torch.testing.assert_close(logits[1], logits[0], rtol=1e-3, atol=1e-3)
