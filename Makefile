@@ -16,8 +16,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# `make demo` again replaces the previous demo run (runs/demo); `scratchlm demo` alone refuses to.
+DEMO_ARGS ?= --overwrite
+
 demo: $(STAMP)
-	$(BIN)/scratchlm demo
+	$(BIN)/scratchlm demo $(DEMO_ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
