@@ -265,3 +265,26 @@ def test_chat_template_matches_hf_apply_chat_template(tmp_path):
             assert list(ids) == encode_chat(tok, msgs, add_generation_prompt=gen)
             if not gen and msgs[-1]["role"] == "assistant":  # the SFT ids are the template's ids too
                 assert encode_chat_with_mask(tok, msgs)[0] == list(ids)
+
+
+def test_preference_split_prefers_explicit_then_twin_then_holdout(tmp_path):
+    import json
+
+    from scratchlm.posttrain.loop import load_preference_split
+
+    def write(path, n, tag):
+        rows = [{"instruction": f"{tag} q{i}", "input": "", "chosen": "good", "rejected": "bad"} for i in range(n)]
+        path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+
+    data = tmp_path / "prefs.jsonl"
+    write(data, 20, "train")
+    train, val = load_preference_split(str(data), "", 0.25, seed=0)  # no twin: a seeded share is held out
+    assert len(train) + len(val) == 20 and len(val) == 5
+    assert load_preference_split(str(data), "", 0.25, seed=0) == (train, val)  # deterministic
+    write(tmp_path / "prefs_val.jsonl", 3, "twin")
+    train, val = load_preference_split(str(data), "", 0.25, seed=0)  # the *_val twin wins
+    assert len(train) == 20 and len(val) == 3
+    other = tmp_path / "other.jsonl"
+    write(other, 2, "explicit")
+    train, val = load_preference_split(str(data), str(other), 0.25, seed=0)  # an explicit val file wins
+    assert len(val) == 2

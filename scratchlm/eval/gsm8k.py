@@ -23,6 +23,8 @@ import re
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
+from .scoring import generate_in_batches
+
 # a number as people write it: optional sign and dollar sign (either order), thousands commas, decimals
 _NUMBER = re.compile(r"(?<![\w.])(-?\$?-?)(\d[\d,]*(?:\.\d+)?)")
 
@@ -140,18 +142,7 @@ def evaluate_gsm8k(engine, problems: list[dict], chat: bool = False, shots: list
             ids = ids[:1] + ids[-(ctx // 2):]
         prompts.append(ids)
         used.append(k)
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(problems), desc="gsm8k", unit="problem")
-    replies: list[str] = []
-    for i in range(0, len(prompts), batch_size):
-        replies += [s.text for s in engine.generate(prompts[i : i + batch_size], params)]
-        if bar is not None:
-            bar.update(min(batch_size, len(prompts) - i))
-    if bar is not None:
-        bar.close()
+    replies = generate_in_batches(engine, prompts, params, batch_size, progress, desc="gsm8k")
     correct, examples = 0, []
     for p, reply in zip(problems, replies):
         pred = extract_answer(reply)

@@ -90,3 +90,21 @@ def split_context_continuation(tokenizer, context: str, continuation: str,
         whole = ctx_ids + tokenizer.encode(continuation)
     head = [tokenizer.bos_id] if bos and getattr(tokenizer, "bos_id", None) is not None else []
     return head + ctx_ids, whole[len(ctx_ids):]
+
+
+def generate_in_batches(engine, prompts: list[list[int]], params, batch_size: int = 32, progress: bool = False,
+                        desc: str = "generate") -> list[str]:
+    """Replies (text) to prompt ids, `batch_size` at a time through the engine, with an optional progress bar."""
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(prompts), desc=desc, unit="prompt")
+    replies: list[str] = []
+    for i in range(0, len(prompts), batch_size):
+        replies += [s.text for s in engine.generate(prompts[i : i + batch_size], params)]
+        if bar is not None:
+            bar.update(min(batch_size, len(prompts) - i))
+    if bar is not None:
+        bar.close()
+    return replies

@@ -18,6 +18,8 @@ import itertools
 import math
 from collections import defaultdict
 
+from .scoring import generate_in_batches
+
 
 def load_tinyworld_tasks(split: str = "val", n: int = 200, seed: int = 0) -> list[dict]:
     from scratchlm.data.tinyworld import iter_tasks
@@ -58,18 +60,7 @@ def evaluate_tinyworld(engine, tasks: list[dict], chat: bool = False, max_new_to
     for t in tasks:
         ids = task_prompt(tok, t, chat)
         prompts.append(ids if len(ids) < room else ids[:1] + ids[-(room // 2):])  # a long story: keep its end
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(tasks), desc="tinyworld", unit="task")
-    replies: list[str] = []
-    for i in range(0, len(prompts), batch_size):
-        replies += [s.text for s in engine.generate(prompts[i : i + batch_size], params)]
-        if bar is not None:
-            bar.update(min(batch_size, len(prompts) - i))
-    if bar is not None:
-        bar.close()
+    replies = generate_in_batches(engine, prompts, params, batch_size, progress, desc="tinyworld")
     right: dict[str, int] = defaultdict(int)
     total: dict[str, int] = defaultdict(int)
     examples = []

@@ -25,9 +25,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .formats import load_preferences, split_holdout
 from .lora import adapters_disabled
-from .loop import PostTrainer, val_twin
+from .loop import PostTrainer, load_preference_split
 from .tokenize import IGNORE, make_reply_example, pad_batch
 
 log = logging.getLogger("scratchlm")
@@ -63,10 +62,7 @@ class DPOTrainer(PostTrainer):
         cfg, tc = self.cfg, self.tc
         if not cfg.data:
             raise ValueError("no preference data: pass --data FILE (Alpaca-with-preference or ShareGPT preference)")
-        pairs = load_preferences(cfg.data)
-        val_path = cfg.val_data or val_twin(cfg.data)
-        train, val = (pairs, load_preferences(val_path)) if val_path else split_holdout(pairs, cfg.val_fraction,
-                                                                                       tc.seed)
+        train, val = load_preference_split(cfg.data, cfg.val_data, cfg.val_fraction, tc.seed)
         self.train_pairs = self._tokenize(train)
         self.val_pairs = self._tokenize(val)[: cfg.max_val]
         if not self.train_pairs:

@@ -418,6 +418,15 @@ def val_twin(path: str | Path) -> Path | None:
     return twin if twin.is_file() else None
 
 
+def load_preference_split(data: str, val_data: str, val_fraction: float, seed: int) -> tuple[list, list]:
+    """(train, held-out) preference pairs: val_data, else data's *_val twin, else a seeded share of data."""
+    from .formats import load_preferences, split_holdout
+
+    pairs = load_preferences(data)
+    val_path = val_data or val_twin(data)
+    return (pairs, load_preferences(val_path)) if val_path else split_holdout(pairs, val_fraction, seed)
+
+
 def prompt_fits(tokenizer, prompt: list[dict], max_seq_len: int, room: int = 16) -> bool:
     """Does the chat prompt leave at least `room` tokens of context for a reply?"""
     from scratchlm.inference.chat_template import encode_chat

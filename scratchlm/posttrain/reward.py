@@ -19,8 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .formats import load_preferences, split_holdout
-from .loop import PostTrainer, load_base, val_twin
+from .loop import PostTrainer, load_base, load_preference_split
 from .tokenize import make_reply_example
 
 log = logging.getLogger("scratchlm")
@@ -77,10 +76,7 @@ class RewardTrainer(PostTrainer):
         cfg, tc = self.cfg, self.tc
         if not cfg.data:
             raise ValueError("no preference data: pass --data FILE (Alpaca-with-preference or ShareGPT preference)")
-        pairs = load_preferences(cfg.data)
-        val_path = cfg.val_data or val_twin(cfg.data)
-        train, val = (pairs, load_preferences(val_path)) if val_path else split_holdout(pairs, cfg.val_fraction,
-                                                                                       tc.seed)
+        train, val = load_preference_split(cfg.data, cfg.val_data, cfg.val_fraction, tc.seed)
         self.train_pairs, self.val_pairs = self._tokenize(train), self._tokenize(val)[: cfg.max_val]
         if not self.train_pairs:
             raise ValueError(f"{cfg.data}: no pair fits in train.seq_len ({tc.seq_len}) tokens")
