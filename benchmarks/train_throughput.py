@@ -3,18 +3,21 @@
     .venv/bin/python benchmarks/train_throughput.py [--steps 60] [--rounds 3] [--bf16]
 
 The architecture and batch are nanoGPT's documented CPU run (README, "I only have a macbook"): GPT-2 style
-(learned positions, LayerNorm with bias, GELU, tied embeddings), 4 layers, 4 heads, width 128, context 64,
-batch 12, vocab 65 (Tiny Shakespeare characters), dropout 0, float32. nanoGPT's train.py runs it at about
-34 ms per iteration on these 2 cores (about 22,600 tokens/s).
+(learned positions, pre-LayerNorm, exact (erf) GELU MLP, tied embeddings) with train.py's default bias=False
+(no biases in the linear layers or LayerNorms), 4 layers, 4 heads, width 128, context 64, batch 12, vocab 65
+(Tiny Shakespeare characters), dropout 0, float32. nanoGPT's train.py runs it at about 34 ms per iteration on
+these 2 cores (about 22,600 tokens/s).
 
 Three contenders, measured in the same process, interleaved round by round (so background load hits them
 alike), median of the rounds:
   nanogpt-style   a plain eager step written the way nanoGPT's model.py/train.py do it: fused c_attn
-                  projection, SDPA, random windows from a memmap, AdamW (foreach), clip 1.0
+                  projection, SDPA, nn.GELU(), no biases, random windows from a memmap, AdamW (foreach, as
+                  nanoGPT uses on CPU), clip 1.0, loss.item() every step (log_interval=1)
   model-plain     our scratchlm Transformer in the same plain eager step
   trainer         scratchlm.train.Trainer.train_step: what `scratchlm pretrain` runs per step (loader,
                   schedule, accumulation, clipping, non-finite guard, fused AdamW)
 Prints tokens/s, each ratio to the nanogpt-style step, and the ratio to nanoGPT's documented 22,600 tokens/s.
+Our char tokenizer has 8 special tokens, so our vocab is 73 rows to nanoGPT's 65 (0.2% more FLOPs: ignored).
 """
 
 from __future__ import annotations
@@ -40,14 +43,14 @@ N_LAYER, N_HEAD, N_EMBD, BLOCK, BATCH, VOCAB = 4, 4, 128, 64, 12, 65
 
 # ------------------------------------------------------------------------------------------ the peer step
 class _Block(nn.Module):
-    """nanoGPT's block, written plainly: one fused qkv projection, SDPA, GELU MLP, pre-LayerNorm."""
+    """nanoGPT's block, written plainly: one fused qkv projection, SDPA, exact-GELU MLP, pre-LayerNorm, no biases."""
 
     def __init__(self, d: int, h: int):
         super().__init__()
         self.h = h
-        self.ln_1, self.ln_2 = nn.LayerNorm(d), nn.LayerNorm(d)
-        self.c_attn, self.c_proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
-        self.c_fc, self.mlp_proj = nn.Linear(d, 4 * d), nn.Linear(4 * d, d)
+        self.ln_1, self.ln_2 = nn.LayerNorm(d, bias=False), nn.LayerNorm(d, bias=False)
+        self.c_attn, self.c_proj = nn.Linear(d, 3 * d, bias=False), nn.Linear(d, d, bias=False)
+        self.c_fc, self.mlp_proj = nn.Linear(d, 4 * d, bias=False), nn.Linear(4 * d, d, bias=False)
 
     def forward(self, x):
         B, T, C = x.shape
@@ -55,7 +58,7 @@ class _Block(nn.Module):
         q, k, v = (t.view(B, T, self.h, C // self.h).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(B, T, C)
         x = x + self.c_proj(y)
-        return x + self.mlp_proj(F.gelu(self.c_fc(self.ln_2(x)), approximate="tanh"))
+        return x + self.mlp_proj(F.gelu(self.c_fc(self.ln_2(x))))
 
 
 class PlainGPT(nn.Module):
@@ -63,7 +66,7 @@ class PlainGPT(nn.Module):
         super().__init__()
         self.wte, self.wpe = nn.Embedding(VOCAB, N_EMBD), nn.Embedding(BLOCK, N_EMBD)
         self.h = nn.ModuleList(_Block(N_EMBD, N_HEAD) for _ in range(N_LAYER))
-        self.ln_f = nn.LayerNorm(N_EMBD)
+        self.ln_f = nn.LayerNorm(N_EMBD, bias=False)
         for p in self.parameters():
             if p.dim() == 2:
                 nn.init.normal_(p, 0.0, 0.02)
@@ -104,7 +107,7 @@ def baby_gpt_config(run_dir: Path, dtype: str, compile_: bool = False):
     return load_pretrain_config(None, [], defaults={
         "data": {"train_text": str(SHAKESPEARE), "tokenizer": "char"},
         "model": {"vocab_size": VOCAB, "d_model": N_EMBD, "n_layers": N_LAYER, "n_heads": N_HEAD, "max_seq_len": BLOCK,
-                  "activation": "gelu", "norm": "layernorm", "pos_emb": "learned", "bias": True,
+                  "activation": "gelu_exact", "norm": "layernorm", "pos_emb": "learned", "bias": False,
                   "tie_embeddings": True, "pad_vocab_multiple": 1, "dropout": 0.0},
         "train": {"seq_len": BLOCK, "micro_batch_size": BATCH, "max_steps": 10**6, "lr": 1e-3, "warmup_steps": 0,
                   "beta2": 0.99, "eval_every": 0, "sample_tokens": 0, "tensorboard": False, "progress": False,
@@ -112,7 +115,7 @@ def baby_gpt_config(run_dir: Path, dtype: str, compile_: bool = False):
 
 
 def time_steps(step, n: int) -> float:
-    for _ in range(5):  # warm-up: allocator, oneDNN primitive caches
+    for _ in range(3):  # warm-up: allocator, oneDNN primitive caches
         step()
     t0 = time.perf_counter()
     for _ in range(n):
@@ -122,8 +125,8 @@ def time_steps(step, n: int) -> float:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=60, help="timed steps per contender per round")
-    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds (the median is reported)")
+    ap.add_argument("--steps", type=int, default=30, help="timed steps per contender per round")
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds (medians and best rounds reported)")
     ap.add_argument("--bf16", action="store_true", help="also time our trainer with CPU bf16 autocast")
     ap.add_argument("--compile", action="store_true",
                     help="also time our trainer with train.compile = true (steady state; ~20 s to compile first)")
@@ -153,19 +156,29 @@ def main() -> int:
     n_peer = sum(p.numel() for p in PlainGPT().parameters())
     print(f"baby GPT: {n_ours:,} parameters (nanogpt-style peer: {n_peer:,}), batch {BATCH} x {BLOCK}, "
           f"{torch.get_num_threads()} threads, torch {torch.__version__}")
+    for name, step in contenders.items():  # compile (and first-step) costs are paid here, not in the rounds
+        t0 = time.perf_counter()
+        step()
+        if time.perf_counter() - t0 > 1.0:
+            print(f"{name}: first step took {time.perf_counter() - t0:.1f} s (compilation)")
     results: dict[str, list[float]] = {k: [] for k in contenders}
-    loads = []
-    for r in range(args.rounds):
+    for _ in range(args.rounds):
         for name, step in contenders.items():
             results[name].append(time_steps(step, args.steps))
-        loads.append(Path("/proc/loadavg").read_text().split()[0])
-    ref = statistics.median(results["nanogpt-style"])
-    print(f"{'contender':16s} {'tokens/s':>10s} {'ms/step':>8s} {'vs nanogpt-style':>17s} {'vs 22,600':>10s}")
+    # This VM sustains its full clock for ~40 s of 2-core load, then slows by up to ~30% for a while. Every
+    # round runs all contenders back to back, so a ratio taken within a round compares like with like; the
+    # median of those per-round ratios is the figure to quote. "best" is the fastest round (an unthrottled
+    # window), the one comparable with nanoGPT's documented 34 ms.
+    ref = results["nanogpt-style"]
+    print(f"{'contender':16s} {'tokens/s':>9s} {'best':>7s} {'ms/step':>8s} {'vs nanogpt-style':>17s} "
+          f"{'best vs 22,600':>15s}")
     for name, vals in results.items():
-        tps = statistics.median(vals)
-        print(f"{name:16s} {tps:10,.0f} {1000 * BATCH * BLOCK / tps:8.1f} {tps / ref:16.2f}x "
-              f"{tps / NANOGPT_DOCUMENTED_TOKENS_PER_SEC:9.2f}x")
-    print(f"load average during the rounds: {', '.join(loads)} (quiet machine: < 0.5)")
+        ratio = statistics.median(v / r for v, r in zip(vals, ref))
+        best = max(vals)
+        print(f"{name:16s} {statistics.median(vals):9,.0f} {best:7,.0f} {1000 * BATCH * BLOCK / best:8.1f} "
+              f"{ratio:16.2f}x {best / NANOGPT_DOCUMENTED_TOKENS_PER_SEC:14.2f}x")
+    print("tokens/s: median of the rounds; best: fastest round (ms/step is its time); ratio: median of the "
+          "per-round ratios")
     assert all(math.isfinite(v) for vals in results.values() for v in vals)
     return 0
 

@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from scratchlm.model import (PRESETS, KVCache, ModelConfig, Transformer, count_params, flops_per_token,
                              reference_attention)
@@ -305,6 +306,7 @@ def test_config_round_trip_and_presets():
     cfg = ModelConfig.from_preset("llama-5m", vocab_size=1000, d_model=384, n_heads=6)
     assert cfg.vocab_size == 1000 and cfg.ffn_hidden == 1024  # derived again after the override
     assert ModelConfig(d_model=64, n_heads=4, activation="gelu").ffn_hidden == 256
+    assert ModelConfig(d_model=64, n_heads=4, activation="gelu_exact").ffn_hidden == 256
     assert ModelConfig(vocab_size=50257).padded_vocab_size == 50304
     assert PRESETS["gpt2-124m"].padded_vocab_size == 50257
 
@@ -329,3 +331,20 @@ def test_config_unknown_keys_and_presets():
         ModelConfig.from_dict({"n_layer": 3})
     with pytest.raises(ValueError, match="did you mean 'llama-5m'"):
         ModelConfig.from_preset("llama-5M")
+
+
+def test_gelu_variants_are_their_definitions():
+    # "gelu" is GPT-2's tanh approximation, "gelu_exact" the erf GELU; they differ by up to ~5e-4 at |x| ~ 2, which
+    # logits of a small random model do not show, so each MLP is held to its own formula directly.
+    from scratchlm.model.layers import MLP
+
+    x = torch.linspace(-4, 4, 800).reshape(1, 1, 800)
+    for act, ref in (("gelu", lambda h: 0.5 * h * (1 + torch.tanh(math.sqrt(2 / math.pi) * (h + 0.044715 * h**3)))),
+                     ("gelu_exact", lambda h: 0.5 * h * (1 + torch.erf(h / math.sqrt(2))))):
+        mlp = MLP(ModelConfig(vocab_size=8, d_model=800, n_heads=1, ffn_hidden=800, activation=act))
+        with torch.no_grad():
+            mlp.w_up.weight.copy_(torch.eye(800))
+            mlp.w_down.weight.copy_(torch.eye(800))
+            assert torch.allclose(mlp(x), ref(x), atol=1e-6), act
+    gap = (0.5 * x * (1 + torch.erf(x / math.sqrt(2))) - F.gelu(x, approximate="tanh")).abs().max()
+    assert gap > 1e-4  # the two definitions are distinguishable at this tolerance

@@ -66,6 +66,12 @@ def test_gpt2_from_hf(tie):
     _compare_from_hf(_hf_gpt2(tie_word_embeddings=tie))
 
 
+def test_gpt2_exact_gelu_from_hf():
+    # activation_function "gelu" is the erf GELU (nanoGPT's nn.GELU()): it must map to gelu_exact, not the tanh one
+    cfg, _ = _compare_from_hf(_hf_gpt2(activation_function="gelu"))
+    assert cfg.activation == "gelu_exact"
+
+
 def _compare_to_hf(cfg, hf_cls):
     torch.manual_seed(0)
     ours = Transformer(cfg).eval()
@@ -105,6 +111,13 @@ def test_llama_mqa_bias_scaling_to_hf():
 def test_gpt2_to_hf(tie):
     cfg = ModelConfig.from_preset("gpt2-124m", vocab_size=101, d_model=64, n_layers=2, n_heads=4, max_seq_len=64,
                                   tie_embeddings=tie, ffn_hidden=96)
+    _compare_to_hf(cfg, transformers.GPT2LMHeadModel)
+
+
+def test_gpt2_exact_gelu_to_hf():
+    cfg = ModelConfig.from_preset("gpt2-124m", vocab_size=101, d_model=64, n_layers=2, n_heads=4, max_seq_len=64,
+                                  activation="gelu_exact")
+    assert cfg.family == "gpt2" and hf_config_from(cfg)["activation_function"] == "gelu"
     _compare_to_hf(cfg, transformers.GPT2LMHeadModel)
 
 

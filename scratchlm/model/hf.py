@@ -91,7 +91,7 @@ def hf_config_from(cfg: ModelConfig, bos_token_id: int | None = None, eos_token_
         "vocab_size": cfg.vocab_size, "n_embd": cfg.d_model, "n_layer": cfg.n_layers, "n_head": cfg.n_heads,
         "n_positions": cfg.max_seq_len, "n_ctx": cfg.max_seq_len,
         "n_inner": None if cfg.ffn_hidden == 4 * cfg.d_model else cfg.ffn_hidden,
-        "activation_function": "gelu_new", "layer_norm_epsilon": cfg.norm_eps, "initializer_range": cfg.init_std,
+        "activation_function": "gelu" if cfg.activation == "gelu_exact" else "gelu_new", "layer_norm_epsilon": cfg.norm_eps, "initializer_range": cfg.init_std,
         "resid_pdrop": cfg.dropout, "embd_pdrop": cfg.dropout, "attn_pdrop": cfg.dropout,
         "scale_attn_weights": True, "tie_word_embeddings": cfg.tie_embeddings,
         "torch_dtype": "float32", "use_cache": True, **tokens,
@@ -136,8 +136,9 @@ def model_config_from_hf(hf: dict, pad_vocab_multiple: int | None = None) -> Mod
         )
     if kind == "gpt2":
         act = hf.get("activation_function", "gelu_new")
-        if act not in ("gelu_new", "gelu_pytorch_tanh"):
-            raise ValueError(f"GPT-2 activation_function {act!r} is not supported; only the tanh GELU (gelu_new)")
+        if act not in ("gelu_new", "gelu_pytorch_tanh", "gelu"):
+            raise ValueError(f"GPT-2 activation_function {act!r} is not supported; only the tanh GELU (gelu_new, "
+                             "gelu_pytorch_tanh) or the exact one (gelu)")
         for flag in ("scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn"):
             if hf.get(flag):
                 raise ValueError(f"GPT-2 option {flag}=true is not supported")
@@ -147,7 +148,8 @@ def model_config_from_hf(hf: dict, pad_vocab_multiple: int | None = None) -> Mod
         return ModelConfig(
             vocab_size=hf["vocab_size"], pad_vocab_multiple=pad_vocab_multiple or 1, d_model=d,
             n_layers=hf["n_layer"], n_heads=hf["n_head"], ffn_hidden=hf.get("n_inner") or 4 * d,
-            activation="gelu", norm="layernorm", norm_eps=hf.get("layer_norm_epsilon", 1e-5), pos_emb="learned",
+            activation="gelu_exact" if act == "gelu" else "gelu", norm="layernorm",
+            norm_eps=hf.get("layer_norm_epsilon", 1e-5), pos_emb="learned",
             tie_embeddings=bool(hf.get("tie_word_embeddings", True)), bias=True,
             dropout=float(hf.get("resid_pdrop", 0.0) or 0.0), max_seq_len=hf.get("n_positions", 1024),
             init_std=hf.get("initializer_range", 0.02),

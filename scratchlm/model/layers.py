@@ -49,11 +49,13 @@ class MLP(nn.Module):
 
     swiglu: w_down(silu(w_gate x) * w_up x)   (Shazeer 2020, "GLU Variants Improve Transformer"; Llama)
     gelu:   w_down(gelu_tanh(w_up x))          (GPT-2; the tanh approximation is what its weights were trained with)
+    gelu_exact: w_down(gelu_erf(w_up x))       (nanoGPT's nn.GELU(); same curve within 1e-3, cheaper on CPU)
     """
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.swiglu = cfg.activation == "swiglu"
+        self.approximate = "tanh" if cfg.activation == "gelu" else "none"
         if self.swiglu:
             self.w_gate = nn.Linear(cfg.d_model, cfg.ffn_hidden, bias=cfg.bias)
         self.w_up = nn.Linear(cfg.d_model, cfg.ffn_hidden, bias=cfg.bias)
@@ -64,7 +66,7 @@ class MLP(nn.Module):
         if self.swiglu:
             h = F.silu(self.w_gate(x)) * self.w_up(x)  # (B, T, ffn_hidden)
         else:
-            h = F.gelu(self.w_up(x), approximate="tanh")  # (B, T, ffn_hidden)
+            h = F.gelu(self.w_up(x), approximate=self.approximate)  # (B, T, ffn_hidden)
         return self.dropout(self.w_down(h))
 
 

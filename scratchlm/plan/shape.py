@@ -29,7 +29,7 @@ class ModelShape:
     ffn_hidden: int  # hidden width of the MLP
     vocab_size: int  # padded vocabulary (rows of the embedding)
     max_seq_len: int
-    activation: str = "swiglu"  # "swiglu" (3 matrices) or "gelu" (2)
+    activation: str = "swiglu"  # "swiglu" (3 matrices) or "gelu" / "gelu_exact" (2)
     norm: str = "rmsnorm"  # "rmsnorm" or "layernorm" (LayerNorm has a bias vector too)
     pos_emb: str = "rope"  # "rope" or "learned" (a max_seq_len x d_model table)
     tie_embeddings: bool = False
