@@ -319,3 +319,21 @@ def test_shakespeare_recipe_beats_nanogpt_at_a_fixed_step_budget(tmp_path):
         "train.tensorboard=false", "train.sample_tokens=0"])
     s = pretrain(cfg, tmp_path / "run")
     assert s["val_bpb"] * math.log(2) <= 1.60
+
+
+@pytest.mark.slow
+def test_compiled_training_matches_eager(tmp_path):
+    # train.compile=true is the path that beats nanoGPT's step (BENCHMARKS.md); it must be the same training:
+    # the same losses step by step (inductor reorders float sums, hence the tolerance) and plain checkpoint keys
+    runs = {}
+    for compiled in (False, True):
+        cfg = tiny_cfg(tmp_path / str(compiled), compile=compiled, max_steps=4)
+        cfg.model.activation, cfg.model.norm, cfg.model.pos_emb = "gelu_exact", "layernorm", "learned"
+        runs[compiled] = pretrain(cfg, tmp_path / f"run_{compiled}")
+    from scratchlm.runs import read_jsonl
+    from scratchlm.train.checkpoint import load_model
+
+    losses = {c: [r["loss"] for r in read_jsonl(tmp_path / f"run_{c}" / "metrics.jsonl") if "loss" in r] for c in runs}
+    assert len(losses[True]) == 4 and losses[True] == pytest.approx(losses[False], rel=1e-4)
+    model, _ = load_model(tmp_path / "run_True")
+    assert not any("_orig_mod" in k for k in model.state_dict())
