@@ -142,7 +142,6 @@ def test_dcp_saved_by_one_loads_in_two_with_tp(two, world1_ckpt):
     (dict(fsdp=0), 2, "parallel.fsdp must be an integer >= 1"),
     (dict(pp_schedule="zb"), 2, "pp_schedule must be one of"),
     (dict(sequence_parallel=True), 2, "sequence_parallel needs parallel.tp > 1"),
-    (dict(pp=2, tp=2), 4, "pp > 1 together with parallel.tp > 1 is not supported yet"),
 ])
 def test_bad_degrees_are_rejected(par, world, msg):
     with pytest.raises(ValueError, match=msg):

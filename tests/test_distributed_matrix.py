@@ -38,6 +38,11 @@ def four(tmp_path_factory):
         Job("tp_qk", {"tp": 2, "dp": 2}, model=QK),
         Job("fsdp4_noreshard", {"fsdp": 4, "reshard_after_forward": False}),
         Job("save4", {"fsdp": 2, "tp": 2}, 2, save_dcp=str(out / "ckpt4"), probe=True),
+        # PP x TP: tied embeddings whose two copies' TP gradients come back in different layouts, and
+        # sequence parallelism sending sequence shards between stages (RoPE must still see the full length)
+        Job("pp_tp", {"pp": 2, "tp": 2}),
+        Job("pp_tp_sp", {"pp": 2, "tp": 2, "sequence_parallel": True, "pp_schedule": "gpipe"}),
+        Job("pp_tp_untied", {"pp": 2, "tp": 2}, model=UNTIED),
     ]
     return spawn(4, jobs, out), out
 
@@ -53,12 +58,13 @@ def two(tmp_path_factory, four):
 
 
 @pytest.mark.parametrize("name", ["pp_fsdp", "dp_tp", "hsdp", "tp_sp", "pp4_1f1b", "pp4_gpipe",
-                                  "fsdp4_noreshard"])
+                                  "fsdp4_noreshard", "pp_tp", "pp_tp_sp"])
 def test_layout_matches_single_process(four, name):
     assert_same_training(train_reference(STEPS), four[0][name])
 
 
-@pytest.mark.parametrize("name, model", [("tp4_untied", UNTIED), ("pp_untied", UNTIED), ("tp_qk", QK)])
+@pytest.mark.parametrize("name, model", [("tp4_untied", UNTIED), ("pp_untied", UNTIED), ("tp_qk", QK),
+                                         ("pp_tp_untied", UNTIED)])
 def test_model_variants_match_single_process(four, name, model):
     assert_same_training(train_reference(STEPS, model), four[0][name])
 

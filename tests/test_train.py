@@ -264,6 +264,12 @@ def test_config_checks_fail_before_training(tmp_path):
         load_pretrain_config(None, ["train.lrr=1"])
     with pytest.raises(ConfigError, match="no budget"):
         Trainer(tiny_cfg(tmp_path, max_steps=0), tmp_path / "r4")
+    from scratchlm.train.config import check_fit
+
+    cfg = tiny_cfg(tmp_path, seq_len=15)
+    cfg.parallel.tp, cfg.parallel.sequence_parallel = 2, True
+    with pytest.raises(ConfigError, match=r"seq_len \(15\) must be divisible by parallel.tp \(2\).*use seq_len = 14"):
+        check_fit(cfg)
 
 
 def test_preset_expands_with_model_overrides(tmp_path):

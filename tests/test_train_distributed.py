@@ -221,3 +221,15 @@ def test_random_windows_of_the_ranks_are_the_single_process_batch():
     again = TokenLoader(tokens, None, seq_len=8, rows=6, seed=1)
     again.load_state_dict(ranks[1].state_dict())
     assert torch.equal(again.next_batch()[0], one.next_batch()[0])
+
+
+@pytest.mark.slow
+def test_pp_x_tp_with_sequence_parallel_matches_single_process_and_resumes(runs):
+    """Four processes as a 2-stage pipeline of 2-way tensor-parallel stages with sequence parallelism (the
+    residual stream travels between stages as sequence shards), stopped at step 4 and resumed to 8."""
+    tmp, cfg = runs
+    run = tmp / "pp2_tp2_sp"
+    layout = ("parallel.pp=2", "parallel.tp=2", "parallel.sequence_parallel=true")
+    pretrain(cfg, run, *layout, "train.max_steps=4", nproc=4)
+    pretrain(cfg, run, *layout, f"train.max_steps={STEPS}", nproc=4, resume=True)
+    _check_against_single(tmp, run)

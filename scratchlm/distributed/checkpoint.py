@@ -19,8 +19,14 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
-from torch.distributed.checkpoint.state_dict import (get_model_state_dict, get_optimizer_state_dict,
-                                                     set_model_state_dict, set_optimizer_state_dict)
+from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
+                                                     get_optimizer_state_dict, set_model_state_dict,
+                                                     set_optimizer_state_dict)
+
+# Optimizer state and param-group settings keyed by parameter name ("param_groups.layers.3.attn.wq.weight.lr")
+# rather than as one "param_groups" list: pipeline stages hold different parameters, and DCP keeps a single
+# copy of a key that every rank writes, so an unflattened list would come back as stage 0's on every stage.
+_OPTIM = StateDictOptions(flatten_optimizer_state_dict=True)
 
 
 def _module(model) -> torch.nn.Module:
@@ -34,7 +40,7 @@ def _distributed() -> bool:
 def _state(module, optimizer) -> dict:
     state = {"model": get_model_state_dict(module)}
     if optimizer is not None:
-        state["optim"] = get_optimizer_state_dict(module, optimizer)
+        state["optim"] = get_optimizer_state_dict(module, optimizer, options=_OPTIM)
     return state
 
 
@@ -75,7 +81,7 @@ def load_dcp(path: str | Path, model, optimizer=None, no_dist: bool = False) -> 
     dcp.load(state, checkpoint_id=str(path), no_dist=no_dist)
     set_model_state_dict(module, state["model"])
     if optimizer is not None:
-        set_optimizer_state_dict(module, optimizer, state["optim"])
+        set_optimizer_state_dict(module, optimizer, state["optim"], options=_OPTIM)
 
 
 def dcp_to_safetensors(dcp_dir: str | Path, out_dir: str | Path, model_config) -> Path:

@@ -18,7 +18,7 @@ import math
 import torch
 import torch.distributed as dist
 import torch.nn as nn
-from torch.distributed.tensor import DTensor
+from torch.distributed.tensor import DTensor, Replicate
 
 from .ddp import apply_ddp
 from .fsdp import apply_fsdp
@@ -66,6 +66,13 @@ def clip_grad_norm_(params, max_norm: float, ctx=None) -> torch.Tensor:
     pipeline stages (each holds different layers; a tied embedding copy is counted on one stage only).
     torch's own version cannot mix DTensors of different meshes (FSDP x TP: norms are 1-D, matmuls 2-D)."""
     params = [p for p in params if p.grad is not None]
+    for p in params:
+        g = p.grad
+        if isinstance(g, DTensor) and any(pl.is_partial() for pl in g.placements):
+            # A replicated weight applied to sharded activations (a norm under sequence parallelism in a pipeline
+            # stage) gets a gradient that is still a sum of per-rank pieces: take the sum now, once. Squaring
+            # the pieces and adding those would understate the norm.
+            p.grad = g.redistribute(g.device_mesh, [Replicate() if pl.is_partial() else pl for pl in g.placements])
     device = params[0].grad.device if params else torch.device("cpu")
     groups: dict = {}
     for p in params:

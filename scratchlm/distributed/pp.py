@@ -50,6 +50,9 @@ class Stage(nn.Module):
         self.emb_dropout = model.emb_dropout
         self.norm = model.norm if last else None
         self.lm_head = model.lm_head if last else None
+        # Under sequence parallelism (set by apply_tp) a later stage receives 1/seq_shards of the sequence; RoPE
+        # needs the whole length, which the attention sees after its all-gather.
+        self.seq_shards = 1
         if cfg.pos_emb == "rope":
             self.register_buffer("rope_cos", model.rope_cos, persistent=False)  # (max_seq_len, hd/2)
             self.register_buffer("rope_sin", model.rope_sin, persistent=False)
@@ -58,13 +61,12 @@ class Stage(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """First stage: idx (B, T) -> (B, T, d); middle: (B, T, d) -> (B, T, d); last: -> logits (B, T, vocab)."""
+        T = x.shape[1] if self.first else x.shape[1] * self.seq_shards  # the full sequence length
         if self.first:
-            T = x.shape[1]
-            x = self.tok_emb(x)  # (B, T, d)
+            x = self.tok_emb(x)  # (B, T, d), or (B, T / seq_shards, d) under sequence parallelism
             if self.pos_emb is not None:
                 x = x + self.pos_emb.weight[:T]
             x = self.emb_dropout(x)
-        T = x.shape[1]
         cos = sin = None
         if self.rope_cos is not None:
             cos, sin = self.rope_cos[:T].to(x.dtype), self.rope_sin[:T].to(x.dtype)  # (T, hd/2)
@@ -140,9 +142,16 @@ class Pipeline:
         return loss
 
     def _sum_tied_grads(self) -> None:
-        g = self.tied_param.grad
-        local = g.to_local() if hasattr(g, "to_local") else g
-        dist.all_reduce(local, group=self.tied_group)
+        p = self.tied_param
+        g = p.grad
+        if hasattr(g, "to_local"):
+            # With TP the two copies' gradients can come back in different layouts (the embedding's is sharded on
+            # the vocabulary like the weight, the head's matmul may leave it replicated or partial): bring both to
+            # the weight's own layout so that the two ranks add up equal-shaped shards.
+            if tuple(g.placements) != tuple(p.placements):
+                g = p.grad = g.redistribute(p.device_mesh, p.placements)
+            g = g.to_local()
+        dist.all_reduce(g, group=self.tied_group)
 
     @torch.no_grad()
     def forward_logits(self, x: torch.Tensor) -> torch.Tensor | None:

@@ -35,6 +35,8 @@ def apply_tp(model: nn.Module, tp_mesh, sequence_parallel: bool = False) -> nn.M
     # Between blocks the residual stream is replicated (plain tensors), or with SP a sequence shard.
     resid = Shard(1) if sp else Replicate()
 
+    if sp and hasattr(model, "seq_shards"):  # a pipeline stage: its input arrives sequence-sharded
+        model.seq_shards = tp
     if getattr(model, "tok_emb", None) is not None:
         parallelize_module(model.tok_emb, tp_mesh,
                            RowwiseParallel(input_layouts=Replicate(), output_layouts=resid))

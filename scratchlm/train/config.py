@@ -229,6 +229,11 @@ def check_fit(cfg: PretrainConfig, tokenizer_vocab: int | None = None, world_siz
     if tc.seq_len > mc.max_seq_len:
         raise ConfigError(f"train.seq_len ({tc.seq_len}) is longer than model.max_seq_len ({mc.max_seq_len}); "
                           f"lower train.seq_len or raise model.max_seq_len to {tc.seq_len}")
+    par = cfg.parallel
+    if par.sequence_parallel and par.tp > 1 and tc.seq_len % par.tp:
+        raise ConfigError(f"train.seq_len ({tc.seq_len}) must be divisible by parallel.tp ({par.tp}) with "
+                          f"sequence parallelism (each rank holds seq_len / tp positions); use seq_len = "
+                          f"{tc.seq_len // par.tp * par.tp or par.tp}")
     batch_geometry(tc, world_size)
     if tokenizer_vocab is not None and mc.vocab_size != tokenizer_vocab:
         raise ConfigError(f"model.vocab_size ({mc.vocab_size}) does not match the tokenizer/shards vocabulary "

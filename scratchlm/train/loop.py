@@ -124,6 +124,10 @@ class Trainer:
         self.module = bare_module(self.wrapped)  # what the optimizer steps (self.model unless pipelined)
         self.pipeline = self.wrapped if self.ctx.degrees["pp"] > 1 else None  # this rank's stage + schedule
         self.optimizer = build_optimizer(self.module, tc, self.device_type)
+        # Sequence parallelism needs sequences that split evenly over the tp ranks: logits() pads to this multiple,
+        # and samples keep a context window that stays a multiple after padding.
+        self.seq_multiple = self.ctx.degrees["tp"] if cfg.parallel.sequence_parallel else 1
+        self.sample_window = cfg.model.max_seq_len // self.seq_multiple * self.seq_multiple
         if self.ctx.degrees["tp"] > 1:  # DTensors on different meshes cannot share one fused / foreach kernel
             for g in self.optimizer.param_groups:
                 g["fused"], g["foreach"] = None, False
@@ -374,10 +378,16 @@ class Trainer:
     def logits(self, idx: torch.Tensor, last_only: bool = False) -> torch.Tensor | None:
         """The current model's logits (B, T or 1, vocab); None on pipeline stages other than the last (every
         stage must call it: activations flow stage to stage)."""
-        if self.pipeline is None:
+        T = idx.shape[1]
+        pad = (-T) % self.seq_multiple
+        if pad:  # sequence parallelism splits positions evenly over the tp ranks; causal: padding on the right
+            idx = F.pad(idx, (0, pad))  # leaves positions < T untouched
+        if self.pipeline is None and not pad:
             return self.model(idx, last_only=last_only)
-        out = self.pipeline.forward_logits(idx)
-        return out[:, -1:] if out is not None and last_only else out
+        out = self.model(idx) if self.pipeline is None else self.pipeline.forward_logits(idx)
+        if out is None:
+            return None
+        return out[:, T - 1 : T] if last_only else out[:, :T]
 
     @torch.no_grad()
     def sample(self, n_tokens: int, temperature: float = 0.8, top_k: int = 50) -> str:
@@ -392,7 +402,7 @@ class Trainer:
         self.model.eval()
         for _ in range(n_tokens):
             with self.autocast:
-                logits = self.logits(idx[:, -self.cfg.model.max_seq_len :], last_only=True)
+                logits = self.logits(idx[:, -self.sample_window :], last_only=True)
             nxt = torch.zeros(1, 1, dtype=torch.long, device=self.device)
             if logits is not None:
                 logits = logits[:, -1].float() / temperature
