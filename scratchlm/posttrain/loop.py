@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from scratchlm.config import save_config
-from scratchlm.runs import is_done, list_checkpoints, mark_done, prepare_run_dir
+from scratchlm.runs import checkpoint_dir, is_done, list_checkpoints, mark_done, prepare_run_dir
 from scratchlm.train.checkpoint import (clean_partial, load_checkpoint, mark_best, read_best, rng_state,
                                         save_checkpoint, set_rng_state)
 from scratchlm.device import resolve_device, train_dtype
@@ -35,6 +35,8 @@ from scratchlm.train.optim import param_groups, set_lr
 from scratchlm.train.schedule import lr_multiplier
 
 from .lora import apply_lora, lora_state_dict, merged_state_dict
+
+SHARDED = "optim_dcp"  # under FSDP: each rank's shard of the weights and AdamW state, inside the checkpoint
 
 log = logging.getLogger("scratchlm")
 
@@ -83,9 +85,6 @@ class PostTrainer:
             (run_dir / "DONE").unlink()
         if not (self.tc.max_steps or self.tc.max_time or self.tc.max_tokens):
             raise ValueError("no budget: set train.max_steps or train.max_time (e.g. --set train.max_steps=200)")
-        if self.ctx is not None and resume and self.ctx.degrees["fsdp"] > 1:
-            raise ValueError("--resume with parallel.fsdp > 1 is not supported for post-training (the optimizer "
-                             "state is sharded); resume with parallel.dp instead, or start a new run")
         self.run_dir = Path(run_dir)
         if self.is_main:
             prepare_run_dir(run_dir, overwrite=overwrite, resume=resume)
@@ -271,7 +270,18 @@ class PostTrainer:
             ckpt = save_checkpoint(self.run_dir, self.step, weights, self.model_config, state, meta=meta,
                                    keep_last=self.tc.keep_last)
         self._barrier()
+        if self.sharded_optimizer:
+            # Each rank holds a shard of the AdamW state: every rank writes its own into the checkpoint (DCP,
+            # written under a temporary name and renamed when complete). Until then the checkpoint is not
+            # resumable, and --resume takes the previous one.
+            from scratchlm.distributed.checkpoint import save_dcp
+
+            save_dcp(checkpoint_dir(self.run_dir, self.step) / SHARDED, self.wrapped, self.optimizer)
         return ckpt
+
+    @property
+    def sharded_optimizer(self) -> bool:
+        return self.ctx is not None and self.ctx.degrees["fsdp"] > 1
 
     def weights_to_save_raw(self) -> dict:
         from .distributed import full_state_dict
@@ -282,16 +292,30 @@ class PostTrainer:
         ckpts = list_checkpoints(self.run_dir)
         if not ckpts:
             return
-        ckpt = ckpts[-1]
-        if self.lora:  # the checkpoint's weights are merged: keep the base, load the adapters
-            state = torch.load(ckpt / "state.pt", map_location=self.device, weights_only=False)
-            self.model.load_state_dict(state["lora"], strict=False)
+        if self.sharded_optimizer:
+            # the newest checkpoint whose optimizer shards were completely written (a kill can fall between the
+            # checkpoint and its shards)
+            ckpts = [c for c in ckpts if (c / SHARDED / ".metadata").exists()]
+            if not ckpts:
+                raise ValueError(f"no checkpoint in {self.run_dir} has the sharded optimizer state an FSDP resume "
+                                 f"needs (it was written without parallel.fsdp); resume with the layout it was "
+                                 f"written with, or start a new run from it with --base")
+            from scratchlm.distributed.checkpoint import load_dcp
+
+            ckpt = ckpts[-1]
+            state = torch.load(ckpt / "state.pt", map_location="cpu", weights_only=False)
+            load_dcp(ckpt / SHARDED, self.wrapped, self.optimizer)  # weights (LoRA unmerged) + AdamW, resharded
         else:
-            state = load_checkpoint(ckpt, self.model, map_location=self.device)
-        if "optimizer" not in state:
-            raise ValueError(f"{ckpt} was written by an FSDP run and has no optimizer state to resume from; start "
-                             f"a new run from it with --base {ckpt}")
-        self.optimizer.load_state_dict(state["optimizer"])
+            ckpt = ckpts[-1]
+            if self.lora:  # the checkpoint's weights are merged: keep the base, load the adapters
+                state = torch.load(ckpt / "state.pt", map_location=self.device, weights_only=False)
+                self.model.load_state_dict(state["lora"], strict=False)
+            else:
+                state = load_checkpoint(ckpt, self.model, map_location=self.device)
+            if "optimizer" not in state:
+                raise ValueError(f"{ckpt} was written by an FSDP run: its optimizer state is sharded; resume with "
+                                 f"parallel.fsdp > 1, or start a new run from it with --base {ckpt}")
+            self.optimizer.load_state_dict(state["optimizer"])
         self.step, self.elapsed, self.bad_steps, self.best = (state["step"], state["elapsed"], state["bad_steps"],
                                                               state["best"])
         self.tokens = state.get("tokens", 0)
