@@ -288,3 +288,16 @@ def test_preference_split_prefers_explicit_then_twin_then_holdout(tmp_path):
     write(other, 2, "explicit")
     train, val = load_preference_split(str(data), str(other), 0.25, seed=0)  # an explicit val file wins
     assert len(val) == 2
+
+
+def test_one_process_stages_refuse_torchrun(tmp_path, monkeypatch):
+    # the reward model and GRPO have no data-parallel path: N torchrun copies would race on one run folder
+    from scratchlm.posttrain.config import GRPOConfig, RewardConfig
+    from scratchlm.posttrain.grpo import GRPOTrainer
+    from scratchlm.posttrain.reward import RewardTrainer
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for cls, cfg_cls in ((RewardTrainer, RewardConfig), (GRPOTrainer, GRPOConfig)):
+        with pytest.raises(ValueError, match="runs in one process.*launch it without torchrun"):
+            cls(cfg_cls(), tmp_path / cls.stage)
+        assert not (tmp_path / cls.stage).exists()

@@ -113,3 +113,59 @@ def test_sft_fsdp_resumes_from_its_sharded_optimizer_state(runs):
     for step, (a, b) in enumerate(zip(ref, got), 1):
         assert math.isclose(a, b, rel_tol=1e-6 if step == 1 else 1e-4), f"step {step}: loss {b} vs {a}"
     assert json.loads((run / "DONE").read_text())["resumed_from"] == "step_0000002"
+
+
+# ---------------------------------------------------------------------------------------------- DPO
+def dpo(base: Path, data: Path, out: Path, *sets: str, nproc: int = 1):
+    launcher = [sys.executable, "-m", "scratchlm"] if nproc == 1 else \
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", "scratchlm"]
+    sets = ("dpo.grad_accum=4", "train.micro_batch_size=2", "train.seq_len=64", f"train.max_steps={STEPS}",
+            "train.lr=1e-3", "train.eps=1e-5", "train.log_every=1", "train.eval_every=2", "train.device=\"cpu\"",
+            "train.dtype=\"float32\"", "train.num_threads=1", "train.seed=3", "train.tensorboard=false",
+            "train.progress=false", "max_val=8", *sets)
+    cmd = [*launcher, "dpo", "--base", str(base), "--data", str(data), "--out", str(out), "-q"]
+    cmd += [a for s in sets for a in ("--set", s)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def prefs(runs):
+    tmp, base, _ = runs
+    pairs = [{"instruction": f"What is {a} plus {b}?", "input": "", "chosen": f"{a} plus {b} is {a + b}.",
+              "rejected": f"{a} plus {b} is {a + b + 1 + (a * b) % 3}."} for a in range(8) for b in range(6)]
+    data = tmp / "prefs.jsonl"
+    data.write_text("".join(json.dumps(p) + "\n" for p in pairs))
+    return tmp, base, data
+
+
+def _rows(run: Path) -> list[dict]:
+    rows = [r for r in read_jsonl(run / "metrics.jsonl") if "loss" in r]
+    assert [r["step"] for r in rows] == list(range(1, STEPS + 1)), "metrics rows duplicated (not rank 0 alone?)"
+    return rows
+
+
+@pytest.mark.parametrize("variant", [("parallel.dp=2",), ("parallel.fsdp=2",),
+                                     ("parallel.fsdp=2", "lora.rank=4", "dpo.reference=model")])
+def test_dpo_matches_single_process(prefs, variant):
+    """DPO over 2 ranks (DDP; FSDP2; FSDP2 with LoRA, whose live reference is the wrapped model with its
+    adapters off): each rank runs 2 of the step's 4 micro-batches of pairs; the loss, the implicit rewards and
+    the held-out preference accuracy are one process's."""
+    tmp, base, data = prefs
+    extra = tuple(v for v in variant if not v.startswith("parallel."))
+    single = tmp / ("dpo_single_" + "_".join(extra).replace("=", "").replace(".", ""))
+    if not single.exists():
+        dpo(base, data, single, *extra)
+    run = tmp / ("dpo_" + "_".join(variant).replace("=", "").replace(".", ""))
+    dpo(base, data, run, *variant, nproc=2)
+    ref, got = _rows(single), _rows(run)
+    for step, (a, b) in enumerate(zip(ref, got), 1):
+        for key in ("loss", "rewards/chosen", "rewards/margins", "rewards/accuracies"):
+            tol = 1e-6 if step == 1 else 1e-4
+            assert math.isclose(a[key], b[key], rel_tol=tol, abs_tol=1e-6), f"step {step}: {key} {b[key]} vs {a[key]}"
+    assert ref[-1]["loss"] != ref[0]["loss"]  # it trained
+    d_ref, d_got = (json.loads((r / "DONE").read_text()) for r in (single, run))
+    assert d_got["pref_acc_after"] == d_ref["pref_acc_after"]
+    assert math.isclose(d_got["val_loss_after"], d_ref["val_loss_after"], rel_tol=1e-4)

@@ -18,6 +18,10 @@ examples:
   scratchlm dpo --base runs/sft --data prefs.jsonl --set dpo.loss=ipo
   scratchlm dpo --base runs/sft --data prefs.jsonl --set dpo.label_smoothing=0.1 --set dpo.reference=model
 
+  # several processes (CPU: gloo, GPUs: NCCL): DDP, or FSDP2 with parallel.fsdp=N (docs/distributed.md)
+  torchrun --standalone --nproc_per_node 2 -m scratchlm dpo --base runs/sft --data prefs.jsonl \
+      --set parallel.fsdp=2 --set dpo.grad_accum=2 --set train.max_steps=100
+
 output: RUN/checkpoints/ (merged weights), metrics.jsonl (loss, rewards/chosen, rewards/rejected,
         rewards/margins, rewards/accuracies, val_* on held-out pairs, val_pref_acc), DONE (summary)
 """

@@ -82,7 +82,8 @@ class DPOOptions:
     "precompute": the reference log-probs of every pair are computed once before training, and the reference
     model is freed (half the forward passes, no second model in memory)."""
     grad_accum: int = field(default=1, metadata={"range": (1, None)})
-    """Micro-batches (of pairs) per optimizer step."""
+    """Micro-batches (of pairs) per optimizer step, over all data-parallel ranks (a multiple of their number;
+    each runs grad_accum / N of them)."""
 
 
 @dataclass
@@ -102,6 +103,8 @@ class DPOConfig:
     dpo: DPOOptions = field(default_factory=DPOOptions)
     lora: LoRAConfig = field(default_factory=LoRAConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    """Under torchrun: data-parallel layout (dp: DDP, fsdp: FSDP2); tp and pp are not supported here."""
 
 
 @dataclass

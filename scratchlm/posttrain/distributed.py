@@ -1,14 +1,16 @@
-"""Post-training under torchrun: SFT spread over data-parallel ranks (DDP or FSDP2), the same training as one
-process.
+"""Post-training under torchrun: SFT and DPO spread over data-parallel ranks (DDP or FSDP2), the same training
+as one process. (The reward model and GRPO run in one process and refuse torchrun.)
 
     torchrun --standalone --nproc_per_node 2 -m scratchlm sft --base RUN --data FILE --set parallel.fsdp=2
+    torchrun --standalone --nproc_per_node 2 -m scratchlm dpo --base RUN --data PAIRS --set parallel.fsdp=2
 
 What changes with N data-parallel ranks (and what does not):
-- sft.grad_accum counts the micro-batches of one optimizer step over *all* ranks; every rank builds the same
-  epoch of micro-batches (same seed) and runs micro-batches r, r+N, r+2N, ... of each step, so the global batch
-  is the single-process one.
-- the loss is divided by the target tokens of the whole step, counted on every rank and all-reduced; the
-  gradient wrappers average over ranks, so each rank scales its loss by N (a sum over ranks, as in one process).
+- sft.grad_accum / dpo.grad_accum count the micro-batches of one optimizer step over *all* ranks; every rank
+  builds the same epoch of micro-batches (same seed) and runs micro-batches r, r+N, r+2N, ... of each step, so
+  the global batch is the single-process one.
+- SFT divides the loss by the target tokens of the whole step, counted on every rank and all-reduced (DPO: the
+  mean over the step's pairs); the gradient wrappers average over ranks, so each rank scales its loss by N (a
+  sum over ranks, as in one process). Logged numbers are all-reduced sums of the ranks' shares.
 - only rank 0 writes; checkpoints hold the full (LoRA-merged) model.safetensors that inference reads, gathered
   from the shards by every rank. Evaluation runs on rank 0 on that gathered copy (FSDP) or on its own replica
   (DDP); its numbers are broadcast so every rank takes the same decisions.

@@ -58,6 +58,12 @@ def dpo_loss(pc: torch.Tensor, pr: torch.Tensor, rc: torch.Tensor, rr: torch.Ten
 class DPOTrainer(PostTrainer):
     stage = "dpo"
 
+    def check_layout(self) -> None:
+        n, k = self.dp_size, self.cfg.dpo.grad_accum
+        if k % n:
+            raise ValueError(f"dpo.grad_accum = {k} is not a multiple of the {n} data-parallel ranks; set it to a "
+                             f"multiple of {n} (it counts the micro-batches of a step over all ranks)")
+
     def build(self) -> None:
         cfg, tc = self.cfg, self.tc
         if not cfg.data:
@@ -90,17 +96,22 @@ class DPOTrainer(PostTrainer):
     def _ref_context(self):
         return adapters_disabled(self.model) if self.lora else nullcontext(self.ref_model or self.model)
 
-    def logps(self, pairs: list[tuple], reference: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """(chosen, rejected) summed log-probs (B,) of a list of pairs, chosen and rejected in one forward."""
+    def logps(self, pairs: list[tuple], reference: bool = False,
+              collective: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """(chosen, rejected) summed log-probs (B,) of a list of pairs, chosen and rejected in one forward.
+
+        collective: a training step under torchrun, where every rank calls it in step: the policy (and a LoRA
+        model's reference, adapters off) run through the DDP / FSDP wrapper, whose hooks gather and sync."""
         batch = pad_batch([c for c, _ in pairs] + [r for _, r in pairs], self.pad_id).to(self.device)
+        wrapped = self.wrapped if collective else None
         if reference:
             with torch.no_grad(), self._ref_context() as m:
                 m = self.ref_model or m
                 with self.autocast():
-                    logits = m(batch.x)
+                    logits = self.forward(batch) if wrapped is not None and self.ref_model is None else m(batch.x)
         else:
             with self.autocast():
-                logits = self.model(batch.x)  # (2B, T, V)
+                logits = self.forward(batch) if wrapped is not None else self.model(batch.x)  # (2B, T, V)
         lp = sequence_logps(logits, batch.y)
         return lp[: len(pairs)], lp[len(pairs):]
 
@@ -137,25 +148,36 @@ class DPOTrainer(PostTrainer):
 
     def train_step(self) -> dict:
         d = self.cfg.dpo
-        n_acc = d.grad_accum
+        n_acc, n = d.grad_accum, self.dp_size
+        # grad_accum micro-batches make the step over all ranks; data-parallel rank r runs r, r+N, ... of them
+        # (every rank draws the same order of pairs, so together they run exactly one process's step).
+        steps = [self.next_indices() for _ in range(n_acc)]
+        mine = steps[self.ctx.dp_rank::n] if n > 1 else steps
         sums = {"loss": 0.0, "rewards/chosen": 0.0, "rewards/rejected": 0.0, "rewards/accuracies": 0.0}
         n_tokens = 0
-        for _ in range(n_acc):
-            idx = self.next_indices()
-            pairs = [self.train_pairs[i] for i in idx]
-            pc, pr = self.logps(pairs)
-            if self.ref_train is not None:
-                ref = self.ref_train[idx].to(self.device)
-                rc, rr = ref[:, 0], ref[:, 1]
-            else:
-                rc, rr = self.logps(pairs, reference=True)
-            losses, cr, rr_ = dpo_loss(pc, pr, rc, rr, d.beta, d.loss, d.label_smoothing)
-            (losses.mean() / n_acc).backward()
-            sums["loss"] += losses.mean().item() / n_acc
+        for i, idx in enumerate(mine):
+            pairs = [self.train_pairs[j] for j in idx]
+            with self.sync_context(last=i == len(mine) - 1):
+                pc, pr = self.logps(pairs, collective=True)
+                if self.ref_train is not None:
+                    ref = self.ref_train[idx].to(self.device)
+                    rc, rr = ref[:, 0], ref[:, 1]
+                else:
+                    rc, rr = self.logps(pairs, reference=True, collective=True)
+                losses, cr, rr_ = dpo_loss(pc, pr, rc, rr, d.beta, d.loss, d.label_smoothing)
+                loss = losses.mean() / n_acc
+                # DDP / FSDP average the ranks' gradients; the step's loss is their sum, hence * n
+                (loss * n if n > 1 else loss).backward()
+            sums["loss"] += loss.item()
             sums["rewards/chosen"] += cr.mean().item() / n_acc
             sums["rewards/rejected"] += rr_.mean().item() / n_acc
             sums["rewards/accuracies"] += (cr > rr_).float().mean().item() / n_acc
             n_tokens += sum(len(c) + len(r) for c, r in pairs)
+        if n > 1:  # every rank summed its share of the micro-batches: the step's numbers are the sums
+            from .distributed import all_reduce_sum
+
+            sums = {k: all_reduce_sum(self.ctx, v) for k, v in sums.items()}
+            n_tokens = int(all_reduce_sum(self.ctx, n_tokens))
         sums["rewards/margins"] = sums["rewards/chosen"] - sums["rewards/rejected"]
         return {**sums, "epoch": self.epoch, "n_tokens": n_tokens}
 
@@ -187,7 +209,7 @@ def run_dpo(cfg, run_dir: str | Path, resume: bool = False, overwrite: bool = Fa
     summary.update({"pref_acc_before": before, "val_loss_before": loss0, "pref_acc_after": after,
                     "val_loss_after": t.last_eval.get("val_loss"),
                     "val_margin_after": t.last_eval.get("val_rewards/margins")})
-    if verbose and before is not None:
+    if verbose and before is not None and t.is_main:
         print(f"DPO effect (held-out, {len(t.val_pairs)} pairs): the model prefers the chosen reply in "
               f"{before:.0%} -> {after:.0%} of pairs; DPO loss {loss0:.3f} -> "
               f"{summary['val_loss_after']:.3f}, implicit reward accuracy "

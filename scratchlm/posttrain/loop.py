@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import time
 from pathlib import Path
 
@@ -75,6 +76,9 @@ class PostTrainer:
             from .distributed import start_posttrain
 
             self.ctx = start_posttrain(cfg.parallel, self.tc.device)
+        elif int(os.environ.get("WORLD_SIZE", "1")) > 1:  # N copies of a one-process stage would race on run_dir
+            raise ValueError(f"scratchlm {self.stage} runs in one process (only sft and dpo spread over "
+                             "torchrun's processes); launch it without torchrun")
         self.is_main = self.ctx is None or self.ctx.is_main
         self.dp_size = 1 if self.ctx is None else self.ctx.dp_size
         self.check_layout()
