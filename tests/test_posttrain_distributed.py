@@ -47,19 +47,25 @@ def _base(tmp: Path) -> tuple[Path, Path]:
     return base, data
 
 
-def sft(base: Path, data: Path, out: Path, *sets: str, nproc: int = 1, resume: bool = False):
+COMMON = ("train.micro_batch_size=2", "train.seq_len=64", f"train.max_steps={STEPS}", "train.eps=1e-5",
+          "train.log_every=1", "train.eval_every=2", "train.device=\"cpu\"", "train.dtype=\"float32\"",
+          "train.num_threads=1", "train.seed=3", "train.tensorboard=false", "train.progress=false", "max_val=8")
+
+
+def run_stage(stage: str, base: Path, data: Path, out: Path, *sets: str, nproc: int = 1, resume: bool = False):
+    """`scratchlm STAGE` in one process, or under torchrun with nproc processes (later --set values win)."""
     launcher = [sys.executable, "-m", "scratchlm"] if nproc == 1 else \
         [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", "scratchlm"]
-    sets = ("sft.grad_accum=4", "train.micro_batch_size=2", "train.seq_len=64", f"train.max_steps={STEPS}",
-            "train.lr=3e-3", "train.eps=1e-5", "train.log_every=1", "train.eval_every=2", "train.device=\"cpu\"",
-            "train.dtype=\"float32\"", "train.num_threads=1", "train.seed=3", "train.tensorboard=false",
-            "train.progress=false", "max_val=8", *sets)
-    cmd = [*launcher, "sft", "--base", str(base), "--data", str(data), "--out", str(out), "-q"]
-    cmd += [a for s in sets for a in ("--set", s)] + (["--resume"] if resume else [])
+    cmd = [*launcher, stage, "--base", str(base), "--data", str(data), "--out", str(out), "-q"]
+    cmd += [a for s in (*COMMON, *sets) for a in ("--set", s)] + (["--resume"] if resume else [])
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
+
+
+def sft(base: Path, data: Path, out: Path, *sets: str, nproc: int = 1, resume: bool = False):
+    return run_stage("sft", base, data, out, "sft.grad_accum=4", "train.lr=3e-3", *sets, nproc=nproc, resume=resume)
 
 
 def trajectory(run: Path) -> list[float]:
@@ -117,18 +123,7 @@ def test_sft_fsdp_resumes_from_its_sharded_optimizer_state(runs):
 
 # ---------------------------------------------------------------------------------------------- DPO
 def dpo(base: Path, data: Path, out: Path, *sets: str, nproc: int = 1):
-    launcher = [sys.executable, "-m", "scratchlm"] if nproc == 1 else \
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", "scratchlm"]
-    sets = ("dpo.grad_accum=4", "train.micro_batch_size=2", "train.seq_len=64", f"train.max_steps={STEPS}",
-            "train.lr=1e-3", "train.eps=1e-5", "train.log_every=1", "train.eval_every=2", "train.device=\"cpu\"",
-            "train.dtype=\"float32\"", "train.num_threads=1", "train.seed=3", "train.tensorboard=false",
-            "train.progress=false", "max_val=8", *sets)
-    cmd = [*launcher, "dpo", "--base", str(base), "--data", str(data), "--out", str(out), "-q"]
-    cmd += [a for s in sets for a in ("--set", s)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
+    return run_stage("dpo", base, data, out, "dpo.grad_accum=4", "train.lr=1e-3", *sets, nproc=nproc)
 
 
 @pytest.fixture(scope="module")
