@@ -348,3 +348,21 @@ def test_gelu_variants_are_their_definitions():
             assert torch.allclose(mlp(x), ref(x), atol=1e-6), act
     gap = (0.5 * x * (1 + torch.erf(x / math.sqrt(2))) - F.gelu(x, approximate="tanh")).abs().max()
     assert gap > 1e-4  # the two definitions are distinguishable at this tolerance
+
+
+def test_rmsnorm_float32_fast_path_is_the_two_step_definition():
+    # float32 takes one fused kernel with the weight; it must equal normalise-then-scale bit for bit,
+    # forward and backward (bf16 keeps the two steps, in HF's order)
+    from scratchlm.model.layers import RMSNorm
+
+    torch.manual_seed(0)
+    norm = RMSNorm(48)
+    with torch.no_grad():
+        norm.weight.copy_(torch.randn(48))
+    x = torch.randn(3, 5, 48, requires_grad=True)
+    g = torch.randn(3, 5, 48)
+    fast = norm(x)
+    slow = F.rms_norm(x, (48,), eps=norm.eps) * norm.weight
+    assert torch.equal(fast, slow)
+    for a, b in zip(torch.autograd.grad(fast, (x, norm.weight), g), torch.autograd.grad(slow, (x, norm.weight), g)):
+        assert torch.equal(a, b)

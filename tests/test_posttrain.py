@@ -301,3 +301,31 @@ def test_one_process_stages_refuse_torchrun(tmp_path, monkeypatch):
         with pytest.raises(ValueError, match="runs in one process.*launch it without torchrun"):
             cls(cfg_cls(), tmp_path / cls.stage)
         assert not (tmp_path / cls.stage).exists()
+
+
+def test_dpo_grad_accum_must_split_over_the_ranks():
+    from types import SimpleNamespace
+
+    from scratchlm.posttrain.config import DPOConfig, DPOOptions
+    from scratchlm.posttrain.dpo import DPOTrainer
+
+    stub = SimpleNamespace(dp_size=2, cfg=DPOConfig(dpo=DPOOptions(grad_accum=3)))
+    with pytest.raises(ValueError, match="dpo.grad_accum = 3 is not a multiple of the 2 data-parallel ranks"):
+        DPOTrainer.check_layout(stub)
+    DPOTrainer.check_layout(SimpleNamespace(dp_size=2, cfg=DPOConfig(dpo=DPOOptions(grad_accum=4))))
+
+
+def test_fsdp_resume_needs_a_checkpoint_with_complete_optimizer_shards(tmp_path):
+    # a kill between a checkpoint and its per-rank optimizer shards leaves optim_dcp.tmp, not optim_dcp: that
+    # checkpoint is skipped, and with none complete the resume stops with a message instead of half-loading
+    from types import SimpleNamespace
+
+    from scratchlm.posttrain.loop import SHARDED, PostTrainer
+
+    ckpt = tmp_path / "checkpoints" / "step_0000002"
+    ckpt.mkdir(parents=True)
+    (ckpt / "model.safetensors").write_bytes(b"")
+    (ckpt / (SHARDED + ".tmp")).mkdir()
+    stub = SimpleNamespace(run_dir=tmp_path, sharded_optimizer=True)
+    with pytest.raises(ValueError, match="no checkpoint .* has the sharded optimizer state an FSDP resume needs"):
+        PostTrainer._resume(stub)

@@ -103,15 +103,16 @@ class DPOTrainer(PostTrainer):
         collective: a training step under torchrun, where every rank calls it in step: the policy (and a LoRA
         model's reference, adapters off) run through the DDP / FSDP wrapper, whose hooks gather and sync."""
         batch = pad_batch([c for c, _ in pairs] + [r for _, r in pairs], self.pad_id).to(self.device)
-        wrapped = self.wrapped if collective else None
+        through_wrapper = collective and self.wrapped is not None
         if reference:
-            with torch.no_grad(), self._ref_context() as m:
-                m = self.ref_model or m
-                with self.autocast():
-                    logits = self.forward(batch) if wrapped is not None and self.ref_model is None else m(batch.x)
+            with torch.no_grad(), self._ref_context() as m, self.autocast():
+                if self.ref_model is not None:  # a frozen plain copy: no collective needed
+                    logits = self.ref_model(batch.x)
+                else:  # the policy itself with its LoRA adapters off
+                    logits = self.forward(batch) if through_wrapper else m(batch.x)
         else:
             with self.autocast():
-                logits = self.forward(batch) if wrapped is not None else self.model(batch.x)  # (2B, T, V)
+                logits = self.forward(batch) if through_wrapper else self.model(batch.x)  # (2B, T, V)
         lp = sequence_logps(logits, batch.y)
         return lp[: len(pairs)], lp[len(pairs):]
 
