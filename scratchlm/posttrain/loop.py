@@ -85,8 +85,8 @@ class PostTrainer:
         if not resume and not overwrite and not is_done(run_dir) and list_checkpoints(run_dir):
             raise FileExistsError(f"{run_dir} holds an unfinished run; pass --resume to continue it or --overwrite "
                                   "to start over")
-        if resume and is_done(run_dir) and not overwrite:
-            (run_dir / "DONE").unlink()
+        if resume and is_done(run_dir) and not overwrite and self.is_main:  # one rank: the others would race it
+            (run_dir / "DONE").unlink(missing_ok=True)
         if not (self.tc.max_steps or self.tc.max_time or self.tc.max_tokens):
             raise ValueError("no budget: set train.max_steps or train.max_time (e.g. --set train.max_steps=200)")
         self.run_dir = Path(run_dir)
