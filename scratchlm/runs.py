@@ -14,6 +14,7 @@ leaves either the old file or the new one, never half of one.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import re
@@ -111,18 +112,100 @@ def mark_done(run_dir: str | Path, summary: dict | None = None) -> None:
     atomic_write_json(Path(run_dir) / "DONE", summary or {})
 
 
+# ----------------------------------------------------------------------------- output folders we own
+#
+# `--overwrite` deletes a folder, so it must only ever delete one that scratchlm made. Every folder a command
+# creates for its output gets OWNER_MARK at creation; a folder without it is never removed, and never written
+# into unless it is empty. Some folders are refused outright (the current folder, its parents, the home folder):
+# `--out .` or `--out ~` with --overwrite would otherwise take the user's files with them.
+
+OWNER_MARK = ".scratchlm"
+
+
+def owned(path: str | Path) -> bool:
+    """Did scratchlm create this folder (it holds OWNER_MARK)?"""
+    mark = Path(path) / OWNER_MARK
+    try:
+        return mark.is_file() and json.loads(mark.read_text(encoding="utf-8")).get("created_by") == "scratchlm"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def check_out_path(path: str | Path, flag: str = "--out") -> Path:
+    """Refuse output paths that no command should write into or delete: empty, `.`, a parent of the current
+    folder, the home folder, the filesystem root, or a symbolic link."""
+    if path is None or not str(path).strip():
+        raise ValueError(f"{flag} is empty; name the folder to write, e.g. {flag} runs/my_run")
+    path = Path(str(path)).expanduser()
+    if path.is_symlink():
+        raise ValueError(f"{flag} {path} is a symbolic link; name the folder itself")
+    real, cwd, home = path.resolve(), Path.cwd().resolve(), Path.home().resolve()
+    if real == cwd or real in cwd.parents:
+        raise ValueError(f"{flag} {path} is the current folder or one of its parents; name a new sub-folder, "
+                         f"e.g. {flag} runs/my_run")
+    if real == home or real == Path(real.anchor):
+        raise ValueError(f"{flag} {path} is the home folder or the filesystem root; name a new sub-folder")
+    return path
+
+
+def remove_owned_dir(path: str | Path, flag: str = "--out") -> None:
+    """Delete an output folder that scratchlm created, and nothing else.
+
+    The folder is first renamed to a hidden sibling, then deleted: a kill in the middle leaves a hidden
+    `.deleting_*` folder (never a half-deleted run under its real name)."""
+    path = check_out_path(path, flag)
+    if not path.exists():
+        return
+    if not path.is_dir():
+        raise FileExistsError(f"{path} exists and is not a folder; choose another {flag}")
+    if not owned(path):
+        raise FileExistsError(f"{path} was not created by scratchlm (it has no {OWNER_MARK} file), so --overwrite "
+                              f"will not delete it; remove it yourself or choose another {flag}")
+    trash = path.with_name(f".deleting_{path.name}_{os.getpid()}")
+    os.rename(path, trash)
+    shutil.rmtree(trash)
+
+
+def claim_out_dir(path: str | Path, overwrite: bool = False, resume: bool = False, finished: str | None = "DONE",
+                  wipe: bool = True, flag: str = "--out", check_only: bool = False) -> Path:
+    """Make `path` this command's output folder: the one check every command's --out goes through.
+
+    - a new or empty folder is created and marked as ours;
+    - a non-empty folder that scratchlm did not create is refused (we would mix our files into the user's);
+    - a folder holding a finished result (the file `finished`) is refused unless overwrite=True, which deletes
+      the whole folder first (wipe=True) or lets the command replace its own files in it (wipe=False);
+    - resume=True keeps what is there.
+    check_only=True runs every check and changes nothing (to fail before a long computation, not after)."""
+    path = check_out_path(path, flag)
+    if path.exists() and not path.is_dir():
+        raise FileExistsError(f"{path} exists and is not a folder; choose another {flag}")
+    # (a run folder of an older scratchlm, without the mark, may still be resumed: resuming deletes nothing)
+    legacy_run = resume and (path / "checkpoints").is_dir()
+    if path.is_dir() and not owned(path) and any(path.iterdir()) and not legacy_run:
+        raise FileExistsError(f"{path} is not empty and was not created by scratchlm (no {OWNER_MARK} file); "
+                              f"choose a new or empty folder for {flag}")
+    if finished and (path / finished).exists() and not resume and not overwrite:
+        raise FileExistsError(f"{path} holds a finished result ({finished}); pass --overwrite to replace it or "
+                              f"choose another {flag}")
+    if check_only:
+        return path
+    if path.parent.is_dir():  # a deletion that a kill interrupted (remove_owned_dir) is finished now
+        for stale in path.parent.glob(f".deleting_{glob.escape(path.name)}_*"):
+            if stale.is_dir() and owned(stale):
+                shutil.rmtree(stale, ignore_errors=True)
+    if path.is_dir() and overwrite and wipe and not resume and owned(path):
+        remove_owned_dir(path, flag)
+    new = not path.exists() or not any(path.iterdir())
+    path.mkdir(parents=True, exist_ok=True)
+    if new:
+        atomic_write_json(path / OWNER_MARK, {"created_by": "scratchlm",
+                                              "note": "scratchlm made this folder; --overwrite may delete it"})
+    return path
+
+
 def prepare_run_dir(run_dir: str | Path, overwrite: bool = False, resume: bool = False) -> Path:
-    """Create the run folder layout. A finished run is only replaced with overwrite=True."""
-    run_dir = Path(run_dir)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise FileExistsError(f"{run_dir} exists and is not a directory; choose another --out")
-    if is_done(run_dir) and not resume:
-        if not overwrite:
-            raise FileExistsError(f"{run_dir} holds a finished run; pass --overwrite to replace it or choose another --out")
-        shutil.rmtree(run_dir)
-    elif run_dir.exists() and overwrite and not resume:
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    """Create the run folder layout. A finished run is only replaced with overwrite=True (and only if we made it)."""
+    run_dir = claim_out_dir(run_dir, overwrite=overwrite, resume=resume)
     for sub in RUN_SUBDIRS:
         (run_dir / sub).mkdir(exist_ok=True)
     return run_dir
@@ -196,8 +279,79 @@ def _dedup_shared(state: dict) -> dict:
     return out
 
 
-def save_model(ckpt_dir: str | Path, model: Any, model_config: dict, extra_meta: dict | None = None) -> Path:
-    """Write model.safetensors and config.json (the ModelConfig dict) into ckpt_dir, each atomically."""
+# ----------------------------------------------------------------------------- checkpoint integrity
+#
+# A flipped bit inside a tensor still parses as a valid safetensors file: only a checksum notices. Every
+# checkpoint folder carries manifest.json with the size and SHA-256 of each of its files, written when the
+# checkpoint is complete; every load checks the files it reads against it (~1 s per GB).
+
+MANIFEST = "manifest.json"
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_manifest(folder: str | Path, paths: list[str] | None = None) -> None:
+    """Record size and SHA-256 of every file under `folder` (or add/refresh just `paths`, files or sub-folders)."""
+    folder = Path(folder)
+    entries = {}
+    if paths is not None and (folder / MANIFEST).exists():
+        entries = json.loads((folder / MANIFEST).read_text())["files"]
+    roots = [folder / p for p in paths] if paths is not None else [folder]
+    for root in roots:
+        for f in ([root] if root.is_file() else sorted(q for q in root.rglob("*") if q.is_file())):
+            rel = f.relative_to(folder).as_posix()
+            if rel != MANIFEST:
+                entries[rel] = {"bytes": f.stat().st_size, "sha256": _sha256(f)}
+    atomic_write_json(folder / MANIFEST, {"format": "scratchlm-manifest-1", "files": dict(sorted(entries.items()))})
+
+
+def verify_checkpoint(folder: str | Path, names: list[str] | None = None, require: bool = False) -> bool:
+    """Check the files `names` (files or sub-folders; None = all) of a checkpoint against its manifest.
+
+    Raises ValueError naming the first file that is missing, truncated or changed. A folder without a manifest
+    (written by an older scratchlm, or by hand) is not verified: returns False, or raises if require=True.
+    A name that the manifest does not list is an error (it was written after the manifest: not complete)."""
+    folder = Path(folder)
+    try:
+        files = json.loads((folder / MANIFEST).read_text())["files"]
+    except FileNotFoundError:
+        if require:
+            raise ValueError(f"{folder} has no {MANIFEST}: it cannot be verified; use a checkpoint this version "
+                             "of scratchlm wrote") from None
+        for name in names or []:  # unverifiable, but at least present
+            if not (folder / name).exists():
+                raise ValueError(f"{folder / name} is missing; use an earlier checkpoint") from None
+        return False
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise ValueError(f"{folder / MANIFEST} is corrupt ({e}); use an earlier checkpoint") from None
+    wanted = list(files) if names is None else []
+    for name in names or []:
+        under = [rel for rel in files if rel == name or rel.startswith(name.rstrip("/") + "/")]
+        if not under:
+            raise ValueError(f"{folder / name} is not in {MANIFEST} (the checkpoint was not completely written); "
+                             "use an earlier checkpoint")
+        wanted += under
+    for rel in wanted:
+        f, entry = folder / rel, files[rel]
+        if not f.is_file():
+            raise ValueError(f"{f} is missing (listed in {MANIFEST}); use an earlier checkpoint")
+        if f.stat().st_size != entry["bytes"] or _sha256(f) != entry["sha256"]:
+            raise ValueError(f"{f} is corrupt: its checksum does not match {MANIFEST}; use an earlier checkpoint")
+    return True
+
+
+def save_model(ckpt_dir: str | Path, model: Any, model_config: dict, extra_meta: dict | None = None,
+               manifest: bool = True) -> Path:
+    """Write model.safetensors and config.json (the ModelConfig dict) into ckpt_dir, each atomically, then the
+    manifest of the folder (manifest=False: the caller adds files and writes it once at the end)."""
     from safetensors.torch import save_file
 
     ckpt_dir = Path(ckpt_dir)
@@ -209,11 +363,14 @@ def save_model(ckpt_dir: str | Path, model: Any, model_config: dict, extra_meta:
     atomic_write_json(ckpt_dir / "config.json", model_config)
     if extra_meta is not None:
         atomic_write_json(ckpt_dir / "meta.json", extra_meta)
+    if manifest:
+        write_manifest(ckpt_dir)
     return ckpt_dir
 
 
-def load_model_state(ckpt_dir: str | Path) -> tuple[dict, dict]:
-    """Return (model config dict, state dict) from a checkpoint folder, with clear errors when damaged."""
+def load_model_state(ckpt_dir: str | Path, verify: bool = True) -> tuple[dict, dict]:
+    """Return (model config dict, state dict) from a checkpoint folder, with clear errors when damaged.
+    verify=False skips the checksums (the caller has just verified the whole folder)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -221,6 +378,8 @@ def load_model_state(ckpt_dir: str | Path) -> tuple[dict, dict]:
     weights, cfg = ckpt_dir / "model.safetensors", ckpt_dir / "config.json"
     if not weights.exists() or not cfg.exists():
         raise FileNotFoundError(f"{ckpt_dir} is not a checkpoint (needs model.safetensors and config.json)")
+    if verify:
+        verify_checkpoint(ckpt_dir, ["config.json", "model.safetensors"])
     try:
         config = json.loads(cfg.read_text())
     except json.JSONDecodeError as e:

@@ -326,6 +326,6 @@ def test_fsdp_resume_needs_a_checkpoint_with_complete_optimizer_shards(tmp_path)
     ckpt.mkdir(parents=True)
     (ckpt / "model.safetensors").write_bytes(b"")
     (ckpt / (SHARDED + ".tmp")).mkdir()
-    stub = SimpleNamespace(run_dir=tmp_path, sharded_optimizer=True)
+    stub = SimpleNamespace(run_dir=tmp_path, sharded_optimizer=True, is_main=True, ctx=None)
     with pytest.raises(ValueError, match="no checkpoint .* has the sharded optimizer state an FSDP resume needs"):
         PostTrainer._resume(stub)

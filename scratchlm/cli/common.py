@@ -15,8 +15,9 @@ def add_common(parser: argparse.ArgumentParser, *, out: str | None = None, confi
     """Add the shared flags. `out` is the default run folder (e.g. "runs/pretrain"); None = no --out flag."""
     g = parser.add_argument_group("common options")
     if out is not None:
-        g.add_argument("--out", type=Path, default=Path(out), help=f"run folder to write (default: {out})")
-        g.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
+        g.add_argument("--out", type=out_dir, default=Path(out), help=f"run folder to write (default: {out})")
+        g.add_argument("--overwrite", action="store_true",
+                       help="replace a finished run in --out (only a folder scratchlm created is ever deleted)")
     if config:
         g.add_argument("--config", type=Path, default=None, help="TOML config file (see configs/)")
     if overrides:
@@ -30,6 +31,26 @@ def add_common(parser: argparse.ArgumentParser, *, out: str | None = None, confi
                        help="compute dtype (auto: bfloat16 where fast, else float32)")
     g.add_argument("-v", "--verbose", action="count", default=0, help="more logging (and tracebacks)")
     g.add_argument("-q", "--quiet", action="count", default=0, help="less logging")
+
+
+def out_dir(text: str) -> Path:
+    """argparse type of every --out folder: an empty string would mean the current folder."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty; name the folder to write, e.g. --out runs/my_run")
+    return Path(text)
+
+
+def check_finite_args(args: argparse.Namespace) -> None:
+    """Every float a user passes on the command line must be finite: argparse's float() accepts 'nan' and 'inf',
+    which pass every range check (nan < 0 is False) and then poison a run. One check for every command."""
+    import math
+
+    for name, value in vars(args).items():
+        values = value if isinstance(value, (list, tuple)) else [value]
+        for v in values:
+            if isinstance(v, float) and not math.isfinite(v):
+                flag = "--" + name.replace("_", "-")
+                raise ValueError(f"{flag} {v} is not a finite number; pass a real value (see --help for the range)")
 
 
 def seed_everything(seed: int) -> None:

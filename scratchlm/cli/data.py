@@ -43,8 +43,11 @@ def _add_executor_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _check_out(out: Path, overwrite: bool, marker: str) -> None:
-    if (out / marker).exists() and not overwrite:
-        raise FileExistsError(f"{out} already holds a finished result ({marker}); pass --overwrite or choose another --out")
+    """--out must be new, empty or ours (scratchlm.runs.claim_out_dir); a finished result needs --overwrite,
+    which lets the command replace its own files (the folder is not deleted: inputs may live beside them)."""
+    from scratchlm.runs import claim_out_dir
+
+    claim_out_dir(out, overwrite=overwrite, finished=marker, wipe=False)
 
 
 # --------------------------------------------------------------------------------------------------

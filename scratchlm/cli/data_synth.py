@@ -62,9 +62,9 @@ def synth_handler(args) -> int:
         n = getattr(args, flag, None)
         if n is not None and n < 1:
             raise ValueError(f"--{flag} must be at least 1, got {n}")
-    if (out / "manifest.json").exists() and not getattr(args, "overwrite", False):
-        raise FileExistsError(f"{out} already holds a TinyWorld corpus (manifest.json); "
-                              "pass --overwrite or choose another --out")
+    from scratchlm.runs import claim_out_dir
+
+    claim_out_dir(out, overwrite=getattr(args, "overwrite", False), finished="manifest.json", wipe=False)
     seed = 0 if args.seed is None else args.seed
     t0 = time.perf_counter()
     m = synthesize(out, size, seed, val_fraction=args.val_fraction, n_instructions=args.instructions,

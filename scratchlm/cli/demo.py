@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,17 +129,13 @@ def _pretrain_cfg(shards: Path, tokenizer: Path, preset: str, overrides: tuple, 
 
 def run(args) -> int:
     from scratchlm.cli.common import seed_everything
-    from scratchlm.runs import atomic_write_json, is_done, mark_done
+    from scratchlm.runs import atomic_write_json, claim_out_dir, mark_done
 
     sizes = QUICK if args.quick else DemoSizes()
     seed = 0 if args.seed is None else args.seed
     seed_everything(seed)
     out = Path(args.out)
-    if is_done(out) and not args.overwrite:
-        raise FileExistsError(f"{out} holds a finished demo; pass --overwrite to replace it or choose another --out")
-    if out.exists() and args.overwrite:
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    claim_out_dir(out, overwrite=args.overwrite)  # only a folder scratchlm made is ever replaced
     report: dict = {"mode": "quick" if args.quick else "full", "seed": seed, "steps": {}}
     t_start = time.time()
 

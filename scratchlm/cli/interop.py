@@ -17,7 +17,7 @@ import logging
 import shutil
 from pathlib import Path
 
-from scratchlm.cli.common import add_common
+from scratchlm.cli.common import add_common, out_dir
 
 log = logging.getLogger("scratchlm")
 RAW = argparse.RawDescriptionHelpFormatter
@@ -63,7 +63,7 @@ def register(subparsers) -> None:
                                        "tokenizer files, loadable with transformers' AutoModelForCausalLM.",
                            epilog=EXPORT_EXAMPLES, formatter_class=RAW)
     p.add_argument("--run", type=Path, required=True, help="run folder (best/latest checkpoint) or checkpoint folder")
-    p.add_argument("--out", type=Path, required=True, help="folder to write the Hugging Face model into")
+    p.add_argument("--out", type=out_dir, required=True, help="folder to write the Hugging Face model into")
     p.add_argument("--overwrite", action="store_true", help="replace files in a non-empty --out")
     p.add_argument("--dtype", default="float32", choices=DTYPES, help="dtype of the saved weights")
     add_common(p, overrides=False, device=False)
@@ -79,7 +79,7 @@ def register(subparsers) -> None:
                                        "folder with checkpoints/step_0000000/.",
                            epilog=IMPORT_EXAMPLES, formatter_class=RAW)
     p.add_argument("--from", dest="src", type=Path, required=True, help="Hugging Face model folder")
-    p.add_argument("--out", type=Path, required=True, help="run folder to create")
+    p.add_argument("--out", type=out_dir, required=True, help="run folder to create")
     p.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
     p.add_argument("--pad-vocab-multiple", type=int, default=None,
                    help="pad the embedding rows to a multiple of this (default: 64 for Llama, 1 for GPT-2)")
@@ -99,14 +99,10 @@ def export_hf(args) -> int:
 
     from scratchlm.model import ModelConfig
     from scratchlm.model.hf import hf_config_from, to_hf_state_dict
-    from scratchlm.runs import atomic_write, atomic_write_json, load_model_state, resolve_checkpoint
+    from scratchlm.runs import atomic_write, atomic_write_json, claim_out_dir, load_model_state, resolve_checkpoint
 
     ckpt = resolve_checkpoint(args.run)
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"{out} exists and is not a directory; choose another --out")
-    if out.is_dir() and any(out.iterdir()) and not args.overwrite:
-        raise FileExistsError(f"{out} is not empty; pass --overwrite to replace its files or choose another --out")
+    out = claim_out_dir(args.out, overwrite=args.overwrite, finished="config.json", check_only=True)
     cfg_dict, state = load_model_state(ckpt)
     cfg = ModelConfig.from_dict(cfg_dict)
     tok_dir = _tokenizer_dir(ckpt)
@@ -117,7 +113,7 @@ def export_hf(args) -> int:
     dtype = getattr(torch, args.dtype)
     tensors = {k: v.to(dtype) for k, v in to_hf_state_dict(state, cfg).items()}
 
-    out.mkdir(parents=True, exist_ok=True)
+    claim_out_dir(out, overwrite=args.overwrite, finished="config.json")
     atomic_write(out / "model.safetensors", lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
     atomic_write_json(out / "config.json", hf_config)
     gen = {"bos_token_id": special.get("bos"), "eos_token_id": special.get("eos"),

@@ -79,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     debug = verbosity > 0 or os.environ.get("SCRATCHLM_DEBUG")
     try:
+        from scratchlm.cli.common import check_finite_args
+
+        check_finite_args(args)
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

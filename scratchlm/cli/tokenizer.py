@@ -130,8 +130,7 @@ def cmd_train(args) -> int:
             raise FileNotFoundError(f"chat template {args.chat_template} not found; pass a Jinja file")
         chat_template = args.chat_template.read_text(encoding="utf-8")
     files = expand_inputs(args.input)  # fail on a bad path before touching --out
-    if runs.is_done(args.out) and not args.overwrite:  # fail before training, not after
-        raise FileExistsError(f"{args.out} holds a finished run; pass --overwrite to replace it or choose another --out")
+    runs.claim_out_dir(args.out, overwrite=args.overwrite, check_only=True)  # fail before training, not after
     progress = args.quiet == 0
     t0 = time.perf_counter()
     if args.char:

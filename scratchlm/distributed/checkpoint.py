@@ -84,7 +84,7 @@ def load_dcp(path: str | Path, model, optimizer=None, no_dist: bool = False) -> 
         set_optimizer_state_dict(module, optimizer, state["optim"], options=_OPTIM)
 
 
-def dcp_to_safetensors(dcp_dir: str | Path, out_dir: str | Path, model_config) -> Path:
+def dcp_to_safetensors(dcp_dir: str | Path, out_dir: str | Path, model_config, manifest: bool = True) -> Path:
     """Gather a DCP checkpoint into one model.safetensors + config.json (scratchlm.runs.save_model's folder).
 
     Runs in a single process (no torchrun); model_config is a ModelConfig or its dict. Needs memory for the
@@ -100,4 +100,4 @@ def dcp_to_safetensors(dcp_dir: str | Path, out_dir: str | Path, model_config) -
     with warnings.catch_warnings():  # "assuming the intent is to load in a single process": it is
         warnings.simplefilter("ignore", UserWarning)
         load_dcp(dcp_dir, model, no_dist=True)  # this process alone, even inside a torchrun job
-    return save_model(out_dir, model, cfg.to_dict())
+    return save_model(out_dir, model, cfg.to_dict(), manifest=manifest)

@@ -27,9 +27,9 @@ from pathlib import Path
 import torch
 
 from scratchlm.config import save_config
-from scratchlm.runs import checkpoint_dir, is_done, list_checkpoints, mark_done, prepare_run_dir
-from scratchlm.train.checkpoint import (clean_partial, load_checkpoint, mark_best, read_best, rng_state,
-                                        save_checkpoint, set_rng_state)
+from scratchlm.runs import checkpoint_dir, is_done, list_checkpoints, mark_done, prepare_run_dir, write_manifest
+from scratchlm.train.checkpoint import (clean_partial, load_checkpoint, load_train_state, mark_best, read_best,
+                                        resume_checkpoint, rng_state, save_checkpoint, set_rng_state)
 from scratchlm.device import resolve_device, train_dtype
 from scratchlm.train.metrics import MetricsLogger, plot_loss
 from scratchlm.train.optim import param_groups, set_lr
@@ -281,6 +281,9 @@ class PostTrainer:
             from scratchlm.distributed.checkpoint import save_dcp
 
             save_dcp(checkpoint_dir(self.run_dir, self.step) / SHARDED, self.wrapped, self.optimizer)
+            if self.is_main:  # listed in the manifest only now that every shard is written
+                write_manifest(checkpoint_dir(self.run_dir, self.step), [SHARDED])
+            self._barrier()
         return ckpt
 
     @property
@@ -293,29 +296,41 @@ class PostTrainer:
         return full_state_dict(self.model)
 
     def _resume(self) -> None:
-        ckpts = list_checkpoints(self.run_dir)
-        if not ckpts:
+        # The newest checkpoint whose files match their manifest; under FSDP it must also hold the optimizer
+        # shards, complete (a kill can fall between the checkpoint and its shards: the manifest lists them only
+        # once they are all written). Rank 0 decides, so every rank loads the same one.
+        need = ("state.pt", SHARDED) if self.sharded_optimizer else ("state.pt",)
+
+        picked = None
+        if self.is_main:
+            try:
+                picked = ("ok", resume_checkpoint(self.run_dir, require=need))
+            except ValueError as e:
+                picked = ("error", str(e))
+                if self.sharded_optimizer:
+                    picked = ("error", f"no checkpoint in {self.run_dir} has the sharded optimizer state an FSDP "
+                                       f"resume needs ({e}); resume with the layout it was written with, or start "
+                                       "a new run from it with --base")
+        if self.ctx is not None:
+            from .distributed import broadcast
+
+            picked = broadcast(self.ctx, picked)
+        if picked[0] == "error":
+            raise ValueError(picked[1])
+        ckpt = picked[1]
+        if ckpt is None:
             return
         if self.sharded_optimizer:
-            # the newest checkpoint whose optimizer shards were completely written (a kill can fall between the
-            # checkpoint and its shards)
-            ckpts = [c for c in ckpts if (c / SHARDED / ".metadata").exists()]
-            if not ckpts:
-                raise ValueError(f"no checkpoint in {self.run_dir} has the sharded optimizer state an FSDP resume "
-                                 f"needs (it was written without parallel.fsdp); resume with the layout it was "
-                                 f"written with, or start a new run from it with --base")
             from scratchlm.distributed.checkpoint import load_dcp
 
-            ckpt = ckpts[-1]
-            state = torch.load(ckpt / "state.pt", map_location="cpu", weights_only=False)
+            state = load_train_state(ckpt, verify=False)
             load_dcp(ckpt / SHARDED, self.wrapped, self.optimizer)  # weights (LoRA unmerged) + AdamW, resharded
         else:
-            ckpt = ckpts[-1]
             if self.lora:  # the checkpoint's weights are merged: keep the base, load the adapters
-                state = torch.load(ckpt / "state.pt", map_location=self.device, weights_only=False)
+                state = load_train_state(ckpt, map_location=self.device, verify=False)
                 self.model.load_state_dict(state["lora"], strict=False)
             else:
-                state = load_checkpoint(ckpt, self.model, map_location=self.device)
+                state = load_checkpoint(ckpt, self.model, map_location=self.device, verify=False)
             if "optimizer" not in state:
                 raise ValueError(f"{ckpt} was written by an FSDP run: its optimizer state is sharded; resume with "
                                  f"parallel.fsdp > 1, or start a new run from it with --base {ckpt}")

@@ -61,7 +61,7 @@ def load_reward_model(run: str | Path, device: str = "cpu") -> tuple[RewardModel
 
     body, ckpt = load_base(run, device)
     rm = RewardModel(body)
-    state = torch.load(ckpt / "state.pt", map_location=device, weights_only=False)
+    state = load_train_state(ckpt, map_location=device)  # tensors and plain values only: never unpickled
     if "head" not in state.get("stage", {}):
         raise ValueError(f"{run} is not a reward-model run (no score head in {ckpt / 'state.pt'}); "
                          "train one with `scratchlm reward`")

@@ -35,7 +35,8 @@ from scratchlm.config import save_config
 from scratchlm.device import resolve_device, train_dtype
 from scratchlm.runs import is_done, list_checkpoints, mark_done, prepare_run_dir
 
-from .checkpoint import clean_partial, load_checkpoint, mark_best, read_best, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import (clean_partial, load_checkpoint, mark_best, read_best, resume_checkpoint, rng_state,
+                         save_checkpoint, set_rng_state)
 from .config import PretrainConfig, batch_geometry, check_fit, config_dict
 from .data import prepare_data, token_byte_lengths
 from .loader import TokenLoader, eval_windows
@@ -173,11 +174,16 @@ class Trainer:
         }
 
     def _resume(self) -> None:
-        ckpts = list_checkpoints(self.run_dir)
-        if not ckpts:
+        # the newest checkpoint whose files match their manifest (a damaged one is skipped, with a warning);
+        # rank 0 decides, so every rank loads the same one
+        ckpt = on_main(self.ctx, lambda: resume_checkpoint(self.run_dir))
+        if self.ctx.distributed:
+            box = [ckpt]
+            torch.distributed.broadcast_object_list(box, src=0)
+            ckpt = box[0]
+        if ckpt is None:
             log.info("resume: no checkpoint in %s yet, starting from step 0", self.run_dir)
             return
-        ckpt = ckpts[-1]
         if is_sharded_checkpoint(ckpt):  # written by a distributed run: loads into any layout, one process too
             state, mine = load_sharded_checkpoint(self.ctx, ckpt, self.wrapped, self.optimizer)
             # Random windows do not depend on the rank (rank 0's position is everyone's); "docs" needs its own.
@@ -187,7 +193,7 @@ class Trainer:
             raise ValueError(f"{ckpt} was written by a single-process run; resume it in one process (without "
                              "torchrun), or start this distributed run in a new --out")
         else:
-            state = load_checkpoint(ckpt, self.model, map_location=self.device)
+            state = load_checkpoint(ckpt, self.model, map_location=self.device, verify=False)  # verified above
             self.optimizer.load_state_dict(state["optimizer"])
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])

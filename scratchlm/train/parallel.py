@@ -28,9 +28,9 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from scratchlm.runs import atomic_write_json, checkpoint_dir
+from scratchlm.runs import atomic_write_json, checkpoint_dir, write_manifest
 
-from .checkpoint import prune_checkpoints, publish_checkpoint
+from .checkpoint import load_train_state, prune_checkpoints, publish_checkpoint
 
 
 def start(cfg):
@@ -114,9 +114,10 @@ def save_sharded_checkpoint(ctx, run_dir: Path, step: int, wrapped, optimizer, m
     def publish():
         try:
             with torch.random.fork_rng(devices=[]):  # building the model draws random init: keep the RNG
-                dcp_to_safetensors(tmp / "dcp", tmp, model_config)  # model.safetensors + config.json
+                dcp_to_safetensors(tmp / "dcp", tmp, model_config, manifest=False)  # model + config.json
             atomic_write_json(tmp / "meta.json", {"step": step, **meta})
             torch.save({**train_state, "ranks": ranks}, tmp / "state.pt")
+            write_manifest(tmp)
             publish_checkpoint(tmp, final)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -136,7 +137,7 @@ def load_sharded_checkpoint(ctx, ckpt: Path, wrapped, optimizer) -> tuple[dict, 
     (the shared train state, this rank's {"loader", "rng"} or None if the checkpoint had fewer ranks)."""
     from scratchlm.distributed.checkpoint import load_dcp
 
-    state = torch.load(Path(ckpt) / "state.pt", map_location="cpu", weights_only=False)  # written by us
+    state = load_train_state(ckpt, verify=False)  # the caller picked a checkpoint that verifies
     load_dcp(Path(ckpt) / "dcp", wrapped, _optimizers(optimizer))
     ranks = state.get("ranks") or []
     return state, (ranks[ctx.rank] if ctx.rank < len(ranks) else None)
