@@ -1,19 +1,39 @@
-"""Shared fixtures: where ../shared/data is, and skipping cleanly when it is absent."""
+"""Shared fixtures: where ../shared/data is, skipping cleanly when it is absent, and the built-in corpus."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+# The one place that says where the optional real-world data lives (books, eval sets, word lists beside the clone).
+# SCRATCHLM_SHARED_DATA moves it; a path that does not exist hides it, which is how .ci/run proves that the suite
+# passes on a bare clone. Every test file imports this name rather than computing its own path.
+SHARED_DATA = Path(os.environ.get("SCRATCHLM_SHARED_DATA") or REPO.parent / "shared" / "data")
+
+
+def shared_path(rel: str) -> Path:
+    """SHARED_DATA / rel, or skip the test with a reason that names what is missing and where it was looked for."""
+    path = SHARED_DATA / rel
+    if not path.exists():
+        pytest.skip(f"needs shared data {rel}: {path} is absent (set SCRATCHLM_SHARED_DATA to its folder)")
+    return path
+
+
+def builtin_corpus(max_bytes: int) -> list[str]:
+    """TinyWorld training documents: generated, deterministic, no download. Fixtures that need a corpus of some
+    size build it from this, so they mean the same on a bare clone as beside ../shared."""
+    from scratchlm.data.tinyworld import iter_documents
+
+    return list(iter_documents("train", seed=0, max_bytes=max_bytes))
 
 
 @pytest.fixture
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
-        pytest.skip("../shared/data is absent")
+        pytest.skip(f"needs shared data: {SHARED_DATA} is absent (set SCRATCHLM_SHARED_DATA to its folder)")
     return SHARED_DATA
 
 

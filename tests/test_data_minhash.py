@@ -2,7 +2,6 @@
 near-duplicates."""
 
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +11,7 @@ from scratchlm.data.minhash import (MAX_SIG, MinHashConfig, UnionFind, bucket_ed
                                     minhash_signatures, permutations, shingle_batch, shingle_hashes,
                                     signatures_from_shingles, words_of)
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from conftest import SHARED_DATA as DATA
 
 
 def exact_jaccard(a: str, b: str, n: int = 5) -> float:
@@ -118,7 +117,7 @@ def test_candidate_probability_s_curve():
 
 def paragraphs():
     if not DATA.exists():
-        pytest.skip("shared data not found")
+        pytest.skip(f"needs shared data (Gutenberg, TinyStories): {DATA} is absent")
     out = []
     for f in ["gutenberg/pg1342.txt", "gutenberg/pg11.txt", "tinystories/tinystories_val_head.txt"]:
         raw = (DATA / f).read_text(encoding="utf-8").replace("\r\n", "\n")

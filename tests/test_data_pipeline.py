@@ -13,13 +13,13 @@ from scratchlm.data.normalize import normalize_text
 from scratchlm.data.pipeline import PipelineConfig, document_reason, format_report, iter_clean_texts, run_pipeline
 from scratchlm.data.quality import c4_clean_lines
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from conftest import SHARED_DATA as DATA
 
 
 def corpus(tmp_path: Path, n: int = 240) -> tuple[list[str], dict]:
     """Good paragraphs + planted exact/near duplicates + junk + bad files, spread over several input files."""
     if not DATA.exists():
-        pytest.skip("shared data not found")
+        pytest.skip(f"needs shared data (Gutenberg, TinyStories): {DATA} is absent")
     raw = (DATA / "gutenberg" / "pg1342.txt").read_text(encoding="utf-8").replace("\r\n", "\n")
     raw += (DATA / "tinystories" / "tinystories_val_head.txt").read_text(encoding="utf-8")
     paras = [" ".join(p.split()) for p in re.split(r"\n\s*\n", raw) if 80 <= len(p.split()) <= 400]

@@ -9,7 +9,8 @@ import pytest
 from scratchlm.data.normalize import NormalizeStats, normalize_text
 from scratchlm.data.sources import SourceConfig, SourceStats, expand_inputs, read_source, read_sources
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from conftest import shared_path
+
 RECORDS = [{"id": f"r{i}", "text": f"document {i} says hello", "meta": {"body": f"nested {i}"}} for i in range(50)]
 
 
@@ -34,9 +35,7 @@ def test_plain_text_split_modes(tmp_path):
 
 
 def test_endoftext_separated_stories():
-    f = DATA / "tinystories" / "tinystories_sample_cs336.txt"
-    if not f.exists():
-        pytest.skip("shared data not found")
+    f = shared_path("tinystories/tinystories_sample_cs336.txt")
     got, problems = texts(f, text_split="<|endoftext|>")
     assert len(got) == f.read_text().count("<|endoftext|>") + (not f.read_text().rstrip().endswith("<|endoftext|>"))
     assert not problems and all("<|endoftext|>" not in t for t in got)

@@ -1,7 +1,6 @@
 """Toxicity: word-list matching, the logistic-regression gradient, learning on held-out data, the CLI."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,7 +8,8 @@ import pytest
 from scratchlm.data.toxicity import (ClassifierConfig, ToxicityClassifier, WordListScorer, featurize, load_word_list,
                                      loss_and_grad, precision_recall)
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from conftest import SHARED_DATA as DATA, shared_path
+
 WORDS = DATA / "toxicity" / "ldnoobw_en.txt"
 
 
@@ -21,8 +21,7 @@ def test_word_list_matches_whole_words_and_phrases():
 
 
 def test_shared_word_list_loads():
-    if not WORDS.exists():
-        pytest.skip("shared toxicity list not found")
+    shared_path("toxicity/ldnoobw_en.txt")
     terms = load_word_list(WORDS)
     assert len(terms) > 300
     s = WordListScorer(terms)
@@ -64,9 +63,8 @@ def test_precision_recall_by_hand():
 
 def labelled_corpus(n=2500, seed=0, n_terms=30):
     """TinyStories paragraphs; 30% get two terms of a 30-term slice of the word list inserted (label 1)."""
-    f = DATA / "tinystories" / "tinystories_train_first5000_lowercased.txt"
-    if not f.exists() or not WORDS.exists():
-        pytest.skip("shared data not found")
+    f = shared_path("tinystories/tinystories_train_first5000_lowercased.txt")
+    shared_path("toxicity/ldnoobw_en.txt")
     paras = [p.strip() for p in f.read_text(encoding="utf-8").split("\n") if len(p.split()) >= 30][:n]
     rng = np.random.default_rng(seed)
     terms = list(rng.choice([t for t in load_word_list(WORDS) if t.isalpha()], n_terms, replace=False))

@@ -131,12 +131,10 @@ def test_formats(tmp_path):
 
 
 def test_shared_preference_files_parse():
-    from pathlib import Path
+    from conftest import shared_path
 
-    root = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-    a, b = root / "llms-from-scratch/instruction-data-with-preference.json", root / "llama-factory/dpo_en_demo.json"
-    if not a.exists() or not b.exists():
-        pytest.skip("shared data not present")
+    a = shared_path("llms-from-scratch/instruction-data-with-preference.json")
+    b = shared_path("llama-factory/dpo_en_demo.json")
     pa, pb = load_preferences(a), load_preferences(b)
     assert len(pa) == 1100 and len(pb) == 300 and all(p.chosen and p.rejected for p in pa + pb)
 

@@ -16,7 +16,7 @@ from scratchlm.tokenizer import (GPT2_PATTERN, GPT4_PATTERN, BPETokenizer, CharT
 tokenizers = pytest.importorskip("tokenizers")
 transformers = pytest.importorskip("transformers")
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from conftest import SHARED_DATA as SHARED, builtin_corpus, shared_path  # noqa: E402
 
 MIXED = (
     "The quick brown fox jumps over the lazy dog. It's 2024; they'll pay $1,234.56 (or 7890) tomorrow.\r\n"
@@ -28,7 +28,8 @@ MIXED = (
 
 
 def _corpus() -> list[str]:
-    texts = [MIXED] * 20
+    # TinyWorld gives every machine enough distinct counts for 2000 tokens; the books in ../shared add variety
+    texts = [MIXED] * 20 + builtin_corpus(200_000)
     for name in ("tinyshakespeare/input.txt", "gutenberg/pg11.txt"):
         if (SHARED / name).is_file():
             texts.append((SHARED / name).read_bytes().decode("utf-8")[:200_000])
@@ -127,9 +128,7 @@ def test_char_tokenizer_export(tmp_path):
 
 
 def test_gpt2_original_files_behind_our_interface(tmp_path):
-    gpt2_dir = SHARED / "gpt2-tokenizer"
-    if not gpt2_dir.is_dir():
-        pytest.skip("../shared/data is absent")
+    gpt2_dir = shared_path("gpt2-tokenizer")
     import tiktoken
     from tiktoken.load import data_gym_to_mergeable_bpe_ranks
     from tokenizers import models, pre_tokenizers

@@ -16,6 +16,8 @@ from scratchlm.train.loader import TokenLoader, eval_windows
 from scratchlm.train.optim import Muon, build_optimizer, muon_split, param_groups, zeropower_newton_schulz
 from scratchlm.train.schedule import lr_multiplier
 
+from conftest import shared_path
+
 TEXT = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n"
         "First Citizen:\nYou are all resolved rather to die than to famish?\n\n") * 40
 
@@ -308,17 +310,12 @@ def test_loss_decreases_on_tinyworld(tmp_path):
     assert s["val_bpb"] < 3.5
 
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
 @pytest.mark.slow
 def test_shakespeare_recipe_beats_nanogpt_at_a_fixed_step_budget(tmp_path):
     """configs/shakespeare_cpu.toml at 300 steps (what ~71 s buys on 2 quiet cores): <= 1.60 nats/char on the
     last 10% of Tiny Shakespeare (nanoGPT's baby GPT: 1.886). A step budget, so the result does not depend on
     the machine's speed."""
-    text = SHARED / "tinyshakespeare" / "input.txt"
-    if not text.exists():
-        pytest.skip(f"{text} not found")
+    text = shared_path("tinyshakespeare/input.txt")
     root = Path(__file__).resolve().parents[1]
     cfg = load_pretrain_config(root / "configs" / "shakespeare_cpu.toml", [
         f"data.train_text={text}", "train.max_time=0", "train.max_steps=300", "train.progress=false",

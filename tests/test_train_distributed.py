@@ -31,18 +31,19 @@ import torch
 
 from scratchlm.runs import read_jsonl
 
+from conftest import SHARED_DATA, shared_path
+
 pytestmark = pytest.mark.distributed
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
+DATA = SHARED_DATA / "tinyshakespeare" / "input.txt"
 RTOL_STEP1 = 1e-6
 RTOL = {"loss": 1e-5, "norm": 5e-4}
 STEPS = 8
 
 
 def _config(tmp: Path) -> Path:
-    if not DATA.exists():
-        pytest.skip(f"{DATA} not found (shared data)")
+    shared_path("tinyshakespeare/input.txt")
     text = tmp / "input.txt"
     text.write_text(DATA.read_text(encoding="utf-8")[:100_000], encoding="utf-8")
     cfg = tmp / "tiny.toml"
