@@ -185,8 +185,8 @@ def claim_out_dir(path: str | Path, overwrite: bool = False, resume: bool = Fals
         raise FileExistsError(f"{path} is not empty and was not created by scratchlm (no {OWNER_MARK} file); "
                               f"choose a new or empty folder for {flag}")
     if finished and (path / finished).exists() and not resume and not overwrite:
-        raise FileExistsError(f"{path} holds a finished result ({finished}); pass --overwrite to replace it or "
-                              f"choose another {flag}")
+        raise FileExistsError(f"{path} is not empty: it holds a finished run ({finished}); pass --overwrite to "
+                              f"replace it or choose another {flag}")
     if check_only:
         return path
     if path.parent.is_dir():  # a deletion that a kill interrupted (remove_owned_dir) is finished now

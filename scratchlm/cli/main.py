@@ -92,6 +92,27 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:  # noqa: BLE001 - only errors that carry their own exit code are handled here
+        code = getattr(e, "exit_code", None)
+        if code is None or (debug and not getattr(e, "resume_hint", False)):  # a signal is never a bug
+            raise
+        if os.environ.get("RANK", "0") == "0":  # under torchrun every rank stops the same way: say it once
+            print(f"error: {e}" if code == 1 else str(e), file=sys.stderr)
+            if getattr(e, "resume_hint", False):
+                print(resume_command(sys.argv[1:] if argv is None else argv), file=sys.stderr)
+        return code
+
+
+def resume_command(argv: list[str]) -> str:
+    """The command that continues an interrupted run: the same one, with --resume and without --overwrite."""
+    import shlex
+
+    if os.environ.get("TORCHELASTIC_RUN_ID") or os.environ.get("LOCAL_RANK"):
+        return "resume: run the same torchrun command again with --resume"
+    args = [a for a in argv if a != "--overwrite"]
+    if "--resume" not in args:
+        args.append("--resume")
+    return "resume with: scratchlm " + shlex.join(args)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from scratchlm.device import resolve_device, train_dtype
 from scratchlm.train.metrics import MetricsLogger, plot_loss
 from scratchlm.train.optim import param_groups, set_lr
 from scratchlm.train.schedule import lr_multiplier
+from scratchlm.train.stopping import Interrupted, StopOnSignal, nonfinite_weights_error, weights_finite
 
 from .lora import apply_lora, lora_state_dict, merged_state_dict
 
@@ -135,6 +136,7 @@ class PostTrainer:
         self.best = math.inf
         self.last_eval: dict = {}
         self.resumed_from = None
+        self.saved_step = -1  # the step of the last checkpoint this process wrote
         if resume:
             self._resume()
         self.metrics = MetricsLogger(self.run_dir, tensorboard=self.tc.tensorboard) if self.is_main else _NoMetrics()
@@ -265,7 +267,15 @@ class PostTrainer:
                 {k: v for k, v in self.weights_to_save_raw().items() if ".lora_" in k}
         return state
 
+    def _last_checkpoint(self) -> Path | None:
+        ckpts = list_checkpoints(self.run_dir)
+        return ckpts[-1] if ckpts else None
+
     def save(self, meta: dict | None = None) -> Path:
+        # non-finite weights never replace the last good checkpoint (collective: every rank checks its shards)
+        if not weights_finite(self.params, self.ctx is not None, self.device):
+            raise nonfinite_weights_error(self.step, self._last_checkpoint())
+        self.saved_step = self.step
         meta = {"stage": self.stage, "base": str(self.cfg.base), "elapsed": round(self.elapsed, 2),
                 **self.last_eval, **(meta or {})}
         weights, state = self.weights_to_save(), self.train_state()  # collective under FSDP: every rank
@@ -361,6 +371,8 @@ class PostTrainer:
         else:
             self.bad_steps += 1
             log.warning("step %d: non-finite gradient, step skipped", self.step)
+            if not weights_finite(self.params, self.ctx is not None, self.device):  # no step can recover them
+                raise nonfinite_weights_error(self.step, self._last_checkpoint())
         self.optimizer.zero_grad(set_to_none=True)
         return norm, lr
 
@@ -383,39 +395,46 @@ class PostTrainer:
                    bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}] {postfix}",
                    dynamic_ncols=True, disable=not tc.progress)
         stopped_by = self.stop_reason()
-        while stopped_by is None:
-            t0 = time.perf_counter()
-            self.model.train()
-            row = self.train_step()
-            self.tokens += row.pop("n_tokens", 0)
-            norm, lr = self.optimizer_step()
-            self.step += 1
-            self.elapsed += time.perf_counter() - t0
-            if self.ctx is not None:  # rank 0's clock on every rank: all stop at the same step
-                from .distributed import broadcast
+        # Ctrl-C / SIGTERM (scratchlm/train/stopping.py): the step under way finishes, is checkpointed, and the
+        # run exits
+        with StopOnSignal() as stop:
+            while stopped_by is None:
+                t0 = time.perf_counter()
+                self.model.train()
+                row = self.train_step()
+                self.tokens += row.pop("n_tokens", 0)
+                norm, lr = self.optimizer_step()
+                self.step += 1
+                self.elapsed += time.perf_counter() - t0
+                if self.ctx is not None:  # rank 0's clock on every rank: all stop at the same step
+                    from .distributed import broadcast
 
-                self.elapsed = broadcast(self.ctx, self.elapsed)
-            t1 = time.perf_counter()
-            if self.step % tc.log_every == 0 or self.step == 1:
-                self.metrics.log({"step": self.step, "tokens": self.tokens, **row, "lr": lr, "grad_norm": norm,
-                                  "elapsed": round(self.elapsed, 2)})
-                main = next(iter(row.items()), None)
-                if main is not None:
-                    bar.set_postfix_str(f"step {self.step} {main[0]} {main[1]:.4f}", refresh=False)
-            stopped_by = self.stop_reason()
-            if tc.eval_every and self.step % tc.eval_every == 0 and stopped_by is None:
-                ev = self._eval()
-                s = self.score(ev)
-                if s < self.best:
-                    self.best = s
-                    ckpt = self.save()
-                    if self.is_main:
-                        mark_best(self.run_dir, ckpt, s)
-            elif tc.ckpt_every and self.step % tc.ckpt_every == 0 and stopped_by is None:
-                self.save()
-            self.elapsed += time.perf_counter() - t1
-            bar.n = round(min(1.0, self.progress()) * 1000)
-            bar.refresh()
+                    self.elapsed = broadcast(self.ctx, self.elapsed)
+                t1 = time.perf_counter()
+                if self.step % tc.log_every == 0 or self.step == 1:
+                    self.metrics.log({"step": self.step, "tokens": self.tokens, **row, "lr": lr, "grad_norm": norm,
+                                      "elapsed": round(self.elapsed, 2)})
+                    main = next(iter(row.items()), None)
+                    if main is not None:
+                        bar.set_postfix_str(f"step {self.step} {main[0]} {main[1]:.4f}", refresh=False)
+                stopped_by = self.stop_reason()
+                if tc.eval_every and self.step % tc.eval_every == 0 and stopped_by is None:
+                    ev = self._eval()
+                    s = self.score(ev)
+                    if s < self.best:
+                        self.best = s
+                        ckpt = self.save()
+                        if self.is_main:
+                            mark_best(self.run_dir, ckpt, s)
+                elif tc.ckpt_every and self.step % tc.ckpt_every == 0 and stopped_by is None:
+                    self.save()
+                self.elapsed += time.perf_counter() - t1
+                bar.n = round(min(1.0, self.progress()) * 1000)
+                bar.refresh()
+                signum = stop.requested(self.ctx is not None, self.device)
+                if signum:
+                    bar.close()
+                    self._stop_on_signal(signum)
         bar.close()
         final = self._eval(final=True)
         ckpt = self.save({"final": True})
@@ -431,6 +450,16 @@ class PostTrainer:
                    "best_checkpoint": (read_best(self.run_dir) or {}).get("checkpoint") if self.is_main else None,
                    "resumed_from": self.resumed_from, **{f"final_{k}": v for k, v in self.last_eval.items()}}
         return summary
+
+    def _stop_on_signal(self, signum: int) -> None:
+        """Save the step just done (unless it was saved already) and raise Interrupted."""
+        if self.saved_step != self.step:
+            self.save({"interrupted": True})
+        ckpt = self._last_checkpoint() if self.is_main else None
+        self.metrics.close()
+        if self.ctx is not None:
+            self.ctx.destroy()
+        raise Interrupted(signum, self.step, ckpt)
 
     def finish(self, summary: dict) -> dict:
         if self.is_main:

@@ -5,11 +5,13 @@
     summary = pretrain(cfg, "runs/shakespeare")      # -> {"val_loss": ..., "val_bpb": ..., ...}
 
 Files: config.py (what to train), data.py + loader.py (tokens in), optim.py + schedule.py (how to update),
-loop.py (the loop), checkpoint.py (state out and back in), metrics.py (what to watch).
+loop.py (the loop), checkpoint.py (state out and back in), stopping.py (Ctrl-C, SIGTERM, non-finite weights),
+metrics.py (what to watch).
 """
 
 from .config import DataConfig, PretrainConfig, TrainConfig, load_pretrain_config
-from .loop import Trainer, TrainingStopped, pretrain
+from .loop import Trainer, pretrain
+from .stopping import Interrupted, TrainingStopped
 
 __all__ = ["DataConfig", "TrainConfig", "PretrainConfig", "load_pretrain_config", "Trainer", "TrainingStopped",
-           "pretrain"]
+           "Interrupted", "pretrain"]

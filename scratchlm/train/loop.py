@@ -45,12 +45,9 @@ from .optim import build_optimizer, set_lr
 from .parallel import (bare_module, collective_forward, is_sharded_checkpoint, load_sharded_checkpoint, lockstep,
                        on_main, save_sharded_checkpoint, start)
 from .schedule import lr_multiplier
+from .stopping import Interrupted, StopOnSignal, TrainingStopped, nonfinite_weights_error, weights_finite
 
 log = logging.getLogger("scratchlm")
-
-
-class TrainingStopped(RuntimeError):
-    """The run cannot continue (e.g. repeated non-finite losses); the message says why and what to change."""
 
 
 def _memory_gb(device: str) -> float:
@@ -157,6 +154,7 @@ class Trainer:
         self.last_eval: dict = {}
         self.eval_seconds_per_token = None  # measured, to reserve time for the final evaluation
         self.resumed_from = None
+        self.saved_step = -1  # the step of the last checkpoint this process wrote
         if resume:
             self._resume()
         self.metrics = MetricsLogger(self.run_dir, tensorboard=tc.tensorboard and self.is_main) if self.is_main else None
@@ -206,8 +204,16 @@ class Trainer:
         self.resumed_from = ckpt.name
         log.info("resumed from %s (step %d, %s tokens)", ckpt, self.step, f"{self.tokens:,}")
 
+    def _last_checkpoint(self) -> Path | None:
+        ckpts = list_checkpoints(self.run_dir)
+        return ckpts[-1] if ckpts else None
+
     def save(self, meta: dict | None = None) -> Path | None:
-        """Write a checkpoint of the current step; returns its folder on rank 0 (None on the other ranks)."""
+        """Write a checkpoint of the current step; returns its folder on rank 0 (None on the other ranks).
+        Non-finite weights are never saved (they would replace the last good checkpoint): TrainingStopped."""
+        if not weights_finite(self.params, self.ctx.distributed, self.device):
+            raise nonfinite_weights_error(self.step, self._last_checkpoint())
+        self.saved_step = self.step
         meta = {"tokens": self.tokens, "elapsed": round(self.elapsed, 3), **self.last_eval, **(meta or {})}
         if self.ctx.distributed:  # collective: every rank writes its shards, rank 0 the rest
             state = self.train_state()
@@ -323,6 +329,8 @@ class Trainer:
             self.bad_in_a_row += 1
             log.warning("step %d: non-finite %s, step skipped (%d in a row)", self.step,
                         "loss" if not math.isfinite(loss_v) else "gradient", self.bad_in_a_row)
+            if not weights_finite(self.params, self.ctx.distributed, self.device):  # no step can recover them
+                raise nonfinite_weights_error(self.step, self._last_checkpoint())
             if self.bad_in_a_row >= self.tc.max_bad_steps:
                 last = list_checkpoints(self.run_dir)
                 where = f"the last good checkpoint is {last[-1]}" if last else "no checkpoint was written"
@@ -442,49 +450,54 @@ class Trainer:
         stopped_by = self.stop_reason()
         window_t0, window_tokens = time.perf_counter(), 0
         loss_v = norm_v = math.nan
-        while stopped_by is None:
-            self._sync_clock()
-            t0 = time.perf_counter()
-            x, y = self.loader.next_batch()
-            loss_v, norm_v, lr = self.train_step(x, y)
-            if self.device_type == "cuda" and self.step % tc.log_every == 0:
-                torch.cuda.synchronize()
-            self.elapsed += time.perf_counter() - t0
-            window_tokens += self.global_batch_tokens
-            events_t0 = time.perf_counter()
-            if self.step % tc.log_every == 0 or self.step == 1:
-                dt = time.perf_counter() - window_t0
-                tps = window_tokens / max(dt, 1e-9)
-                row = {"step": self.step, "tokens": self.tokens, "loss": loss_v, "lr": lr, "grad_norm": norm_v,
-                       "tokens_per_sec": round(tps, 1), "mfu": mfu(self.flops_per_token, tps, self.peak_tflops),
-                       "mem_gb": round(_memory_gb(self.device), 3), "elapsed": round(self.elapsed, 2),
-                       "bad_steps": self.bad_steps}
-                if self.metrics:
-                    self.metrics.log(row)
+        # Ctrl-C / SIGTERM (stopping.py): the step under way finishes, is checkpointed, and the run exits
+        with StopOnSignal() as stop:
+            while stopped_by is None:
+                self._sync_clock()
+                t0 = time.perf_counter()
+                x, y = self.loader.next_batch()
+                loss_v, norm_v, lr = self.train_step(x, y)
+                if self.device_type == "cuda" and self.step % tc.log_every == 0:
+                    torch.cuda.synchronize()
+                self.elapsed += time.perf_counter() - t0
+                window_tokens += self.global_batch_tokens
+                events_t0 = time.perf_counter()
+                if self.step % tc.log_every == 0 or self.step == 1:
+                    dt = time.perf_counter() - window_t0
+                    tps = window_tokens / max(dt, 1e-9)
+                    row = {"step": self.step, "tokens": self.tokens, "loss": loss_v, "lr": lr, "grad_norm": norm_v,
+                           "tokens_per_sec": round(tps, 1), "mfu": mfu(self.flops_per_token, tps, self.peak_tflops),
+                           "mem_gb": round(_memory_gb(self.device), 3), "elapsed": round(self.elapsed, 2),
+                           "bad_steps": self.bad_steps}
+                    if self.metrics:
+                        self.metrics.log(row)
+                    if bar is not None:
+                        bar.set_postfix_str(f"step {self.step} loss {loss_v:.4f} {tps:,.0f} tok/s", refresh=False)
+                    window_t0, window_tokens = time.perf_counter(), 0
+                self._sync_clock()
+                stopped_by = self.stop_reason()
+                new_best = False
+                if tc.eval_every and self.step % tc.eval_every == 0 and stopped_by is None:
+                    result = self._eval_and_track()
+                    if bar is not None:
+                        bar.write(f"step {self.step}: val loss {result['val_loss']:.4f}"
+                                  + (f", {result['val_bpb']:.4f} bits/byte" if "val_bpb" in result else ""))
+                    new_best = result["val_loss"] < self.best_val
+                    self.best_val = min(self.best_val, result["val_loss"])
+                if tc.sample_every and tc.sample_tokens and self.step % tc.sample_every == 0 and self._samples_here():
+                    self._log_sample(bar)
+                if stopped_by is None and (new_best or (tc.ckpt_every and self.step % tc.ckpt_every == 0)):
+                    ckpt = self.save()
+                    if new_best and ckpt is not None:
+                        mark_best(self.run_dir, ckpt, self.best_val)
+                self.elapsed += time.perf_counter() - events_t0
+                window_t0 += time.perf_counter() - events_t0  # evaluation time is not training throughput
                 if bar is not None:
-                    bar.set_postfix_str(f"step {self.step} loss {loss_v:.4f} {tps:,.0f} tok/s", refresh=False)
-                window_t0, window_tokens = time.perf_counter(), 0
-            self._sync_clock()
-            stopped_by = self.stop_reason()
-            new_best = False
-            if tc.eval_every and self.step % tc.eval_every == 0 and stopped_by is None:
-                result = self._eval_and_track()
-                if bar is not None:
-                    bar.write(f"step {self.step}: val loss {result['val_loss']:.4f}"
-                              + (f", {result['val_bpb']:.4f} bits/byte" if "val_bpb" in result else ""))
-                new_best = result["val_loss"] < self.best_val
-                self.best_val = min(self.best_val, result["val_loss"])
-            if tc.sample_every and tc.sample_tokens and self.step % tc.sample_every == 0 and self._samples_here():
-                self._log_sample(bar)
-            if stopped_by is None and (new_best or (tc.ckpt_every and self.step % tc.ckpt_every == 0)):
-                ckpt = self.save()
-                if new_best and ckpt is not None:
-                    mark_best(self.run_dir, ckpt, self.best_val)
-            self.elapsed += time.perf_counter() - events_t0
-            window_t0 += time.perf_counter() - events_t0  # evaluation time is not training throughput
-            if bar is not None:
-                bar.n = round(min(1.0, self.progress()) * 1000)
-                bar.refresh()
+                    bar.n = round(min(1.0, self.progress()) * 1000)
+                    bar.refresh()
+                signum = stop.requested(self.ctx.distributed, self.device)
+                if signum:
+                    self._stop_on_signal(signum, bar)
         # ---- final evaluation and checkpoint
         t0 = time.perf_counter()
         final = self._eval_and_track(final=True)
@@ -509,6 +522,17 @@ class Trainer:
             plot_loss(self.run_dir)
             mark_done(self.run_dir, summary)
         return summary
+
+    def _stop_on_signal(self, signum: int, bar) -> None:
+        """Save the step just done (unless it was saved already) and raise Interrupted."""
+        if bar is not None:
+            bar.close()
+        if self.saved_step != self.step:
+            self.save({"interrupted": True})
+        ckpt = self._last_checkpoint() if self.is_main else None
+        if self.metrics:
+            self.metrics.close()
+        raise Interrupted(signum, self.step, ckpt)
 
     def _samples_here(self) -> bool:
         """Rank 0 samples; with FSDP / TP every rank must run the same forwards (only rank 0 writes)."""
