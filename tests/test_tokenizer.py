@@ -136,10 +136,15 @@ def test_special_strings_in_corpus_are_separators_not_text():
 def test_jsonl_fields_and_missing_field_error(tmp_path):
     p = tmp_path / "d.jsonl"
     p.write_text("\n".join(json.dumps({"q": "zzzz yyyy " * 5, "other": 1}) for _ in range(20)) + "\n")
-    tok = train_bpe([p], 270, fields=["q"], progress=False, num_workers=1)
+    # JSONL is read by the data reader every command shares; train_bpe alone reads plain text
+    from scratchlm.data.sources import SourceConfig, SourceCorpus
+
+    tok = train_bpe(SourceCorpus([p], SourceConfig(text_field="q")), 270, progress=False, num_workers=1)
     assert b"zz" in {tok.id_to_bytes(i) for i in range(256, 256 + len(tok.merges))}
     with pytest.raises(ValueError, match="field"):
-        train_bpe([p], 270, fields=["text"], progress=False, num_workers=1)
+        train_bpe(SourceCorpus([p]), 270, progress=False, num_workers=1)
+    with pytest.raises(ValueError, match="SourceCorpus"):
+        train_bpe([p], 270, progress=False, num_workers=1)
 
 
 def test_bad_arguments_have_clear_errors(tmp_path):

@@ -65,17 +65,17 @@ output: runs/data/{train,val}.bin, {train,val}.idx.npy, manifest.json (format in
 """
 
 
-def _texts(docs):
-    """Document dicts -> text, with invalid UTF-8 (kept by the readers as surrogates) replaced by U+FFFD."""
-    from scratchlm.data.normalize import to_valid_utf8
+def _texts(inputs, cfg, stats):
+    """The texts of `inputs`, invalid UTF-8 replaced by U+FFFD and counted in `stats`."""
+    from scratchlm.data.sources import read_sources
 
-    for d in docs:
-        yield to_valid_utf8(d["text"])
+    for d in read_sources(inputs, cfg, stats, replace_invalid=True):
+        yield d["text"]
 
 
 def _tokenize(args) -> int:
-    from scratchlm.data.shards import write_shards, write_shards_split
-    from scratchlm.data.sources import SourceStats, read_sources
+    from scratchlm.data.shards import NoDocumentsError, write_shards, write_shards_split
+    from scratchlm.data.sources import SourceStats
 
     tok_dir = Path(args.tokenizer)
     if not tok_dir.is_dir():
@@ -86,21 +86,26 @@ def _tokenize(args) -> int:
     source = {"inputs": [str(p) for p in args.input], "val_inputs": [str(p) for p in args.val_input or []],
               "val_fraction": None if args.val_input else args.val_fraction, "seed": args.seed or 0}
     kw = dict(num_workers=args.workers, batch_size=args.batch_size, source=source, progress=not args.quiet)
-    if args.val_input:
-        val_stats = SourceStats()
-        manifest = write_shards(args.out, _texts(read_sources(args.input, cfg, stats)),
-                                _texts(read_sources(args.val_input, cfg, val_stats)), str(tok_dir), **kw)
-        stats.problems += val_stats.problems
-    else:
-        manifest = write_shards_split(args.out, _texts(read_sources(args.input, cfg, stats)), str(tok_dir),
-                                      val_fraction=args.val_fraction, seed=args.seed or 0, **kw)
+    try:
+        if args.val_input:  # one SourceStats for both: the summary counts every file read
+            manifest = write_shards(args.out, _texts(args.input, cfg, stats), _texts(args.val_input, cfg, stats),
+                                    str(tok_dir), **kw)
+        else:
+            manifest = write_shards_split(args.out, _texts(args.input, cfg, stats), str(tok_dir),
+                                          val_fraction=args.val_fraction, seed=args.seed or 0, **kw)
+    except NoDocumentsError:
+        raise NoDocumentsError(f"0 tokens to write, nothing written: {stats.summary()}") from None
     for p in stats.problems:
-        print(f"skipped {p.path}: {p.problem} ({p.detail})", file=sys.stderr)
+        print(f"skipped {p}", file=sys.stderr)
+    if not args.quiet:
+        print(stats.summary(problems=False))
     n_tok, n_doc = manifest["n_tokens"], manifest["n_docs"]
     print(f"wrote {args.out}: train {n_doc['train']:,} docs / {n_tok['train']:,} tokens, "
           f"val {n_doc['val']:,} docs / {n_tok['val']:,} tokens ({manifest['dtype']})")
     if n_doc["val"] == 0 and not args.val_input and args.val_fraction > 0:
         print("warning: no document landed in val; raise --val-fraction or pass --val-input", file=sys.stderr)
+    if n_doc["train"] == 0:
+        print("warning: no document landed in train; lower --val-fraction or give more documents", file=sys.stderr)
     return 0
 
 
@@ -159,16 +164,17 @@ def _executor(args):
 
 
 def _finish(report: dict, out: Path, quiet: int) -> int:
-    from scratchlm.data.pipeline import format_report
+    from scratchlm.data.pipeline import check_not_empty, format_report
 
     if not quiet:
         print(format_report(report))
+    check_not_empty(report, out / "report.json")  # keeping 0 documents exits 2 with what removed them
     print(f"report: {out / 'report.json'}")
     return 0
 
 
 def _prepare(args) -> int:
-    from scratchlm.data.pipeline import run_pipeline
+    from scratchlm.data.pipeline import EmptyOutputError, format_report, run_pipeline
 
     cfg = _pipeline_config(args)
     if args.tokenizer is not None and not Path(args.tokenizer).is_dir():
@@ -177,6 +183,10 @@ def _prepare(args) -> int:
     ex = _executor(args)
     try:
         report = run_pipeline(args.input, args.out, cfg, args.tokenizer, ex, progress=not args.quiet)
+    except EmptyOutputError as e:  # the table first: it shows what each filter removed, with examples
+        if not args.quiet:
+            print(format_report(e.report))
+        raise
     finally:
         ex.close()
     return _finish(report, args.out, args.quiet)
@@ -311,7 +321,7 @@ def _read_labelled(paths, text_field: str, label_field: str | None):
             texts.append(d[0])
             labels.append(d[1])
     for p in problems:
-        print(f"skipped {p.path}: {p.problem} ({p.detail})", file=sys.stderr)
+        print(f"skipped {p}", file=sys.stderr)
     return texts, (labels if label_field is not None else None)
 
 

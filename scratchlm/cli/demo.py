@@ -165,11 +165,12 @@ def run(args) -> int:
         clean_files = rep["clean_files"]
 
     # 3. tokenizer ---------------------------------------------------------------------------------------------
+    from scratchlm.data.sources import SourceCorpus
     from scratchlm.tokenizer import train_bpe
 
     tok_dir = out / "tokenizer"
     with Step(report, "tokenizer", f"byte-level BPE, vocab {sizes.vocab_size}") as info:
-        tok = train_bpe(clean_files, vocab_size=sizes.vocab_size, progress=not args.quick)
+        tok = train_bpe(SourceCorpus(clean_files), vocab_size=sizes.vocab_size, progress=not args.quick)
         tok.save(tok_dir)
         sample = (corpus / "val.txt").read_text(encoding="utf-8")[:200_000]
         n = len(tok.encode(sample))

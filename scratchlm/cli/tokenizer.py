@@ -67,13 +67,14 @@ def register(subparsers) -> None:
                                    "incrementally (deterministic: ties go to the smallest pair of ids).",
                        epilog=TRAIN_EXAMPLES, formatter_class=RAW)
     t.add_argument("--input", "-i", nargs="+", required=True, metavar="PATH",
-                   help="text files (.txt .md), JSONL/JSON files, or folders of them")
+                   help="files, folders or globs: .txt .md .jsonl .json .parquet, each optionally .gz/.zst "
+                        "(the formats `scratchlm data` reads)")
     t.add_argument("--vocab-size", type=int, default=8192,
                    help="total ids incl. 256 bytes and 8 special tokens (default: 8192)")
     t.add_argument("--pattern", default="gpt4", help='split pattern: "gpt4" (default), "gpt2", or a regex')
     t.add_argument("--digits", type=int, default=None, help="max digits per chunk (default: pattern's; 1 = single)")
-    t.add_argument("--field", action="append", default=None, metavar="NAME",
-                   help="JSON/JSONL field holding text (repeatable; default: text)")
+    t.add_argument("--field", "--text-field", dest="field", action="append", default=None, metavar="NAME",
+                   help="JSON/JSONL/Parquet field holding text (repeatable; default: text)")
     t.add_argument("--workers", type=int, default=None, help="processes for chunk counting (default: all CPUs)")
     t.add_argument("--min-frequency", type=int, default=1, help="stop when the best pair is rarer (default: 1)")
     t.add_argument("--chat-template", type=Path, default=None, metavar="FILE",
@@ -106,8 +107,10 @@ def register(subparsers) -> None:
                        description="Measure a tokenizer on text: compression and which tokens get used.",
                        epilog=STATS_EXAMPLES, formatter_class=RAW)
     s.add_argument("--tokenizer", "-t", type=Path, required=True, help="tokenizer folder (or run folder)")
-    s.add_argument("--input", "-i", nargs="+", required=True, metavar="PATH", help="files or folders to measure on")
-    s.add_argument("--field", action="append", default=None, metavar="NAME", help="JSON/JSONL text field")
+    s.add_argument("--input", "-i", nargs="+", required=True, metavar="PATH",
+                   help="files, folders or globs to measure on (same formats as train)")
+    s.add_argument("--field", "--text-field", dest="field", action="append", default=None, metavar="NAME",
+                   help="JSON/JSONL/Parquet text field (repeatable; default: text)")
     s.add_argument("--top", type=int, default=15, help="how many tokens to list (default: 15)")
     s.add_argument("--json", action="store_true", help="print the figures as JSON")
     s.set_defaults(func=cmd_stats)
@@ -121,7 +124,7 @@ def cmd_train(args) -> int:
 
     from scratchlm import runs
     from scratchlm.tokenizer import CharTokenizer, train_bpe
-    from scratchlm.tokenizer.corpus import expand_inputs, read_documents
+    from scratchlm.tokenizer.corpus import describe_report, new_report
 
     fields = tuple(args.field or ["text"])
     chat_template = None
@@ -129,19 +132,27 @@ def cmd_train(args) -> int:
         if not args.chat_template.is_file():
             raise FileNotFoundError(f"chat template {args.chat_template} not found; pass a Jinja file")
         chat_template = args.chat_template.read_text(encoding="utf-8")
-    files = expand_inputs(args.input)  # fail on a bad path before touching --out
+    corpus = _corpus(args.input, fields)  # fail on a bad path before touching --out
+    files = corpus.paths
     runs.claim_out_dir(args.out, overwrite=args.overwrite, check_only=True)  # fail before training, not after
     progress = args.quiet == 0
     t0 = time.perf_counter()
+    report = new_report()
     if args.char:
         chars: set[str] = set()
-        for doc in read_documents(files, fields):
-            chars.update(doc)
+        for task in corpus.tasks():
+            for doc in corpus.read(task, report):
+                chars.update(doc)
+        if not chars:
+            raise ValueError(f"no text to train on: {describe_report(report)}")
         tok = CharTokenizer.train("".join(sorted(chars)), special_tokens=args.char_specials)
-    else:
-        tok = train_bpe(files, args.vocab_size, pattern=args.pattern, digits=args.digits, fields=fields,
-                        num_workers=args.workers, min_frequency=args.min_frequency, progress=progress)
+    else:  # raises (exit 2) when nothing was read or no pair repeats: a bytes-only vocabulary is not a result
+        tok = train_bpe(corpus, args.vocab_size, pattern=args.pattern, digits=args.digits, num_workers=args.workers,
+                        min_frequency=args.min_frequency, progress=progress, report=report)
     seconds = time.perf_counter() - t0
+    for line in report["problems"]:
+        log.warning("skipped %s", line)
+    log.info("%s", describe_report({**report, "problems": []}))
     out = runs.prepare_run_dir(args.out, overwrite=args.overwrite)  # only now: a failed run leaves nothing behind
     tok.save(out / "tokenizer", chat_template=chat_template)
     import tomli_w
@@ -152,11 +163,22 @@ def cmd_train(args) -> int:
     if args.digits is not None:
         config["tokenizer"]["digits"] = args.digits
     runs.atomic_write_text(out / "config.toml", tomli_w.dumps(config))
-    runs.mark_done(out, {"vocab_size": tok.vocab_size, "seconds": round(seconds, 3)})
+    read = {k: report[k] for k in ("files", "documents", "bytes", "invalid_utf8")}
+    read["skipped"] = len(report["problems"]) + report["more_problems"]
+    runs.mark_done(out, {"vocab_size": tok.vocab_size, "seconds": round(seconds, 3), "read": read})
     if not args.char and tok.vocab_size < args.vocab_size:
-        log.warning("the corpus ran out of pairs: vocab_size is %d, not %d", tok.vocab_size, args.vocab_size)
+        log.warning("warning: the corpus ran out of pairs after %d merges: vocab_size is %d, not the %d asked for; "
+                    "give more text for a larger vocabulary", len(tok.merges), tok.vocab_size, args.vocab_size)
     log.info("trained %r in %.2f s -> %s", tok, seconds, out / "tokenizer")
     return 0
+
+
+def _corpus(inputs, fields):
+    """The reader every command shares (scratchlm/data/sources.py): .txt .md .jsonl .json .parquet, each optionally
+    .gz/.zst, and folders of them. Long plain files are read in pieces: counts and tokens are the same."""
+    from scratchlm.data.sources import SourceConfig, SourceCorpus
+
+    return SourceCorpus(inputs, SourceConfig(text_field=",".join(fields), split_long_files=True))
 
 
 # ------------------------------------------------------------------------------------------------ encode / decode
@@ -240,14 +262,22 @@ def token_stats(tok, texts, top: int = 15) -> dict:
 
 
 def cmd_stats(args) -> int:
-    from scratchlm.tokenizer.corpus import read_documents
+    from scratchlm.tokenizer.corpus import describe_report, new_report
 
     tok = _load(args.tokenizer)
-    st = token_stats(tok, read_documents(args.input, tuple(args.field or ["text"])), args.top)
+    corpus = _corpus(args.input, tuple(args.field or ["text"]))
+    report = new_report()
+    st = token_stats(tok, (doc for task in corpus.tasks() for doc in corpus.read(task, report)), args.top)
+    for line in report["problems"]:
+        print(f"skipped {line}", file=sys.stderr)
+    if not st["bytes"]:
+        raise ValueError(f"no text to measure: {describe_report(report)}")
+    st["invalid_utf8"] = report["invalid_utf8"]
     if args.json:
         print(json.dumps(st, ensure_ascii=False, indent=1))
         return 0
-    print(f"text:        {st['bytes']:,} bytes, {st['chars']:,} chars -> {st['tokens']:,} tokens")
+    print(f"text:        {st['bytes']:,} bytes, {st['chars']:,} chars -> {st['tokens']:,} tokens"
+          + (f" ({st['invalid_utf8']:,} invalid UTF-8 bytes replaced by U+FFFD)" if st["invalid_utf8"] else ""))
     print(f"compression: {st['bytes_per_token']:.3f} bytes/token, {st['chars_per_token']:.3f} chars/token")
     print(f"vocab used:  {st['vocab_used']:,} of {st['vocab_size']:,} ids ({st['vocab_used_fraction']:.1%} of the "
           f"non-special ones)")

@@ -25,7 +25,7 @@ from scratchlm.data.dedup import DedupConfig, bucket_bands, cluster_documents, e
     save_npy, signature_shard, write_kept
 from scratchlm.data.normalize import NormalizeConfig, NormalizeStats, normalize_text
 from scratchlm.data.quality import QUALITY_FILTERS, Parsed, QualityConfig, c4_clean_lines, token_word_ratio
-from scratchlm.data.sources import SourceConfig, expand_inputs, read_source
+from scratchlm.data.sources import SourceConfig, format_of, expand_inputs, read_source
 from scratchlm.data.toxicity import ToxicityClassifier, ToxicityConfig, WordListScorer
 from scratchlm.runs import atomic_write_json, atomic_write_text
 
@@ -121,7 +121,7 @@ def filter_input(path: str, index: int, out_dir: str, cfg: PipelineConfig, token
     for doc in read_source(path, cfg.source, problems):
         raw = doc["text"]
         stats["docs_in"] += 1
-        stats["bytes_in"] += len(raw.encode("utf-8", "surrogateescape"))
+        stats["bytes_in"] += len(raw.encode("utf-8", "surrogatepass"))  # JSON "\\ud800" escapes are lone surrogates too
         text = normalize_text(raw, cfg.normalize, norm)
         if cfg.c4_clean_lines and "c4" in cfg.filters:
             text, n_lines = c4_clean_lines(text, cfg.quality)
@@ -268,6 +268,9 @@ def run_pipeline(inputs: list[str], out_dir: str | Path, cfg: PipelineConfig | N
     if dstats["near"] and dstats["near"]["removed"]:
         report["removed"]["near_duplicate"] = {"docs": dstats["near"]["removed"], "bytes": None,
                                                "examples": [c["examples"][0] for c in dstats["largest_clusters"] if c["examples"]]}
+    if not report["docs_out"]:  # never tokenize nothing and call it done: say what removed everything
+        atomic_write_json(out / "report.json", report)
+        raise EmptyOutputError(report, out / "report.json")
     if tokenizer_dir is not None:
         from scratchlm.data.shards import write_shards_split
 
@@ -278,6 +281,75 @@ def run_pipeline(inputs: list[str], out_dir: str | Path, cfg: PipelineConfig | N
         report["tokens"] = {"n_tokens": manifest["n_tokens"], "n_docs": manifest["n_docs"], "dtype": manifest["dtype"]}
     atomic_write_json(out / "report.json", report)
     return report
+
+
+# what to loosen when one reason removed everything: the config key behind each common reason
+KNOBS = {
+    "gopher_word_count": "quality.min_words", "gopher_mean_word_length": "quality.min_mean_word_length",
+    "gopher_symbol_ratio": "quality.max_symbol_word_ratio", "gopher_alpha_words": "quality.min_alpha_words_ratio",
+    "gopher_stop_words": "quality.min_stop_words", "c4_min_sentences": "quality.c4_min_sentences",
+    "fineweb_line_punct": "quality.min_line_punct_ratio", "fineweb_short_lines": "quality.max_short_line_ratio",
+    "token_word_ratio": "quality.max_tokens_per_word", "toxic_words": "toxicity.max_word_density",
+    "toxic_classifier": "toxicity.classifier_threshold",
+}
+STEPS = [("gopher", "quality filter (gopher)"), ("c4", "quality filter (c4)"), ("fineweb", "quality filter (fineweb)"),
+         ("token_word_ratio", "token-ratio filter"), ("toxic", "toxicity filter"), ("exact_duplicate", "exact dedup"),
+         ("near_duplicate", "near dedup"), ("empty", "normalisation (empty text)")]
+
+
+def empty_output_message(report: dict) -> str:
+    """One line for a run that kept nothing: which step removed how many documents, and what to loosen."""
+    n_in = report["docs_in"]
+    if not n_in:
+        problems = [f"{p['path']}" + (f":{p['line']}" if p.get("line") else "") + f": {p['problem']}"
+                    for p in report.get("problems", [])]
+        why = ("; ".join(problems[:5]) + (f" (and {len(problems) - 5} more)" if len(problems) > 5 else "")
+               if problems else "every file was blank")
+        return (f"0 documents read from {len(report['inputs'])} input(s): {why}; check --input, --text-field "
+                "and the formats (.txt .md .jsonl .json .parquet, optionally .gz/.zst)")
+    by_step: dict[str, list] = {}
+    for reason, r in sorted(report["removed"].items(), key=lambda kv: -kv[1]["docs"]):
+        step = next((name for prefix, name in STEPS if reason.startswith(prefix)), reason)
+        by_step.setdefault(step, []).append((reason, r["docs"]))
+    parts = [f"{step} removed {sum(n for _, n in rs):,}" + (f" ({', '.join(f'{r} {n:,}' for r, n in rs)})"
+                                                            if len(rs) > 1 or rs[0][0] != step else "")
+             for step, rs in by_step.items()]
+    top = max(report["removed"], key=lambda k: report["removed"][k]["docs"]) if report["removed"] else None
+    cfg = report.get("config", {})
+    hints = []
+    if top in KNOBS:
+        hints.append(f"loosen with --set {KNOBS[top]}=...")
+    rest = [f for f in cfg.get("filters", []) if f != _filter_of(top or "")]
+    if _filter_of(top or "") and rest:
+        hints.append(f"skip that filter with --set filters={','.join(rest)}")
+    if cfg.get("source", {}).get("text_split") == "file" and any(
+            format_of(str(i)) == "text" and not str(i).startswith("hf:") for i in report.get("inputs", [])):
+        hints.append("use --text-split paragraph (a whole file is judged as one document)")
+    return f"0 of {n_in:,} documents kept: {', '.join(parts)}" + ("; " + "; or ".join(hints) if hints else "")
+
+
+def _filter_of(reason: str) -> str | None:
+    """The filter in QUALITY_FILTERS that gives this reason code."""
+    if reason.startswith("gopher_dup"):
+        return "gopher_repetition"
+    for prefix, name in (("gopher_", "gopher_quality"), ("c4_", "c4"), ("fineweb_", "fineweb")):
+        if reason.startswith(prefix):
+            return name
+    return None
+
+
+class EmptyOutputError(ValueError):
+    """Raised when the filters and dedup keep no document: an empty output is not a result."""
+
+    def __init__(self, report: dict, report_path=None):
+        self.report = report
+        where = f" (report: {report_path})" if report_path else ""
+        super().__init__(empty_output_message(report) + where)
+
+
+def check_not_empty(report: dict, report_path=None) -> None:
+    if not report["docs_out"]:
+        raise EmptyOutputError(report, report_path)
 
 
 def format_report(report: dict) -> str:
@@ -300,7 +372,8 @@ def format_report(report: dict) -> str:
     if report.get("c4_lines_removed"):
         lines.append(f"C4 line cleaning removed {report['c4_lines_removed']:,} lines")
     for p in report.get("problems", []):
-        lines.append(f"skipped {p['path']}: {p['problem']} ({p['detail'][:120]})")
+        where = p["path"] + (f":{p['line']}" if p.get("line") else "")
+        lines.append(f"skipped {where}: {p['problem']} ({p['detail'][:120]})")
     if "tokens" in report:
         t = report["tokens"]
         lines.append(f"tokens: train {t['n_tokens']['train']:,} ({t['n_docs']['train']:,} docs), "

@@ -48,6 +48,10 @@ SPLITS = ("train", "val")
 DOC_BOUNDARY = "bos_prefix"  # every document = [bos_id] + tokens; recorded in the manifest
 
 
+class NoDocumentsError(ValueError):
+    """Nothing to tokenize: an empty shard folder is not a result, so none is written."""
+
+
 def token_dtype(vocab_size: int) -> np.dtype:
     """uint16 halves the disk and page-cache footprint for every vocabulary up to 65,536 tokens."""
     return np.dtype(np.uint16) if vocab_size <= 65536 else np.dtype(np.uint32)
@@ -213,6 +217,8 @@ def _write_split_pairs(
             if bar is not None:
                 bar.update(n)
                 bar.set_postfix(tokens=f"{n_tokens['train'] + n_tokens['val']:,}", refresh=False)
+        if not any(lengths.values()):
+            raise NoDocumentsError("no document to tokenize: the input held no text (or only blank documents)")
     except BaseException:
         for f in files.values():
             f.close()
@@ -267,7 +273,8 @@ def write_shards(
         an object with .encode(text) (and optionally .encode_batch(texts)), .bos_id, .eos_id, .vocab_size.
     num_workers: encoding processes; None = min(8, CPUs); 0 or 1 encodes in this process.
     source: anything JSON-serialisable describing where the text came from (recorded in the manifest).
-    Empty documents are skipped. Output is identical for any num_workers / batch_size.
+    Empty documents are skipped; with no document at all, NoDocumentsError is raised and nothing is written.
+    Output is identical for any num_workers / batch_size.
     """
     pairs = _chain(("train", documents_train), ("val", documents_val))
     return _write_split_pairs(out_dir, pairs, tokenizer, num_workers, batch_size, source, progress)

@@ -1,20 +1,29 @@
 """Sources: turn paths (files, folders, globs, `hf:` dataset names) into a stream of documents.
 
+This is the one reader: every command that reads text (`data prepare|filter|dedup|tokenize|toxicity`,
+`tokenizer train|stats`) reads through it, so all accept the same formats and report faults the same way.
+
 A document is a plain dict {"id": str, "text": str} (later stages add fields). Readers stream: a text or
 JSONL file is read a line at a time, Parquet a record batch at a time, a Hugging Face dataset in streaming
 mode, so memory stays bounded by the largest single document, which is itself capped (`max_doc_bytes`).
 
 Formats are chosen by file name, after removing a compression suffix (.gz, .zst/.zstd):
-  .jsonl .ndjson          one JSON object per line; the text is `text_field` (dotted path for nested keys)
+  .jsonl .ndjson          one JSON object per line; the text is `text_field` (dotted path for nested keys;
+                          "question,answer" reads two fields of each record as two documents)
   .json                   a list of objects (or strings); loaded whole, since JSON cannot be streamed by line
   .parquet                the `text_field` column (pyarrow)
   anything else           plain text, cut into documents by `text_split` (see SourceConfig)
   hf:NAME[:CONFIG]        a Hugging Face dataset (needs `pip install datasets`); NAME may be a local folder
 
 Bad input never stops a run: a file that cannot be read (corrupt gzip, binary, undecodable JSON line,
-over-long line, missing field) adds a Problem to the caller's list and the reader moves on, keeping every
-document read before the fault. Bytes that are not valid UTF-8 are decoded with "surrogateescape" so that
-normalisation (normalize.py) can count them and then replace or drop them.
+over-long line, missing field) adds a Problem (path, line, what) to the caller's list and the reader moves on,
+keeping every document read before the fault. Bytes that are not valid UTF-8 are decoded with "surrogateescape"
+so that normalisation (normalize.py) can count them and then replace or drop them; consumers that need no
+normalisation get them replaced by U+FFFD and counted (`read_sources(replace_invalid=True)`, SourceCorpus).
+
+SourceCorpus hands the same readers to the tokenizer's parallel chunk counter (scratchlm/tokenizer/corpus.py):
+uncompressed text and JSONL are cut into ~1 MB byte ranges that worker processes parse side by side, everything
+else is one task per file.
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ import gzip
 import io
 import json
 import os
+import re
 import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,7 +46,8 @@ COMPRESSION_SUFFIXES = {".gz", ".zst", ".zstd"}
 @dataclass
 class SourceConfig:
     text_field: str = "text"
-    """JSON/JSONL/Parquet/HF field that holds the text; dotted for nested keys ("meta.body")."""
+    """JSON/JSONL/Parquet/HF field that holds the text; dotted for nested keys ("meta.body"); several fields,
+    comma-separated ("question,answer"), are read as separate documents."""
     text_split: str = "file"
     """How plain-text files are cut into documents: "file" (one document per file), "paragraph" (blank
     lines), "line", or any other string used as a literal separator (e.g. "<|endoftext|>")."""
@@ -47,6 +58,11 @@ class SourceConfig:
     """Split of a Hugging Face dataset (`hf:NAME` inputs)."""
     binary_sniff_bytes: int = 8192
     """A file whose first this-many (decompressed) bytes contain a NUL byte is treated as binary and skipped."""
+    split_long_files: bool = False
+    """With text_split="file": cut a file over max_doc_bytes into pieces instead of skipping it. Pieces end after a
+    newline followed by a printable character, where no BPE split pattern joins two chunks, so counting or encoding
+    the pieces gives the tokens of the whole file. Tokenizer training and stats set it; documents stay whole
+    elsewhere, since the filters judge whole documents."""
 
 
 @dataclass
@@ -56,6 +72,11 @@ class Problem:
     path: str
     problem: str  # short code: binary, corrupt, too_long, bad_json, missing_field, empty, unreadable
     detail: str = ""
+    line: int | None = None  # 1-based line of a JSONL/text file, when the fault has one
+
+    def __str__(self) -> str:
+        where = f"{self.path}:{self.line}" if self.line else self.path
+        return f"{where}: {self.problem}" + (f" ({self.detail})" if self.detail else "")
 
 
 @dataclass
@@ -63,6 +84,8 @@ class SourceStats:
     files: int = 0
     documents: int = 0
     bytes: int = 0
+    invalid_utf8: int = 0
+    """Bytes that were not UTF-8 and were replaced by U+FFFD (counted only when the reader replaces them)."""
     problems: list[Problem] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -70,13 +93,18 @@ class SourceStats:
         d["problems"] = [asdict(p) for p in self.problems]
         return d
 
+    def summary(self, problems: bool = True) -> str:
+        """One line: what was read, replaced and skipped (the first few problems, each as path:line)."""
+        from scratchlm.tokenizer.corpus import describe_report  # the same line the tokenizer prints
+
+        return describe_report({**asdict(self), "problems": [str(p) for p in self.problems] if problems else []})
+
 
 # --------------------------------------------------------------------------------------------------
 # finding inputs
 
-def _is_data_file(p: Path) -> bool:
-    name = p.name
-    if name.startswith("."):
+def _is_data_file(p: Path, root: Path) -> bool:
+    if any(part.startswith(".") for part in p.relative_to(root).parts):  # .git/, .cache/, editor temp files
         return False
     suffix = p.suffix.lower()
     if suffix in COMPRESSION_SUFFIXES:
@@ -99,7 +127,7 @@ def expand_inputs(inputs: list[str]) -> list[str]:
         if p.is_file():
             out.append(str(p))
         elif p.is_dir():
-            found = sorted(str(f) for f in p.rglob("*") if f.is_file() and _is_data_file(f))
+            found = sorted(str(f) for f in p.rglob("*") if f.is_file() and _is_data_file(f, p))
             if not found:
                 raise FileNotFoundError(f"folder {item} holds no .txt/.json/.jsonl/.parquet files (optionally .gz/.zst)")
             out.extend(found)
@@ -128,7 +156,7 @@ def open_binary(path: str) -> io.BufferedIOBase:
     return open(path, "rb")
 
 
-def _format_of(path: str) -> str:
+def format_of(path: str) -> str:
     p = Path(path)
     suffix = p.suffix.lower()
     if suffix in COMPRESSION_SUFFIXES:
@@ -168,7 +196,7 @@ def _read_lines(f, path: str, cfg: SourceConfig, problems: list[Problem]) -> Ite
             while line and not line.endswith(b"\n"):  # drain the rest of this line without keeping it
                 line = f.readline(1 << 20)
                 skipped += len(line)
-            problems.append(Problem(path, "too_long", f"line {n}: {skipped:,} bytes > max_doc_bytes {cfg.max_doc_bytes:,}"))
+            problems.append(Problem(path, "too_long", f"{skipped:,} bytes > max_doc_bytes {cfg.max_doc_bytes:,}", n))
             continue
         yield n, line.rstrip(b"\r\n")
 
@@ -183,6 +211,9 @@ def _read_text(f, path: str, cfg: SourceConfig, problems: list[Problem]) -> Iter
     if mode == "file":
         data = f.read(cfg.max_doc_bytes + 1)
         if len(data) > cfg.max_doc_bytes:
+            if cfg.split_long_files:
+                yield from _pieces(f, data, path, cfg, problems)
+                return
             problems.append(Problem(path, "too_long", f"file is over max_doc_bytes {cfg.max_doc_bytes:,}; "
                                     "use text_split=paragraph/line to cut it"))
             return
@@ -201,7 +232,7 @@ def _read_text(f, path: str, cfg: SourceConfig, problems: list[Problem]) -> Iter
                 para.append(line)
                 size += len(line) + 1
                 if size > cfg.max_doc_bytes:
-                    problems.append(Problem(path, "too_long", f"paragraph ending at line {n} is over max_doc_bytes"))
+                    problems.append(Problem(path, "too_long", "paragraph over max_doc_bytes", n))
                     para, size = [], 0
             elif para:
                 yield {"id": f"{path}:{k}", "text": _decode(b"\n".join(para))}
@@ -239,13 +270,47 @@ def _read_text(f, path: str, cfg: SourceConfig, problems: list[Problem]) -> Iter
         yield {"id": f"{path}:{k}", "text": _decode(buf.strip(b"\r\n"))}
 
 
-def _record_text(record, path: str, where: str, cfg: SourceConfig, problems: list[Problem]) -> str | None:
-    text = record if isinstance(record, str) else _get_field(record, cfg.text_field)
-    if not isinstance(text, str):
-        problems.append(Problem(path, "missing_field", f"{where}: no string field {cfg.text_field!r} "
-                                "(choose one with --text-field)"))
-        return None
-    return text
+def _pieces(f, buf: bytes, path: str, cfg: SourceConfig, problems: list[Problem]) -> Iterator[dict]:
+    """A long text file in pieces of about max_doc_bytes / 2, each cut where no split pattern joins two chunks."""
+    from scratchlm.tokenizer.corpus import next_cut
+
+    size, k = max(cfg.max_doc_bytes // 2, 1), 0
+    while buf:
+        cut = next_cut(buf, size)
+        while cut < 0:
+            more = f.read(size)
+            if not more:
+                cut = len(buf)
+                break
+            buf += more
+            cut = next_cut(buf, size)
+            if cut < 0 and len(buf) > 2 * cfg.max_doc_bytes:  # no newline to cut at: a blob, not text
+                problems.append(Problem(path, "too_long", f"piece {k} has no line break in {len(buf):,} bytes; skipped "
+                                        "the rest of the file"))
+                return
+        if buf[:cut].strip():
+            yield {"id": f"{path}:{k}", "text": _decode(buf[:cut])}
+            k += 1
+        buf = buf[cut:]
+
+
+def _record_texts(record, path: str, where: str, cfg: SourceConfig, problems: list[Problem],
+                  line: int | None = None) -> list[tuple[str, str]]:
+    """[(field, text)] of one record: a bare string is its own text; otherwise each of the text fields present."""
+    if isinstance(record, str):
+        return [("", record)]
+    names = [f.strip() for f in cfg.text_field.split(",") if f.strip()]
+    found = [(name, t) for name in names if isinstance(t := _get_field(record, name), str)]
+    if not found:
+        problems.append(Problem(path, "missing_field", f"{where}no string field {cfg.text_field!r} "
+                                "(choose one with --text-field)", line))
+    return found
+
+
+def _docs(record, default_id: str, texts: list[tuple[str, str]]) -> Iterator[dict]:
+    rid = record.get("id", default_id) if isinstance(record, dict) else default_id
+    for name, text in texts:
+        yield {"id": f"{rid}:{name}" if len(texts) > 1 else rid, "text": text}
 
 
 def _read_jsonl(f, path: str, cfg: SourceConfig, problems: list[Problem]) -> Iterator[dict]:
@@ -255,14 +320,13 @@ def _read_jsonl(f, path: str, cfg: SourceConfig, problems: list[Problem]) -> Ite
             continue
         try:
             record = json.loads(_decode(line))
-        except ValueError as e:
+        except (ValueError, RecursionError) as e:  # RecursionError: nesting deeper than Python's stack
             bad += 1
             if bad <= 5:  # one problem per bad line would flood the report on a non-JSON file
-                problems.append(Problem(path, "bad_json", f"line {n}: {e}"))
+                why = f"{e.msg} at column {e.colno}" if isinstance(e, json.JSONDecodeError) else "nested too deeply"
+                problems.append(Problem(path, "bad_json", why, n))
             continue
-        text = _record_text(record, path, f"line {n}", cfg, problems)
-        if text is not None:
-            yield {"id": record.get("id", f"{path}:{n}") if isinstance(record, dict) else f"{path}:{n}", "text": text}
+        yield from _docs(record, f"{path}:{n}", _record_texts(record, path, "", cfg, problems, n))
     if bad > 5:
         problems.append(Problem(path, "bad_json", f"{bad - 5} more lines that are not JSON"))
 
@@ -280,29 +344,28 @@ def _read_json(f, path: str, cfg: SourceConfig, problems: list[Problem]) -> Iter
         return
     records = obj if isinstance(obj, list) else [obj]
     for i, record in enumerate(records):
-        text = _record_text(record, path, f"record {i}", cfg, problems)
-        if text is not None:
-            yield {"id": f"{path}:{i}", "text": text}
+        yield from _docs(None, f"{path}:{i}", _record_texts(record, path, f"record {i}: ", cfg, problems))
 
 
 def _read_parquet(path: str, cfg: SourceConfig, problems: list[Problem]) -> Iterator[dict]:
     import pyarrow.parquet as pq  # plumbing only
 
-    pf = pq.ParquetFile(path)
-    top = cfg.text_field.split(".")[0]
-    if top not in pf.schema_arrow.names:
-        problems.append(Problem(path, "missing_field", f"no column {top!r} (columns: {', '.join(pf.schema_arrow.names)}); "
-                                "choose one with --text-field"))
+    if Path(path).suffix.lower() in COMPRESSION_SUFFIXES:  # Parquet needs seeks: decompress into memory (rare:
+        with open_binary(path) as f:                      # Parquet compresses its own pages)
+            pf = pq.ParquetFile(io.BytesIO(f.read()))
+    else:
+        pf = pq.ParquetFile(path)
+    names = [f.strip() for f in cfg.text_field.split(",") if f.strip()]
+    tops = list(dict.fromkeys(n.split(".")[0] for n in names))
+    missing = [t for t in tops if t not in pf.schema_arrow.names]
+    if missing:
+        problems.append(Problem(path, "missing_field", f"no column {missing[0]!r} (columns: "
+                                f"{', '.join(pf.schema_arrow.names)}); choose one with --text-field"))
         return
     i = 0
-    for batch in pf.iter_batches(batch_size=1024, columns=[top]):  # bounded memory: one record batch at a time
-        for value in batch.column(0).to_pylist():
-            if "." in cfg.text_field:
-                value = _get_field({top: value}, cfg.text_field)
-            if isinstance(value, str):
-                yield {"id": f"{path}:{i}", "text": value}
-            else:
-                problems.append(Problem(path, "missing_field", f"row {i}: {cfg.text_field!r} is not a string"))
+    for batch in pf.iter_batches(batch_size=1024, columns=tops):  # bounded memory: one record batch at a time
+        for record in batch.to_pylist():
+            yield from _docs(None, f"{path}:{i}", _record_texts(record, path, f"row {i}: ", cfg, problems))
             i += 1
 
 
@@ -316,9 +379,7 @@ def read_hf(name: str, cfg: SourceConfig, problems: list[Problem]) -> Iterator[d
     repo, _, config = spec.partition(":") if not os.path.exists(spec) else (spec, "", "")
     ds = datasets.load_dataset(repo, config or None, split=cfg.hf_split, streaming=True)
     for i, record in enumerate(ds):
-        text = _record_text(record, name, f"row {i}", cfg, problems)
-        if text is not None:
-            yield {"id": f"{name}:{i}", "text": text}
+        yield from _docs(None, f"{name}:{i}", _record_texts(record, name, f"row {i}: ", cfg, problems))
 
 
 def read_source(path: str, cfg: SourceConfig | None = None, problems: list[Problem] | None = None) -> Iterator[dict]:
@@ -328,7 +389,7 @@ def read_source(path: str, cfg: SourceConfig | None = None, problems: list[Probl
     if path.startswith("hf:"):
         yield from read_hf(path, cfg, problems)
         return
-    fmt = _format_of(path)
+    fmt = format_of(path)
     try:
         if os.path.getsize(path) == 0:
             problems.append(Problem(path, "empty", "file is empty"))
@@ -349,9 +410,25 @@ def read_source(path: str, cfg: SourceConfig | None = None, problems: list[Probl
         problems.append(Problem(path, "corrupt", f"{type(e).__name__}: {e}"))
 
 
+_LONE_SURROGATES = re.compile("[\ud800-\udfff]")  # undecodable bytes (surrogateescape) or broken JSON escapes
+
+
+def valid_utf8(text: str) -> tuple[str, int, int]:
+    """(text with lone surrogates replaced by U+FFFD, how many were replaced, its UTF-8 size in bytes)."""
+    try:
+        return text, 0, len(text.encode("utf-8"))  # the common case: one encode, no scan
+    except UnicodeEncodeError:
+        text, bad = _LONE_SURROGATES.subn("\ufffd", text)
+        return text, bad, len(text.encode("utf-8"))
+
+
 def read_sources(inputs: list[str], cfg: SourceConfig | None = None, stats: SourceStats | None = None,
-                 progress: bool = False) -> Iterator[dict]:
-    """All documents of all inputs, in order. Expands folders/globs; counts files, documents and bytes."""
+                 progress: bool = False, replace_invalid: bool = False) -> Iterator[dict]:
+    """All documents of all inputs, in order. Expands folders/globs; counts files, documents and bytes.
+
+    replace_invalid: replace bytes that were not UTF-8 by U+FFFD and count them in stats.invalid_utf8 (for
+    consumers that skip normalisation, such as tokenizing); otherwise they stay as lone surrogates.
+    """
     stats = stats if stats is not None else SourceStats()
     paths = expand_inputs(inputs)
     bar = None
@@ -363,11 +440,102 @@ def read_sources(inputs: list[str], cfg: SourceConfig | None = None, stats: Sour
         for path in paths:
             stats.files += 1
             for doc in read_source(path, cfg, stats.problems):
+                text, bad, size = valid_utf8(doc["text"])
+                if replace_invalid:
+                    doc["text"] = text
+                    stats.invalid_utf8 += bad
                 stats.documents += 1
-                stats.bytes += len(doc["text"].encode("utf-8", "surrogateescape"))
+                stats.bytes += size
                 if bar is not None:
                     bar.update(1)
                 yield doc
     finally:
         if bar is not None:
             bar.close()
+
+
+# --------------------------------------------------------------------------------------------------
+# the parallel fast path, for the tokenizer
+
+def read_range(path: str, start: int, end: int, cfg: SourceConfig | None = None,
+               problems: list[Problem] | None = None) -> Iterator[dict]:
+    """Documents of bytes [start, end) of an uncompressed text or JSONL file; the range must start at a line start.
+
+    Parsed by the same readers as read_source. Problem lines count from the top of the file; document ids count
+    lines from the start of the range.
+    """
+    cfg = cfg or SourceConfig()
+    problems = problems if problems is not None else []
+    first = len(problems)
+    try:
+        with open(path, "rb") as f:
+            f.seek(start)
+            data = f.read(end - start)
+        reader = _read_jsonl if format_of(path) == "jsonl" else _read_text
+        yield from reader(io.BufferedReader(io.BytesIO(data)), path, cfg, problems)
+    except READ_ERRORS as e:
+        problems.append(Problem(path, "unreadable", f"bytes {start}..{end}: {type(e).__name__}: {e}"))
+    if start and any(p.line for p in problems[first:]):  # rare: count the lines above the range only now
+        base = 0
+        with open(path, "rb") as f:
+            while f.tell() < start and (block := f.read(min(1 << 20, start - f.tell()))):
+                base += block.count(b"\n")
+        for p in problems[first:]:
+            if p.line:
+                p.line += base
+
+
+class SourceCorpus:
+    """`inputs` as a corpus for the tokenizer's parallel chunk counter (scratchlm.tokenizer.corpus.count_words).
+
+    Uncompressed text and JSONL files are cut into ~1 MB byte ranges at safe cuts, which worker processes read side
+    by side (the fast path that makes BPE training on 8 MB take under 2 s); every other input (.gz/.zst, .json,
+    Parquet, hf:, and plain text split by paragraph or separator) is one task. Both go through the readers above;
+    invalid UTF-8 is replaced by U+FFFD and counted in the report.
+    """
+
+    def __init__(self, inputs, cfg: SourceConfig | None = None):
+        self.cfg = cfg or SourceConfig()
+        self.paths = expand_inputs([str(i) for i in ([inputs] if isinstance(inputs, (str, os.PathLike)) else inputs)])
+
+    def _rangeable(self, path: str) -> bool:
+        if path.startswith("hf:") or Path(path).suffix.lower() in COMPRESSION_SUFFIXES:
+            return False
+        fmt = format_of(path)
+        if fmt != "jsonl" and not (fmt == "text" and self.cfg.text_split in ("file", "line")):
+            return False
+        try:  # empty and binary files go the slow way, which reports them
+            with open(path, "rb") as f:
+                head = f.read(self.cfg.binary_sniff_bytes)
+        except OSError:
+            return False
+        return bool(head) and b"\0" not in head
+
+    def tasks(self, block_bytes: int = 1 << 20) -> list[tuple[str, int, int, bool]]:
+        """(path, start, end, ranged): a byte range of a plain file, or (path, 0, size, False) for a whole input."""
+        from scratchlm.tokenizer.corpus import plan_ranges
+
+        tasks = []
+        for path in self.paths:
+            if self._rangeable(path):
+                jsonl = format_of(path) == "jsonl"
+                tasks += [(path, s, e, True) for s, e in plan_ranges(path, block_bytes, any_newline=jsonl)]
+            else:
+                size = os.path.getsize(path) if os.path.isfile(path) else 0
+                tasks.append((path, 0, size, False))
+        return tasks
+
+    def read(self, task, report: dict) -> Iterator[str]:
+        """The texts of one task (in a worker); counts and problems go into `report` (the tokenizer's format)."""
+        path, start, end, ranged = task
+        problems: list[Problem] = []
+        docs = read_range(path, start, end, self.cfg, problems) if ranged else read_source(path, self.cfg, problems)
+        whole_file = ranged and format_of(path) == "text" and self.cfg.text_split == "file"
+        report["files"] += start == 0
+        for doc in docs:
+            text, bad, size = valid_utf8(doc["text"])
+            report["documents"] += start == 0 if whole_file else 1  # a file's ranges are one document
+            report["bytes"] += size
+            report["invalid_utf8"] += bad
+            yield text
+        report["problems"] += [str(p) for p in problems]

@@ -150,27 +150,39 @@ def train_bpe(
     vocab_size: int,
     pattern: str = "gpt4",
     digits: int | None = None,
-    fields=("text",),
     num_workers: int | None = None,
     min_frequency: int = 1,
     progress: bool = True,
+    report: dict | None = None,
 ):
-    """Train a byte-level BPE tokenizer on files/directories (.txt, .md, .jsonl, .json).
+    """Train a byte-level BPE tokenizer on a corpus.
 
+    inputs: plain UTF-8 text files or folders (.txt, .md), or a corpus object (see corpus.py):
+        scratchlm.data.sources.SourceCorpus reads JSONL/JSON fields, Parquet and .gz/.zst files.
     vocab_size: total ids, the 256 bytes and the special tokens included (e.g. 8192, 32768, 50304).
     pattern: split regex, "gpt4" (cl100k-style, default) or "gpt2", or a raw regex.
     digits: longest digit group kept in one chunk (None = pattern default; 1 = single digits).
-    fields: JSON/JSONL record fields to read as documents.
     num_workers: processes for chunk counting (None = all CPUs).
     min_frequency: stop merging when the best pair occurs fewer times than this.
+    report: a dict that receives what was read (files, documents, bytes, invalid UTF-8, skipped inputs).
+
+    Raises ValueError when there is no text to train on, or no pair occurs min_frequency times (the result
+    would be a bytes-only vocabulary that no one asked for). A vocabulary smaller than vocab_size because the
+    corpus ran out of pairs is returned as is: check tok.vocab_size.
     """
     from .bpe import BPETokenizer
-    from .corpus import count_words
+    from .corpus import count_words, describe_report, new_report
 
     num_merges = _num_merges(vocab_size)
     pat = build_pattern(pattern, digits)
-    counts = count_words(inputs, pat, fields=fields, num_workers=num_workers, progress=progress)
+    report = new_report() if report is None else report
+    counts = count_words(inputs, pat, num_workers=num_workers, progress=progress, report=report)
+    if not counts:
+        raise ValueError(f"no text to train on: {describe_report(report)}")
     merges, _ = learn_merges(counts, num_merges, min_frequency=min_frequency, progress=progress)
+    if not merges and num_merges:
+        raise ValueError(f"no pair of bytes occurs {min_frequency}+ times, so no merge could be learned "
+                         f"({describe_report(report)}); give more text or lower --min-frequency")
     return BPETokenizer(merges, pattern=pattern, digits=digits)
 
 
