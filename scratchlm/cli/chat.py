@@ -57,8 +57,9 @@ def fit_history(tokenizer, system: str, history: list[dict], context: int, reser
 def handler(args: argparse.Namespace) -> int:
     from scratchlm.inference.chat_template import chat_stop_token_ids
 
+    params = sampling_from_args(args)  # before loading: a bad flag is reported at once
     engine = load_engine_from_args(args)
-    params = sampling_from_args(args, stop_token_ids=chat_stop_token_ids(engine.tokenizer))
+    params.stop_token_ids = chat_stop_token_ids(engine.tokenizer)
     interactive = sys.stdin.isatty()
     system, history = args.system, []
     if interactive:

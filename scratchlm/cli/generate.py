@@ -41,6 +41,8 @@ def add_sampling_flags(p: argparse.ArgumentParser, temperature: float = 0.8, top
 
 
 def sampling_from_args(args: argparse.Namespace, **extra):
+    """The sampling flags as validated SamplingParams: argparse's float() takes "nan" and "inf", validate() refuses
+    them (a ValueError, which main() prints as one line with exit code 2)."""
     from scratchlm.inference.sampling import SamplingParams
 
     return SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
@@ -103,6 +105,8 @@ def handler(args: argparse.Namespace) -> int:
 
     if args.draft is not None and args.prompt_lookup:
         raise ValueError("use either --draft or --prompt-lookup, not both")
+    if args.batch_size < 1 or args.gamma < 1:
+        raise ValueError(f"--batch-size and --gamma must be >= 1, got {args.batch_size} and {args.gamma}")
     params = sampling_from_args(args)
     engine = load_engine_from_args(args)
     prompts = [args.prompt] if args.prompt is not None else read_prompts(args.prompts_file)

@@ -6,6 +6,7 @@ torch, fastapi and uvicorn are imported inside the handler so that `scratchlm --
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from pathlib import Path
@@ -42,6 +43,9 @@ def register(subparsers) -> None:
                    help="require 'Authorization: Bearer KEY' (default: $SCRATCHLM_API_KEY, else no key)")
     p.add_argument("--model-name", default=None, help="model id in the API (default: the run folder's name)")
     p.add_argument("--max-batch", type=int, default=8, help="requests generated together at most (default: 8)")
+    p.add_argument("--read-timeout", type=float, default=30.0, metavar="SECONDS",
+                   help="close a connection whose request (head and body) takes longer than this to arrive; "
+                        "the body gets a 408 (default: 30)")
     p.add_argument("--int8", action="store_true", help="weight-only int8 quantization")
     add_common(p, out=None, overrides=False)
     p.set_defaults(func=handler)
@@ -53,12 +57,17 @@ def handler(args: argparse.Namespace) -> int:
 
     if not 0 < args.port < 65536:
         raise ValueError(f"--port must be in 1..65535, got {args.port}")
+    if args.max_batch < 1:
+        raise ValueError(f"--max-batch must be >= 1, got {args.max_batch}")
+    if not (math.isfinite(args.read_timeout) and args.read_timeout > 0):
+        raise ValueError(f"--read-timeout must be a finite number of seconds > 0, got {args.read_timeout}")
     if args.host not in ("127.0.0.1", "localhost", "::1") and not args.api_key:
         print(f"warning: serving on {args.host} without --api-key: anyone who can reach this port can use the model",
               file=sys.stderr)
     engine = load_engine_from_args(args)
     name = args.model_name or Path(args.run).resolve().name
-    app = create_app(engine, model_id=name, api_key=args.api_key, max_batch=args.max_batch)
+    app = create_app(engine, model_id=name, api_key=args.api_key, max_batch=args.max_batch,
+                     read_timeout=args.read_timeout)
     print(f"serving {name} on http://{args.host}:{args.port}  (chat page: /, API: /v1)", file=sys.stderr)
     run_server(app, host=args.host, port=args.port, log_level="warning" if args.quiet else "info")
     return 0

@@ -5,7 +5,12 @@ A web server handles many requests at once, but a model on one device should run
 becomes a job on a queue. The worker thread takes the first waiting job plus any others already waiting (up to
 `max_batch` sequences), runs them as one batch through `Engine.steps`, and after every step hands each job the
 tokens it got. Requests that arrive mid-batch wait for the next batch (no continuous batching: simpler, and
-enough for a CPU server). An exception inside a batch fails that batch's requests only; the worker carries on.
+enough for a CPU server).
+
+One bad request must never fail the others that happen to share its batch: each job is checked
+(`Engine.check`: prompt and sampling settings) before it joins a batch, and the batch runs with
+`isolate=True`, so a row whose sampling still raises fails only its own request. Only an exception that
+every row shares (the forward pass itself) fails the whole batch; the worker carries on either way.
 
 The asyncio side (FastAPI handlers) receives results through an `asyncio.Queue` per job, filled with
 `loop.call_soon_threadsafe`, the one safe way to hand data from a thread to an event loop.
@@ -104,14 +109,36 @@ class BatchWorker:
             self._run_batch(batch)
 
     def _run_batch(self, batch: list[_Job]) -> None:
+        admitted = []
+        for job in batch:  # a job that cannot run is answered alone, before it can disturb the batch
+            try:
+                for s in job.seqs:
+                    self.engine.check(s)
+            except Exception as e:  # noqa: BLE001
+                self._send(job, ("error", e))
+            else:
+                admitted.append(job)
+        batch = admitted
+        if not batch:
+            return
         seqs = [s for job in batch for s in job.seqs]
         reported = {id(s): False for s in seqs}
+        failed: set[int] = set()  # id() of jobs answered with an error
         try:
-            for _ in self.engine.steps(seqs):
+            for _ in self.engine.steps(seqs, isolate=True):
                 for job in batch:
+                    if id(job) in failed:
+                        continue
                     for i, s in enumerate(job.seqs):
                         if reported[id(s)]:
                             continue
+                        if s.error is not None:  # one row of this request failed: so did the request
+                            log.error("generation failed for one request", exc_info=s.error)
+                            self._send(job, ("error", s.error))
+                            failed.add(id(job))
+                            for other in job.seqs:  # its other rows (n > 1) stop at the next step
+                                other.cancelled = True
+                            break
                         events = s.drain()
                         if events or s.done:
                             self._send(job, ("events", i, events, s.finish_reason))
@@ -121,10 +148,12 @@ class BatchWorker:
                     for s in seqs:
                         s.finish_reason = s.finish_reason or "abort"
                     break
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:  # noqa: BLE001 - the forward pass failed: every row shares it
             log.exception("generation failed")
             for job in batch:
-                self._send(job, ("error", e))
+                if id(job) not in failed:
+                    self._send(job, ("error", e))
             return
         for job in batch:
-            self._send(job, ("end",))
+            if id(job) not in failed:
+                self._send(job, ("end",))

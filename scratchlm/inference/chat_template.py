@@ -48,10 +48,19 @@ def validate_messages(messages: Any) -> list[dict]:
         role, content = m["role"], m.get("content")
         if role not in ROLES:
             raise ValueError(f"messages[{i}].role is {role!r}; use one of {', '.join(ROLES)}")
-        if isinstance(content, list):  # OpenAI "content parts": keep the text parts
-            content = "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+        if isinstance(content, list):  # OpenAI "content parts": text parts are joined; anything else is refused
+            texts = []                  # (dropping an image silently would answer a question nobody asked)
+            for j, part in enumerate(content):
+                kind = part.get("type") if isinstance(part, dict) else None
+                if kind != "text":
+                    raise ValueError(f"messages[{i}].content[{j}] must be a text part {{'type': 'text', 'text': ...}}"
+                                     + (f"; '{kind}' parts are not supported" if isinstance(kind, str) else ""))
+                if not isinstance(part.get("text"), str):
+                    raise ValueError(f"messages[{i}].content[{j}].text must be a string")
+                texts.append(part["text"])
+            content = "".join(texts)
         if not isinstance(content, str):
-            raise ValueError(f"messages[{i}].content must be a string")
+            raise ValueError(f"messages[{i}].content must be a string or a list of text parts")
         out.append({"role": role, "content": content})
     return out
 

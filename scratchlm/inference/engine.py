@@ -60,13 +60,15 @@ class Sequence:
     """Return raw log-probabilities of each generated token and of this many alternatives (0 = chosen only)."""
     token_ids: list[int] = field(default_factory=list)
     text: str = ""
-    finish_reason: str | None = None  # "stop" | "length" | "abort"
+    finish_reason: str | None = None  # "stop" | "length" | "abort" | "error"
     token_logprobs: list[float] = field(default_factory=list)
     top_logprobs: list[dict[int, float]] = field(default_factory=list)
     events: list[TokenEvent] = field(default_factory=list)
     """Tokens generated since a consumer last drained this list (streaming)."""
     cancelled: bool = False
     """Set from another thread (e.g. a client disconnected) to finish the row at the next step."""
+    error: Exception | None = None
+    """Why this row failed (finish_reason "error"), when `Engine.steps(..., isolate=True)` kept the others going."""
 
     def __post_init__(self):
         self.generator: torch.Generator | None = None
@@ -150,12 +152,16 @@ class Engine:
     # ------------------------------------------------------------------ the loop
     @torch.inference_mode()
     def steps(self, seqs: list[Sequence], use_cache: bool = True,
-              on_logits: Callable[[torch.Tensor], None] | None = None) -> Iterator[None]:
+              on_logits: Callable[[torch.Tensor], None] | None = None, isolate: bool = False) -> Iterator[None]:
         """Run a batch to completion, yielding after the prefill and after every decode step.
 
         Consumers read `seq.events` / `seq.done` between yields (streaming, the server's queue). With
         use_cache=False every step recomputes the whole sequence (the slow reference path). on_logits sees the
-        (B, V) next-token logits before every pick (tests compare the cached and uncached paths with it)."""
+        (B, V) next-token logits before every pick (tests compare the cached and uncached paths with it).
+
+        isolate=True (the server, where rows are unrelated requests): an exception while picking one row's token
+        finishes only that row, with finish_reason "error" and the exception in `seq.error`; the other rows go on.
+        A failing forward pass still raises, since every row shares it."""
         self.prepare(seqs)
         B = len(seqs)
         lengths = [len(s.prompt_ids) for s in seqs]
@@ -190,7 +196,7 @@ class Engine:
         for step in range(n_picks):
             if on_logits is not None:
                 on_logits(logits)
-            new = self._pick_tokens(seqs, logits)  # appends to each live row, applies stops
+            new = self._pick_tokens(seqs, logits, isolate)  # appends to each live row, applies stops
             yield
             if all(s.done for s in seqs) or step == n_picks - 1:
                 break
@@ -205,16 +211,22 @@ class Engine:
                 self._finish(s, "length")
         yield
 
+    def check(self, s: Sequence) -> None:
+        """Raise ValueError if this sequence cannot run (its prompt or its settings); the server checks each
+        request this way before it joins a batch, so one bad request cannot fail the others."""
+        if not s.prompt_ids:
+            raise ValueError("empty prompt: give at least one token (the engine adds BOS to text prompts)")
+        if len(s.prompt_ids) >= self.max_seq_len:
+            raise ValueError(f"prompt has {len(s.prompt_ids)} tokens but the model's context is "
+                             f"{self.max_seq_len}; shorten the prompt")
+        if self.vocab_size is not None and not all(0 <= t < self.vocab_size for t in s.prompt_ids):
+            raise ValueError(f"prompt token ids must be in [0, {self.vocab_size})")
+        s.params.validate()
+
     def prepare(self, seqs: list[Sequence]) -> None:
         """Validate prompts and set up each sequence's generator, detokenizer and stop rules."""
         for s in seqs:
-            if not s.prompt_ids:
-                raise ValueError("empty prompt: give at least one token (the engine adds BOS to text prompts)")
-            if len(s.prompt_ids) >= self.max_seq_len:
-                raise ValueError(f"prompt has {len(s.prompt_ids)} tokens but the model's context is "
-                                 f"{self.max_seq_len}; shorten the prompt")
-            if self.vocab_size is not None and not all(0 <= t < self.vocab_size for t in s.prompt_ids):
-                raise ValueError(f"prompt token ids must be in [0, {self.vocab_size})")
+            self.check(s)
             s.generator = make_generator(s.params.seed, "cpu")
             s._detok = IncrementalDetokenizer(self.tokenizer)
             s._stops = StopStringMatcher(s.params.stop)
@@ -222,7 +234,7 @@ class Engine:
             if s.params.max_new_tokens == 0:
                 self._finish(s, "length")
 
-    def _pick_tokens(self, seqs: list[Sequence], logits: torch.Tensor) -> list[int]:
+    def _pick_tokens(self, seqs: list[Sequence], logits: torch.Tensor, isolate: bool = False) -> list[int]:
         """Choose the next token of every row from logits (B, V); returns the (B,) tokens to feed next."""
         simple = all(s.params.greedy and s.params.repetition_penalty == 1.0 and s.logprobs is None for s in seqs)
         if simple:  # one argmax and one device sync for the whole batch: the common fast path
@@ -233,15 +245,13 @@ class Engine:
                 if s.done:
                     chosen.append(self.pad_id)
                     continue
-                context = None
-                if s.params.repetition_penalty != 1.0:
-                    context = torch.tensor(s.prompt_ids + s.token_ids, dtype=torch.long, device=logits.device)
-                processed = process_logits(logits[b], s.params, context)
-                if s.params.greedy:
-                    chosen.append(int(processed.argmax()))
-                else:
-                    probs = torch.softmax(processed, dim=-1).cpu()
-                    chosen.append(int(torch.multinomial(probs, 1, generator=s.generator)))
+                try:
+                    chosen.append(self._pick_one(s, logits[b]))
+                except Exception as e:  # noqa: BLE001 - with isolate, only this row fails
+                    if not isolate:
+                        raise
+                    self._fail(s, e)
+                    chosen.append(self.pad_id)
         raw_logprobs = None
         if any(s.logprobs is not None for s in seqs):
             raw_logprobs = torch.log_softmax(logits.float(), dim=-1)  # (B, V)
@@ -249,14 +259,35 @@ class Engine:
             if s.done:
                 chosen[b] = self.pad_id
                 continue
-            lp = top = None
-            if s.logprobs is not None:
-                lp = float(raw_logprobs[b, chosen[b]])
-                if s.logprobs > 0:
-                    vals, ids = raw_logprobs[b].topk(s.logprobs)
-                    top = dict(zip(ids.tolist(), vals.tolist()))
-            self.append_token(s, chosen[b], lp, top)
+            try:
+                lp = top = None
+                if s.logprobs is not None:
+                    lp = float(raw_logprobs[b, chosen[b]])
+                    if s.logprobs > 0:
+                        vals, ids = raw_logprobs[b].topk(s.logprobs)
+                        top = dict(zip(ids.tolist(), vals.tolist()))
+                self.append_token(s, chosen[b], lp, top)
+            except Exception as e:  # noqa: BLE001
+                if not isolate:
+                    raise
+                self._fail(s, e)
+                chosen[b] = self.pad_id
         return chosen
+
+    def _pick_one(self, s: Sequence, logits: torch.Tensor) -> int:
+        """One row's next token from its logits (V,), with its own settings and generator."""
+        context = None
+        if s.params.repetition_penalty != 1.0:
+            context = torch.tensor(s.prompt_ids + s.token_ids, dtype=torch.long, device=logits.device)
+        processed = process_logits(logits, s.params, context)
+        if s.params.greedy:
+            return int(processed.argmax())
+        probs = torch.softmax(processed, dim=-1).cpu()
+        return int(torch.multinomial(probs, 1, generator=s.generator))
+
+    def _fail(self, s: Sequence, e: Exception) -> None:
+        s.error = e
+        s.finish_reason = "error"  # no flush: text after a failure is not to be trusted
 
     def append_token(self, s: Sequence, tok: int, logprob: float | None = None,
                      top: dict[int, float] | None = None) -> None:

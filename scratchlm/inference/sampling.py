@@ -5,7 +5,7 @@ The order of operations matters and follows common practice (Hugging Face, vLLM)
     logits -> repetition penalty -> / temperature -> top-k -> top-p -> min-p -> softmax -> sample
 
 so top-p and min-p are measured on the *tempered* distribution. temperature == 0 means greedy (argmax of the
-penalised logits); every filter then is irrelevant.
+penalised logits); every filter then is irrelevant. So does any temperature below 1e-5 (as in vLLM).
 
 - Repetition penalty (Keskar et al. 2019, CTRL): a token already in the context has its logit divided by the
   penalty if positive, multiplied if negative, so it always becomes less likely. 1.0 = off.
@@ -19,9 +19,13 @@ alone or inside a batch with others.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
+
+GREEDY_BELOW = 1e-5  # temperatures under this decode greedily
+SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1  # the range torch.Generator.manual_seed accepts
 
 
 @dataclass
@@ -31,7 +35,8 @@ class SamplingParams:
     max_new_tokens: int = 256
     """Generate at most this many tokens (stop tokens and strings can end earlier)."""
     temperature: float = 1.0
-    """Divide logits by this; 0 means greedy decoding. 0.7-1.0 is typical for chat, 0 for evaluation."""
+    """Divide logits by this; 0 (or anything below 1e-5) means greedy decoding. 0.7-1.0 is typical for chat, 0 for
+    evaluation."""
     top_k: int = 0
     """Keep only the k most likely tokens; 0 = off. 50 is a common setting."""
     top_p: float = 1.0
@@ -50,6 +55,16 @@ class SamplingParams:
     """Keep generating past end-of-text (benchmarks use this to generate a fixed number of tokens)."""
 
     def validate(self) -> "SamplingParams":
+        """Check every setting; a ValueError names the first bad one. NaN slips past every `<` comparison (all are
+        False), so each number is checked finite first: this one method guards the CLI, the server and the API."""
+        for name in ("max_new_tokens", "top_k"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ValueError(f"{name} must be an integer, got {value!r}")
+        for name in ("temperature", "top_p", "min_p", "repetition_penalty"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
         if self.max_new_tokens < 0:
             raise ValueError(f"max_new_tokens must be >= 0, got {self.max_new_tokens}")
         if self.temperature < 0:
@@ -62,11 +77,19 @@ class SamplingParams:
             raise ValueError(f"min_p must be in [0, 1] (0 = off), got {self.min_p}")
         if self.repetition_penalty <= 0:
             raise ValueError(f"repetition_penalty must be > 0 (1 = off), got {self.repetition_penalty}")
+        if not isinstance(self.stop, (list, tuple)) or not all(isinstance(x, str) for x in self.stop):
+            raise ValueError(f"stop must be a list of strings, got {self.stop!r}")
+        if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool)
+                                      or not SEED_MIN <= self.seed <= SEED_MAX):
+            raise ValueError(f"seed must be an integer in [{SEED_MIN}, {SEED_MAX}] (what torch.Generator takes), "
+                             f"got {self.seed!r}")
         return self
 
     @property
     def greedy(self) -> bool:
-        return self.temperature == 0.0
+        # vLLM's rule: below 1e-5 the tempered distribution is practically one-hot, and dividing float32 logits
+        # by e.g. 1e-40 overflows to inf and then NaN probabilities, which torch.multinomial refuses
+        return self.temperature < GREEDY_BELOW
 
 
 def make_generator(seed: int | None, device: str | torch.device = "cpu") -> torch.Generator:

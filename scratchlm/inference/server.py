@@ -11,7 +11,14 @@ accept `top_k`, `min_p` and `repetition_penalty` (pass them with the client's `e
 
 Errors are OpenAI-shaped, `{"error": {"message", "type", "param", "code"}}`, with the status a client expects:
 400 malformed JSON or invalid parameter (including a prompt longer than the context), 401 wrong API key,
-404 unknown model or route, 413 body too large, 500 a bug (the server stays up either way).
+404 unknown model or route, 408 body not received within the read timeout, 413 body too large, 500 a bug (the
+server stays up either way).
+
+Input is refused rather than guessed at: NaN, Infinity and numbers that overflow to them, JSON nested too deeply,
+content parts that are not text, and every parameter this server does not implement (`tools`, `logit_bias`,
+`response_format` other than text, ...): a client must never believe a setting worked when it was ignored. Fields
+that cannot change the output (`user`, `metadata`, ...) are accepted. A client that is slow to send its request
+(head or body) is cut off after `read_timeout` seconds, so idle connections cannot pile up.
 
 Requests are queued and batched onto one model thread (batcher.py). The server binds 127.0.0.1 unless told
 otherwise: an LLM endpoint on a public interface is an open compute resource.
@@ -19,9 +26,11 @@ otherwise: an LLM endpoint on a public interface is an open compute resource.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
+import math
 import time
 import uuid
 from pathlib import Path
@@ -44,6 +53,27 @@ MAX_BODY_BYTES = 4 * 1024 * 1024  # a larger request is refused with 413 before 
 MAX_LOGPROBS = 20  # OpenAI's limit for top_logprobs
 MAX_SEQUENCES = 64  # prompts x n per request
 MAX_STOPS = 16
+READ_TIMEOUT = 30.0  # seconds a client may take to send its request (head + body); `scratchlm serve --read-timeout`
+SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1  # int64, as OpenAI and vLLM take it; seed + i for n choices still fits torch
+
+# Which request fields each endpoint reads. Anything else is refused with a 400 (see _check_fields), except:
+HARMLESS = {"user", "metadata", "store", "service_tier", "prompt_cache_key", "safety_identifier", "prediction",
+            "parallel_tool_calls"}  # they never change the generated text: accepted and ignored
+OFF_VALUES = {  # OpenAI features we do not implement, accepted only with the value that turns them off
+    "logit_bias": [{}], "tools": [[]], "functions": [[]], "tool_choice": ["none", "auto"],
+    "function_call": ["none", "auto"], "response_format": [{"type": "text"}], "best_of": [1], "modalities": [["text"]],
+}
+WHY_UNSUPPORTED = {
+    "tools": "function calling is not implemented", "tool_choice": "function calling is not implemented",
+    "functions": "function calling is not implemented", "function_call": "function calling is not implemented",
+    "response_format": 'only {"type": "text"}: there is no JSON mode or structured output',
+    "logit_bias": "logits are not biased", "best_of": "use n and pick yourself",
+}
+SAMPLING_FIELDS = {"model", "n", "stream", "stream_options", "temperature", "top_p", "top_k", "min_p",
+                   "repetition_penalty", "frequency_penalty", "presence_penalty", "stop", "seed", "ignore_eos",
+                   "max_tokens", "logprobs"}
+COMPLETION_FIELDS = SAMPLING_FIELDS | {"prompt", "echo", "suffix"}
+CHAT_FIELDS = SAMPLING_FIELDS | {"messages", "max_completion_tokens", "top_logprobs"}
 
 
 class APIError(Exception):
@@ -63,21 +93,44 @@ def error_json(status: int, message: str, type: str = "invalid_request_error", p
 # ----------------------------------------------------------------------------- request parsing
 
 def _get(body: dict, name: str, kind: type | tuple, default: Any = None, lo: float | None = None,
-         hi: float | None = None) -> Any:
-    """body[name] checked against a type and an inclusive range; a clear 400 otherwise."""
+         hi: float | None = None, hint: str = "") -> Any:
+    """body[name] checked against a type, finiteness and an inclusive range; a clear 400 otherwise.
+    hint follows the range in the message, e.g. " (-1 or 0 = off)"."""
     value = body.get(name, default)
     if value is None:
         return default
     kinds = kind if isinstance(kind, tuple) else (kind,)
     ok = isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
     if float in kinds and isinstance(value, int) and not isinstance(value, bool):
-        ok, value = True, float(value)
+        ok, value = True, float(value) if abs(value) < 2**1023 else math.inf  # float() of a 400-digit int raises
     if not ok:
-        names = " or ".join("number" if k is float else "integer" if k is int else k.__name__ for k in kinds)
-        raise APIError(400, f"'{name}' must be a {names}, got {json.dumps(value)[:50]}", param=name)
+        names = " or ".join({float: "a number", int: "an integer", bool: "a boolean"}.get(k, k.__name__) for k in kinds)
+        raise APIError(400, f"'{name}' must be {names}, got {json.dumps(value)[:50]}", param=name)
+    if isinstance(value, float) and not math.isfinite(value):  # 1e999 parses as inf, and inf passes `<= hi`
+        raise APIError(400, f"'{name}' must be a finite number, got {value}", param=name)
     if (lo is not None and value < lo) or (hi is not None and value > hi):
-        raise APIError(400, f"'{name}' must be between {lo} and {hi}, got {value}", param=name)
+        bounds = f"between {lo} and {hi}" if lo is not None and hi is not None else f">= {lo}" if lo is not None \
+            else f"<= {hi}"
+        raise APIError(400, f"'{name}' must be {bounds}{hint}, got {value}", param=name)
     return value
+
+
+def _check_fields(body: dict, accepted: set[str]) -> None:
+    """Refuse every field this endpoint does not implement: ignoring one silently would let a client believe
+    its `tools` or `logit_bias` took effect. null always means "not given"."""
+    for name, value in body.items():
+        if value is None or name in accepted or name in HARMLESS or value in OFF_VALUES.get(name, []):
+            continue
+        why = WHY_UNSUPPORTED.get(name)
+        raise APIError(400, f"'{name}' is not supported by this server" + (f" ({why})" if why else "")
+                       + "; remove it from the request", param=name, code="unsupported_parameter")
+
+
+def _include_usage(body: dict) -> bool:
+    options = body.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        raise APIError(400, "'stream_options' must be an object like {\"include_usage\": true}", param="stream_options")
+    return bool(_get(options or {}, "include_usage", bool, False))
 
 
 def _sampling_params(body: dict, max_tokens: int, stop_ids: list[int]) -> SamplingParams:
@@ -91,8 +144,8 @@ def _sampling_params(body: dict, max_tokens: int, stop_ids: list[int]) -> Sampli
         stop = [stop]
     if not isinstance(stop, list) or not all(isinstance(s, str) and s for s in stop) or len(stop) > MAX_STOPS:
         raise APIError(400, f"'stop' must be a non-empty string or a list of at most {MAX_STOPS} of them", param="stop")
-    top_k = _get(body, "top_k", int, 0, -1)
-    return SamplingParams(
+    top_k = _get(body, "top_k", int, 0, -1, hint=" (-1 or 0 = off)")
+    params = SamplingParams(
         max_new_tokens=max_tokens,
         temperature=_get(body, "temperature", float, 1.0, 0.0, 2.0),
         top_p=_get(body, "top_p", float, 1.0, 0.0, 1.0) or 1e-9,  # top_p=0 means "only the top token"
@@ -101,9 +154,13 @@ def _sampling_params(body: dict, max_tokens: int, stop_ids: list[int]) -> Sampli
         repetition_penalty=_get(body, "repetition_penalty", float, 1.0, 0.01, 10.0),
         stop=stop,
         stop_token_ids=stop_ids,
-        seed=_get(body, "seed", int),
+        seed=_get(body, "seed", int, None, SEED_MIN, SEED_MAX),
         ignore_eos=_get(body, "ignore_eos", bool, False),
-    ).validate()
+    )
+    try:  # the one place every path (CLI, server, API) validates; anything _get let through is still a 400
+        return params.validate()
+    except ValueError as e:
+        raise APIError(400, str(e)) from None
 
 
 def _prompts(body: dict, engine: Engine) -> list[tuple[list[int], str]]:
@@ -138,17 +195,24 @@ def _check_context(n_prompt: int, max_tokens: int, context: int) -> None:
 
 # ----------------------------------------------------------------------------- the app
 
-def create_app(engine: Engine, model_id: str = "scratchlm", api_key: str | None = None, max_batch: int = 8) -> FastAPI:
-    """The FastAPI app serving `engine`. Start it with `run_server(app)` or any ASGI server."""
+def create_app(engine: Engine, model_id: str = "scratchlm", api_key: str | None = None, max_batch: int = 8,
+               read_timeout: float = READ_TIMEOUT) -> FastAPI:
+    """The FastAPI app serving `engine`. Start it with `run_server(app)` or `ServerThread(app)`, which also apply
+    read_timeout to the request head; under another ASGI server only the body is timed."""
+    if not (isinstance(read_timeout, (int, float)) and math.isfinite(read_timeout) and read_timeout > 0):
+        raise ValueError(f"read_timeout must be a finite number of seconds > 0, got {read_timeout!r}")
     app = FastAPI(title="scratchlm", docs_url=None, redoc_url=None, openapi_url=None)
     worker = BatchWorker(engine, max_batch=max_batch)
-    app.state.worker, app.state.engine = worker, engine
+    app.state.worker, app.state.engine, app.state.read_timeout = worker, engine, float(read_timeout)
     tok = engine.tokenizer
     created = int(time.time())
 
     @app.exception_handler(APIError)
     async def _api_error(request: Request, e: APIError):
-        return error_json(e.status, e.message, e.type, e.param, e.code)
+        response = error_json(e.status, e.message, e.type, e.param, e.code)
+        if e.status in (408, 413):  # the body was not read to its end: this connection cannot carry another request
+            response.headers["Connection"] = "close"
+        return response
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, e: StarletteHTTPException):
@@ -174,13 +238,27 @@ def create_app(engine: Engine, model_id: str = "scratchlm", api_key: str | None 
         if size is not None and size.isdigit() and int(size) > MAX_BODY_BYTES:
             raise APIError(413, f"request body is {size} bytes; the limit is {MAX_BODY_BYTES}", code="request_too_large")
         raw = b""
-        async for part in request.stream():
+        parts = request.stream().__aiter__()
+        deadline = asyncio.get_running_loop().time() + read_timeout  # a trickling client must not hold us forever
+        while True:
+            try:
+                part = await asyncio.wait_for(parts.__anext__(), deadline - asyncio.get_running_loop().time())
+            except StopAsyncIteration:
+                break
+            except asyncio.TimeoutError:
+                raise APIError(408, f"the request body did not arrive within {read_timeout:g} s; send it at once "
+                                    "(or start the server with a longer --read-timeout)",
+                               code="request_timeout") from None
             raw += part
             if len(raw) > MAX_BODY_BYTES:
                 raise APIError(413, f"request body exceeds {MAX_BODY_BYTES} bytes", code="request_too_large")
         try:
+            # Python's json also takes the bare words NaN, Infinity and -Infinity: they parse to floats here, and
+            # _get refuses them by name (a client learns which field was wrong), as it does 1e999 (= inf)
             body = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        except RecursionError:  # json's decoder recurses once per [ or {
+            raise APIError(400, "the JSON body is nested too deeply; send a flatter request") from None
+        except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
             raise APIError(400, f"could not parse the JSON body of your request ({e}); send valid JSON") from None
         if not isinstance(body, dict):
             raise APIError(400, "the request body must be a JSON object")
@@ -218,12 +296,14 @@ def create_app(engine: Engine, model_id: str = "scratchlm", api_key: str | None 
     @app.post("/v1/completions")
     async def completions(request: Request):
         body = await read_body(request)
+        _check_fields(body, COMPLETION_FIELDS)
         prompts = _prompts(body, engine)
         max_tokens = _get(body, "max_tokens", int, 16, 0, engine.max_seq_len)
         n = _get(body, "n", int, 1, 1, MAX_SEQUENCES)
         logprobs = _get(body, "logprobs", int, None, 0, MAX_LOGPROBS)
         echo = _get(body, "echo", bool, False)
         stream = _get(body, "stream", bool, False)
+        include_usage = _include_usage(body)
         if body.get("suffix"):
             raise APIError(400, "'suffix' (fill-in-the-middle) is not supported", param="suffix")
         if len(prompts) * n > MAX_SEQUENCES:
@@ -264,6 +344,9 @@ def create_app(engine: Engine, model_id: str = "scratchlm", api_key: str | None 
                     offsets[i] += len(text)
                     yield _sse({"id": rid, "object": "text_completion", "created": ts, "model": model_id,
                                 "choices": [c]})
+                if include_usage:
+                    yield _sse({"id": rid, "object": "text_completion", "created": ts, "model": model_id,
+                                "choices": [], "usage": _usage(seqs, sum(len(ids) for ids, _ in prompts))})
                 yield "data: [DONE]\n\n"
             return _sse_response(events(), seqs)
 
@@ -282,6 +365,7 @@ def create_app(engine: Engine, model_id: str = "scratchlm", api_key: str | None 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
         body = await read_body(request)
+        _check_fields(body, CHAT_FIELDS)
         try:
             messages = validate_messages(body.get("messages"))
         except ValueError as e:
@@ -299,8 +383,7 @@ def create_app(engine: Engine, model_id: str = "scratchlm", api_key: str | None 
         stream = _get(body, "stream", bool, False)
         want_lp = _get(body, "logprobs", bool, False)
         top_lp = _get(body, "top_logprobs", int, 0, 0, MAX_LOGPROBS)
-        include_usage = bool((body.get("stream_options") or {}).get("include_usage")) if isinstance(
-            body.get("stream_options"), (dict, type(None))) else False
+        include_usage = _include_usage(body)
         params = _sampling_params(body, max_tokens, chat_stop_token_ids(tok))
         seqs = [Sequence(ids, _with_seed(params, i), top_lp if want_lp else None) for i in range(n)]
         rid, ts = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
@@ -460,10 +543,50 @@ def _chat_token_lp(tok: Any, e: TokenEvent) -> dict:
             "top_logprobs": [entry(t, lp) for t, lp in (e.top_logprobs or {}).items()]}
 
 
+def head_timeout_protocol(read_timeout: float) -> type:
+    """uvicorn's HTTP/1.1 protocol (h11), plus a deadline for the request head.
+
+    uvicorn times out idle keep-alive connections but not a client that connects and sends its request line and
+    headers slowly, or never finishes them (slowloris): each such connection would be held forever. The app
+    times the body (read_body); this closes a connection whose head is incomplete read_timeout seconds after
+    it opened or after its previous response. There is no request yet to answer, so it just closes."""
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeadTimeoutH11Protocol(H11Protocol):
+        _head_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            self._arm_head_timer()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._arm_head_timer()
+
+        def connection_lost(self, exc) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+            super().connection_lost(exc)
+
+        def _arm_head_timer(self) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+            self._head_timer = self.loop.call_later(read_timeout, self._head_timed_out)
+
+        def _head_timed_out(self) -> None:
+            # IDLE: no complete request head since the timer was armed (a request being read or answered is not)
+            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+                self.transport.close()
+
+    return HeadTimeoutH11Protocol
+
+
 def run_server(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:
     import uvicorn
 
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
+    protocol = head_timeout_protocol(getattr(app.state, "read_timeout", READ_TIMEOUT))
+    uvicorn.run(app, host=host, port=port, log_level=log_level, http=protocol)
 
 
 class ServerThread:
@@ -482,7 +605,9 @@ class ServerThread:
                 s.bind((host, 0))
                 port = s.getsockname()[1]
         self.host, self.port = host, port
-        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="off"))
+        protocol = head_timeout_protocol(getattr(app.state, "read_timeout", READ_TIMEOUT))
+        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="off",
+                                                    http=protocol))
         self.thread = threading.Thread(target=self.server.run, name="scratchlm-uvicorn", daemon=True)
 
     @property
