@@ -12,6 +12,7 @@ process: keys are the plain model's parameter names (`layers.3.attn.wq.weight`),
 
 from __future__ import annotations
 
+import pickle
 import shutil
 import warnings
 from pathlib import Path
@@ -27,6 +28,86 @@ from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model
 # rather than as one "param_groups" list: pipeline stages hold different parameters, and DCP keeps a single
 # copy of a key that every rank writes, so an unflattened list would come back as stage 0's on every stage.
 _OPTIM = StateDictOptions(flatten_optimizer_state_dict=True)
+
+
+# ---------------------------------------------------------------------------------------------- safe reading
+# DCP's own reader unpickles `.metadata` with pickle.load and its planner reads non-tensor values with
+# an unrestricted torch.load: a crafted sharded checkpoint would run code on --resume. We read both with
+# an allowlist instead: the metadata may only build DCP's own record classes, torch.Size, dtypes, layouts and
+# paths; values are read with weights_only=True (tensors and plain Python values).
+
+def _dcp_metadata_class(module: str, name: str):
+    import pathlib
+
+    from torch.distributed.checkpoint import filesystem, metadata
+
+    if module == "torch.distributed.checkpoint.metadata" and isinstance(getattr(metadata, name, None), type):
+        return getattr(metadata, name)
+    if (module, name) == ("torch.distributed.checkpoint.filesystem", "_StorageInfo"):
+        return filesystem._StorageInfo
+    if (module, name) == ("torch", "Size"):
+        return torch.Size
+    if module == "torch" and isinstance(getattr(torch, name, None), (torch.dtype, torch.layout, torch.memory_format)):
+        return getattr(torch, name)
+    if (module, name) == ("torch.serialization", "_get_layout"):  # layout by name, as torch's own safe loader allows
+        return torch.serialization._get_layout
+    if module == "pathlib" and name in ("Path", "PosixPath", "PurePosixPath", "WindowsPath", "PureWindowsPath"):
+        return getattr(pathlib, name)
+    if module == "collections" and name == "OrderedDict":
+        import collections
+
+        return collections.OrderedDict
+    return None
+
+
+class _MetadataUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        cls = _dcp_metadata_class(module, name)
+        if cls is None:
+            raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a checkpoint's metadata")
+        return cls
+
+
+def read_dcp_metadata(path: str | Path):
+    """A DCP checkpoint's index (.metadata), through the allowlist; ValueError in one line if it is not ours."""
+    meta_path = Path(path) / ".metadata"
+    try:
+        with open(meta_path, "rb") as f:
+            return _MetadataUnpickler(f).load()
+    except Exception as e:  # noqa: BLE001 - any failure means a damaged or foreign file
+        raise ValueError(f"{meta_path} is not a checkpoint index scratchlm reads ({type(e).__name__}: "
+                         f"{str(e)[:120]}); it is never unpickled freely: resume from a checkpoint this "
+                         "version of scratchlm wrote") from None
+
+
+def _safe_reader(path: Path):
+    from torch.distributed.checkpoint import FileSystemReader
+    from torch.distributed.checkpoint.metadata import StorageMeta
+
+    class SafeReader(FileSystemReader):
+        def read_metadata(self, *args, **kwargs):  # DCP's reads .metadata with plain pickle.load
+            metadata = read_dcp_metadata(self.path)
+            if getattr(metadata, "storage_meta", None) is None:
+                metadata.storage_meta = StorageMeta()
+            metadata.storage_meta.load_id = self.load_id
+            return metadata
+
+    return SafeReader(str(path))
+
+
+def _safe_planner():
+    from torch.distributed.checkpoint import DefaultLoadPlanner
+    from torch.distributed.checkpoint._traverse import set_element
+
+    class SafeLoadPlanner(DefaultLoadPlanner):
+        def load_bytes(self, read_item, value) -> None:
+            obj = torch.load(value, weights_only=True)  # DCP's own planner allows any object here
+            if self.flatten_state_dict:
+                set_element(self.original_state_dict, self.mappings[read_item.dest_index.fqn], obj)
+            else:
+                self.state_dict[read_item.dest_index.fqn] = obj
+
+    return SafeLoadPlanner()
 
 
 def _module(model) -> torch.nn.Module:
@@ -76,9 +157,10 @@ def load_dcp(path: str | Path, model, optimizer=None, no_dist: bool = False) -> 
     path = Path(path)
     if not (path / ".metadata").exists():
         raise FileNotFoundError(f"{path} is not a DCP checkpoint (no .metadata file); pass the folder save_dcp wrote")
+    read_dcp_metadata(path)  # fails here, in one line, on a damaged or crafted index (DCP would wrap the error)
     module = _module(model)
     state = _state(module, optimizer)
-    dcp.load(state, checkpoint_id=str(path), no_dist=no_dist)
+    dcp.load(state, storage_reader=_safe_reader(path), planner=_safe_planner(), no_dist=no_dist)
     set_model_state_dict(module, state["model"])
     if optimizer is not None:
         set_optimizer_state_dict(module, optimizer, state["optim"], options=_OPTIM)

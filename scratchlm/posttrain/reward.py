@@ -19,6 +19,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from scratchlm.train.checkpoint import load_train_state
+
 from .loop import PostTrainer, load_base, load_preference_split
 from .tokenize import make_reply_example
 

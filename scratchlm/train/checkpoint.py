@@ -31,6 +31,7 @@ import logging
 import os
 import pickle
 import random
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -162,11 +163,13 @@ def load_train_state(ckpt: str | Path, map_location: str = "cpu", verify: bool =
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        if "weights_only" in str(e) or "Weights only" in str(e):
-            raise ValueError(f"{path} holds Python objects, not just tensors and plain values; scratchlm never "
-                             "unpickles those (a crafted file could run code): resume from a checkpoint this "
-                             "version of scratchlm wrote") from None
-        raise ValueError(f"{path} is corrupt ({_first_line(e)}); resume from an earlier checkpoint") from None
+        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        if refused:  # a well-formed pickle that wants to build an arbitrary object (or call a function)
+            raise ValueError(f"{path} holds Python objects ({refused.group(1)}), not just tensors and plain values; "
+                             "scratchlm never unpickles those (a crafted file could run code): resume from a "
+                             "checkpoint this version of scratchlm wrote") from None
+        raise ValueError(f"{path} is corrupt (not a tensor archive scratchlm reads); resume from an earlier "
+                         "checkpoint") from None
     except Exception as e:  # noqa: BLE001 - torch.load raises many types for a damaged file; all mean the same
         raise ValueError(f"{path} is corrupt ({type(e).__name__}: {_first_line(e)}); resume from an earlier "
                          "checkpoint") from None
