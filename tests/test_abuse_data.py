@@ -175,6 +175,25 @@ def test_malformed_jsonl_names_file_and_line(tmp_path, capsys):
     assert f"skipped {f}:3: bad_json" in capsys.readouterr().out
 
 
+def test_toxicity_labels_are_read_by_the_shared_reader(tmp_path, capsys):
+    lines = [json.dumps({"text": d, "label": i % 2}) for i, d in enumerate(DOCS[:20])]
+    lines[2] = "{broken"  # line 3
+    lines[5] = json.dumps({"text": "no label here"})  # line 6
+    f = compress(tmp_path / "labelled.jsonl", ("\n".join(lines) + "\n").encode(), ".gz")
+    words = tmp_path / "words.txt"
+    words.write_text("fox\n")
+    assert main(["data", "toxicity", "score", "--toxic-words", str(words), "--input", str(f), "--label-field", "label",
+                 "--out", str(tmp_path / "s.jsonl")]) == 0
+    err = capsys.readouterr().err
+    assert f"{f}:3: bad_json" in err and f"{f}:6: missing_field" in err
+    assert len((tmp_path / "s.jsonl").read_text().splitlines()) == 18
+
+    bad = tmp_path / "bad_label.jsonl"
+    bad.write_text(json.dumps({"text": "a", "label": 0}) + "\n" + json.dumps({"text": "b", "label": "maybe"}) + "\n")
+    assert main(["data", "toxicity", "train", "--input", str(bad), "--out", str(tmp_path / "m")]) == 2
+    assert f"{bad}:2: label 'maybe' is not 0/1" in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------------------------------------------- point 8
 
 

@@ -306,26 +306,35 @@ def _register_pipeline(sub) -> None:
 # toxicity train | score
 
 def _read_labelled(paths, text_field: str, label_field: str | None):
-    """(texts, labels or None) from JSON/JSONL/Parquet records."""
-    from scratchlm.data.sources import Problem, expand_inputs, read_source, SourceConfig
+    """(texts, labels or None) from JSON/JSONL/Parquet records, read by the reader every command shares."""
+    from scratchlm.data.sources import Problem, SourceConfig, SourceStats, read_sources
 
-    texts, labels = [], []
-    problems: list[Problem] = []
-    for path in expand_inputs(paths):
-        cfg = SourceConfig(text_field=text_field)
-        if label_field is None:
-            texts += [d["text"] for d in read_source(path, cfg, problems)]
-            continue
-        # read the label alongside the text: a second field of the same record
-        for d in _records_with(path, text_field, label_field, problems):
-            texts.append(d[0])
-            labels.append(d[1])
-    for p in problems:
+    stats = SourceStats()
+    cfg = SourceConfig(text_field=text_field, keep_record=label_field is not None)
+    texts, labels, unlabelled = [], [], 0
+    for d in read_sources(paths, cfg, stats, replace_invalid=True):
+        if label_field is not None:
+            record = d.get("record")
+            if not isinstance(record, dict) or label_field not in record:
+                unlabelled += 1
+                if unlabelled <= 5:  # a file without the field would otherwise print one line per record
+                    where = d.get("where") or d["id"]
+                    stats.problems.append(Problem(where, "missing_field", f"no label field {label_field!r} "
+                                                  "(choose one with --label-field)"))
+                continue
+            labels.append(_label(record[label_field], d["where"]))
+        texts.append(d["text"])
+    if unlabelled > 5:
+        stats.problems.append(Problem(", ".join(map(str, paths)), "missing_field",
+                                      f"{unlabelled - 5:,} more records without {label_field!r}"))
+    for p in stats.problems:
         print(f"skipped {p}", file=sys.stderr)
+    if stats.invalid_utf8:
+        print(f"{stats.invalid_utf8:,} invalid UTF-8 byte(s) replaced by U+FFFD", file=sys.stderr)
     return texts, (labels if label_field is not None else None)
 
 
-def _label(v) -> int:
+def _label(v, where: str = "") -> int:
     if isinstance(v, bool):
         return int(v)
     if isinstance(v, (int, float)) and v in (0, 1):
@@ -335,30 +344,7 @@ def _label(v) -> int:
         return 1
     if s in ("0", "false", "clean", "no", "neg", "negative", "non-toxic", "nontoxic"):
         return 0
-    raise ValueError(f"label {v!r} is not 0/1 (or true/false, toxic/clean): fix the --label-field values")
-
-
-def _records_with(path: str, text_field: str, label_field: str, problems):
-    from scratchlm.data.sources import Problem, open_binary
-
-    if path.endswith(".parquet"):
-        import pyarrow.parquet as pq
-
-        t = pq.read_table(path, columns=[text_field, label_field]).to_pydict()
-        yield from ((x, _label(y)) for x, y in zip(t[text_field], t[label_field]))
-        return
-    with open_binary(path) as f:
-        data = f.read()
-    try:
-        records = json.loads(data)
-        records = records if isinstance(records, list) else [records]
-    except ValueError:
-        records = [json.loads(line) for line in data.splitlines() if line.strip()]
-    for i, r in enumerate(records):
-        if not isinstance(r, dict) or not isinstance(r.get(text_field), str) or label_field not in r:
-            problems.append(Problem(path, "missing_field", f"record {i}: needs {text_field!r} and {label_field!r}"))
-            continue
-        yield r[text_field], _label(r[label_field])
+    raise ValueError(f"{where}: label {v!r} is not 0/1 (or true/false, toxic/clean): fix the --label-field values")
 
 
 def _print_metrics(title: str, m: dict) -> None:

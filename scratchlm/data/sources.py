@@ -58,6 +58,9 @@ class SourceConfig:
     """Split of a Hugging Face dataset (`hf:NAME` inputs)."""
     binary_sniff_bytes: int = 8192
     """A file whose first this-many (decompressed) bytes contain a NUL byte is treated as binary and skipped."""
+    keep_record: bool = False
+    """Give each document of a JSON/JSONL/Parquet/HF input its whole record (doc["record"]) and where it was
+    (doc["where"], "file:line"): for readers that need another field too, such as a label."""
     split_long_files: bool = False
     """With text_split="file": cut a file over max_doc_bytes into pieces instead of skipping it. Pieces end after a
     newline followed by a printable character, where no BPE split pattern joins two chunks, so counting or encoding
@@ -307,10 +310,12 @@ def _record_texts(record, path: str, where: str, cfg: SourceConfig, problems: li
     return found
 
 
-def _docs(record, default_id: str, texts: list[tuple[str, str]]) -> Iterator[dict]:
-    rid = record.get("id", default_id) if isinstance(record, dict) else default_id
+def _docs(texts: list[tuple[str, str]], rid, record, where: str, cfg: SourceConfig) -> Iterator[dict]:
     for name, text in texts:
-        yield {"id": f"{rid}:{name}" if len(texts) > 1 else rid, "text": text}
+        doc = {"id": f"{rid}:{name}" if len(texts) > 1 else rid, "text": text}
+        if cfg.keep_record:
+            doc["record"], doc["where"] = record, where
+        yield doc
 
 
 def _read_jsonl(f, path: str, cfg: SourceConfig, problems: list[Problem]) -> Iterator[dict]:
@@ -326,7 +331,8 @@ def _read_jsonl(f, path: str, cfg: SourceConfig, problems: list[Problem]) -> Ite
                 why = f"{e.msg} at column {e.colno}" if isinstance(e, json.JSONDecodeError) else "nested too deeply"
                 problems.append(Problem(path, "bad_json", why, n))
             continue
-        yield from _docs(record, f"{path}:{n}", _record_texts(record, path, "", cfg, problems, n))
+        rid = record.get("id", f"{path}:{n}") if isinstance(record, dict) else f"{path}:{n}"
+        yield from _docs(_record_texts(record, path, "", cfg, problems, n), rid, record, f"{path}:{n}", cfg)
     if bad > 5:
         problems.append(Problem(path, "bad_json", f"{bad - 5} more lines that are not JSON"))
 
@@ -344,7 +350,8 @@ def _read_json(f, path: str, cfg: SourceConfig, problems: list[Problem]) -> Iter
         return
     records = obj if isinstance(obj, list) else [obj]
     for i, record in enumerate(records):
-        yield from _docs(None, f"{path}:{i}", _record_texts(record, path, f"record {i}: ", cfg, problems))
+        texts = _record_texts(record, path, f"record {i}: ", cfg, problems)
+        yield from _docs(texts, f"{path}:{i}", record, f"{path}: record {i}", cfg)
 
 
 def _read_parquet(path: str, cfg: SourceConfig, problems: list[Problem]) -> Iterator[dict]:
@@ -363,9 +370,11 @@ def _read_parquet(path: str, cfg: SourceConfig, problems: list[Problem]) -> Iter
                                 f"{', '.join(pf.schema_arrow.names)}); choose one with --text-field"))
         return
     i = 0
-    for batch in pf.iter_batches(batch_size=1024, columns=tops):  # bounded memory: one record batch at a time
+    columns = None if cfg.keep_record else tops
+    for batch in pf.iter_batches(batch_size=1024, columns=columns):  # bounded memory: one record batch at a time
         for record in batch.to_pylist():
-            yield from _docs(None, f"{path}:{i}", _record_texts(record, path, f"row {i}: ", cfg, problems))
+            texts = _record_texts(record, path, f"row {i}: ", cfg, problems)
+            yield from _docs(texts, f"{path}:{i}", record, f"{path}: row {i}", cfg)
             i += 1
 
 
@@ -379,7 +388,8 @@ def read_hf(name: str, cfg: SourceConfig, problems: list[Problem]) -> Iterator[d
     repo, _, config = spec.partition(":") if not os.path.exists(spec) else (spec, "", "")
     ds = datasets.load_dataset(repo, config or None, split=cfg.hf_split, streaming=True)
     for i, record in enumerate(ds):
-        yield from _docs(None, f"{name}:{i}", _record_texts(record, name, f"row {i}: ", cfg, problems))
+        texts = _record_texts(record, name, f"row {i}: ", cfg, problems)
+        yield from _docs(texts, f"{name}:{i}", record, f"{name}: row {i}", cfg)
 
 
 def read_source(path: str, cfg: SourceConfig | None = None, problems: list[Problem] | None = None) -> Iterator[dict]:
