@@ -342,6 +342,12 @@ def test_top_k_error_reads_sensibly(server):
         assert "None" not in err["message"], err
 
 
+def test_too_many_prompts_are_refused_before_encoding(server):
+    r = post(server, "/v1/completions", {"model": MODEL_ID, "prompt": ["a"] * 100_000, "max_tokens": 1})
+    err = assert_openai_error(r, 400, "prompt")
+    assert "100000 prompts" in err["message"]
+
+
 # ----------------------------------------------------------------------------- point 10: slow clients
 
 def _raw(server, data: bytes, trickle: bytes = b"") -> bytes:
@@ -483,3 +489,4 @@ def test_serve_read_timeout_reaches_the_app(run, monkeypatch):
     monkeypatch.setattr(server_module, "run_server", lambda app, **kw: seen.update(app=app))
     assert main(["serve", "--run", str(run), "--device", "cpu", "--read-timeout", "2.5"]) == 0
     assert seen["app"].state.read_timeout == 2.5
+

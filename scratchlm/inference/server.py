@@ -170,6 +170,8 @@ def _prompts(body: dict, engine: Engine) -> list[tuple[list[int], str]]:
         prompt = [prompt]
     if not isinstance(prompt, list) or not prompt:
         raise APIError(400, "'prompt' must be a string, a list of strings, or token ids", param="prompt")
+    if len(prompt) > MAX_SEQUENCES:  # before encoding them all: a 4 MiB body holds a million one-letter prompts
+        raise APIError(400, f"'prompt' holds {len(prompt)} prompts; at most {MAX_SEQUENCES} per request", param="prompt")
     out = []
     bos = engine.tokenizer.bos_id
     for p in prompt:
