@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         if os.environ.get("RANK", "0") == "0":  # under torchrun every rank stops the same way: say it once
             print(f"error: {e}" if code == 1 else str(e), file=sys.stderr)
-            if getattr(e, "resume_hint", False):
+            if getattr(e, "resume_hint", False) and hasattr(args, "resume"):  # (the demo has no --resume)
                 print(resume_command(sys.argv[1:] if argv is None else argv), file=sys.stderr)
         return code
 
