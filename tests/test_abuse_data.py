@@ -86,6 +86,28 @@ def test_tokenizer_train_reads_gz_and_zst_like_data_prepare(tmp_path):
         assert load_tokenizer(tmp_path / f"tok{kind}").merges == want, kind  # same text, same merges
 
 
+def test_truncated_and_long_archives_are_read_as_far_as_they_go(tmp_path):
+    cut = tmp_path / "cut.jsonl.gz"  # a download that stopped half way: the records before the cut are used
+    packed = gzip.compress("".join(json.dumps({"text": d}) + "\n" for d in DOCS * 20).encode())
+    cut.write_bytes(packed[: len(packed) // 2])
+    r = scratchlm("tokenizer", "train", "--input", str(cut), "--vocab-size", "300", "--out", str(tmp_path / "tok"))
+    assert r.returncode == 0, r.stderr
+    assert f"skipped {cut}: corrupt (EOFError" in r.stderr
+    assert 0 < json.loads((tmp_path / "tok" / "DONE").read_text())["read"]["documents"] < 20 * len(DOCS)
+
+    # a compressed file longer than one document (10 MB by default; 2 kB here) is read in pieces cut where no split
+    # pattern joins two chunks, so the counts are those of the whole file, as for the same file uncompressed
+    from scratchlm.data.sources import SourceConfig, SourceCorpus
+    from scratchlm.tokenizer import build_pattern
+    from scratchlm.tokenizer.corpus import count_words
+
+    plain = write_format(tmp_path / "p", ".txt")
+    packed = write_format(tmp_path / "z", ".txt", ".gz")
+    pieces = SourceCorpus([packed], SourceConfig(max_doc_bytes=2000, split_long_files=True))
+    whole = count_words([plain], build_pattern("gpt4"), num_workers=1, progress=False)
+    assert count_words(pieces, build_pattern("gpt4"), num_workers=1, progress=False) == whole
+
+
 FORMATS = [(fmt, kind) for fmt in (".txt", ".md", ".jsonl", ".json", ".parquet") for kind in ("", ".gz", ".zst")]
 
 
@@ -147,11 +169,17 @@ def test_malformed_jsonl_names_file_and_line(tmp_path, capsys):
     lines = [json.dumps({"text": d}) for d in DOCS]
     lines[2] = '{"text": "unterminated'  # line 3
     lines[40] = json.dumps({"body": "no text field"})  # line 41
-    f.write_text("\n".join(lines) + "\n")
+    f.write_text("\n".join(lines) + "\n" + "[" * 100_000 + "\n")  # line 61: deeper than Python's stack
 
     r = scratchlm("tokenizer", "train", "--input", str(f), "--vocab-size", "300", "--out", str(tmp_path / "tok"))
     assert r.returncode == 0, r.stderr  # the good lines are used; the bad ones are named
     assert f"{f}:3: bad_json" in r.stderr and f"{f}:41: missing_field" in r.stderr
+    assert f"{f}:61: bad_json (nested too deeply)" in r.stderr
+
+    prose = tmp_path / "prose.jsonl"  # not JSON at all: five lines are named, the rest counted, not listed
+    prose.write_text(TEXT * 10)
+    r = scratchlm("tokenizer", "train", "--input", str(prose), "--vocab-size", "300", "--out", str(tmp_path / "t2"))
+    assert r.returncode == 2 and r.stderr.count("bad_json") <= 6 and "more like this" in r.stderr
 
     # the same lines in a file big enough to be cut into byte ranges: the line numbers still count from the top
     big = tmp_path / "big.jsonl"
@@ -239,7 +267,7 @@ def test_data_tokenize_with_zero_tokens_exits_nonzero(tmp_path, capsys):
     assert not (tmp_path / "s" / "manifest.json").exists() and not list((tmp_path / "s").glob("*.bin"))
 
 
-NO_TEXT = [  # (file, content, what the error must say): 7 corpora that hold no text to train on
+NO_TEXT = [  # (file, content, what the error must say): 8 corpora that hold no text to train on
     ("empty.txt", b"", "empty.txt: empty"),
     ("blank.txt", b"  \n\n\t\n", "0 document(s)"),
     ("specials.txt", b"<|endoftext|><|endoftext|>", "1 document(s)"),
@@ -247,6 +275,7 @@ NO_TEXT = [  # (file, content, what the error must say): 7 corpora that hold no 
     ("notjson.jsonl", b"this is not json\n", "notjson.jsonl:1: bad_json"),
     ("binary.txt.gz", gzip.compress(b"\x00" * 100), "binary.txt.gz: binary"),
     ("corrupt.txt.gz", b"\x1f\x8b\x08garbage", "corrupt.txt.gz: corrupt"),
+    ("nothing.txt.gz", gzip.compress(b""), "nothing.txt.gz: empty"),
 ]
 
 

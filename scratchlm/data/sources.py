@@ -319,22 +319,36 @@ def _docs(texts: list[tuple[str, str]], rid, record, where: str, cfg: SourceConf
 
 
 def _read_jsonl(f, path: str, cfg: SourceConfig, problems: list[Problem]) -> Iterator[dict]:
-    bad = 0
     for n, line in _read_lines(f, path, cfg, problems):
         if not line.strip():
             continue
         try:
             record = json.loads(_decode(line))
         except (ValueError, RecursionError) as e:  # RecursionError: nesting deeper than Python's stack
-            bad += 1
-            if bad <= 5:  # one problem per bad line would flood the report on a non-JSON file
-                why = f"{e.msg} at column {e.colno}" if isinstance(e, json.JSONDecodeError) else "nested too deeply"
-                problems.append(Problem(path, "bad_json", why, n))
+            why = f"{e.msg} at column {e.colno}" if isinstance(e, json.JSONDecodeError) else "nested too deeply"
+            problems.append(Problem(path, "bad_json", why, n))
             continue
         rid = record.get("id", f"{path}:{n}") if isinstance(record, dict) else f"{path}:{n}"
         yield from _docs(_record_texts(record, path, "", cfg, problems, n), rid, record, f"{path}:{n}", cfg)
-    if bad > 5:
-        problems.append(Problem(path, "bad_json", f"{bad - 5} more lines that are not JSON"))
+
+
+class _Capped:
+    """One input's problems, at most `limit` of each kind and a count of the rest: a file that is not JSON, or a
+    wrong --text-field, would otherwise add a problem per line (millions, in memory and in the report)."""
+
+    def __init__(self, into: list[Problem], path: str, limit: int = 5):
+        self.into, self.path, self.limit = into, path, limit
+        self.seen: dict[str, int] = {}
+
+    def append(self, p: Problem) -> None:
+        n = self.seen[p.problem] = self.seen.get(p.problem, 0) + 1
+        if n <= self.limit:
+            self.into.append(p)
+
+    def close(self) -> None:
+        for kind, n in self.seen.items():
+            if n > self.limit:
+                self.into.append(Problem(self.path, kind, f"{n - self.limit:,} more like this"))
 
 
 def _read_json(f, path: str, cfg: SourceConfig, problems: list[Problem]) -> Iterator[dict]:
@@ -395,7 +409,14 @@ def read_hf(name: str, cfg: SourceConfig, problems: list[Problem]) -> Iterator[d
 def read_source(path: str, cfg: SourceConfig | None = None, problems: list[Problem] | None = None) -> Iterator[dict]:
     """Stream the documents of one input (a file path or `hf:` name). Faults go to `problems`, never raised."""
     cfg = cfg or SourceConfig()
-    problems = problems if problems is not None else []
+    capped = _Capped(problems if problems is not None else [], path)
+    try:
+        yield from _read_one(path, cfg, capped)
+    finally:
+        capped.close()
+
+
+def _read_one(path: str, cfg: SourceConfig, problems) -> Iterator[dict]:
     if path.startswith("hf:"):
         yield from read_hf(path, cfg, problems)
         return
@@ -412,6 +433,9 @@ def read_source(path: str, cfg: SourceConfig | None = None, problems: list[Probl
                 f = io.BufferedReader(f)
             if _sniff_binary(f, cfg):
                 problems.append(Problem(path, "binary", f"NUL byte in the first {cfg.binary_sniff_bytes} bytes; not text"))
+                return
+            if not f.peek(1):  # a valid archive of nothing
+                problems.append(Problem(path, "empty", "no bytes after decompression"))
                 return
             reader = {"jsonl": _read_jsonl, "json": _read_json, "text": _read_text}[fmt]
             yield from reader(f, path, cfg, problems)
@@ -477,14 +501,17 @@ def read_range(path: str, start: int, end: int, cfg: SourceConfig | None = None,
     cfg = cfg or SourceConfig()
     problems = problems if problems is not None else []
     first = len(problems)
+    capped = _Capped(problems, path)
     try:
         with open(path, "rb") as f:
             f.seek(start)
             data = f.read(end - start)
         reader = _read_jsonl if format_of(path) == "jsonl" else _read_text
-        yield from reader(io.BufferedReader(io.BytesIO(data)), path, cfg, problems)
+        yield from reader(io.BufferedReader(io.BytesIO(data)), path, cfg, capped)
     except READ_ERRORS as e:
         problems.append(Problem(path, "unreadable", f"bytes {start}..{end}: {type(e).__name__}: {e}"))
+    finally:
+        capped.close()
     if start and any(p.line for p in problems[first:]):  # rare: count the lines above the range only now
         base = 0
         with open(path, "rb") as f:
