@@ -310,3 +310,33 @@ def test_tokenizer_stats_on_empty_input_exits_nonzero(tmp_path, capsys):
     (tmp_path / "empty.jsonl").write_text("")
     assert main(["tokenizer", "stats", "-t", str(tmp_path / "tok"), "-i", str(tmp_path / "empty.jsonl")]) == 2
     assert "no text to measure: read 1 file(s), 0 document(s)" in capsys.readouterr().err
+
+
+def test_eval_bpb_text_is_read_by_the_shared_reader(tmp_path, capsys):
+    """`eval --task bpb --text` took only plain UTF-8: one bad byte or a .gz file was a decode error without a name."""
+    import torch
+
+    from scratchlm.model import ModelConfig, Transformer
+    from scratchlm.runs import checkpoint_dir, save_model
+    from scratchlm.tokenizer import train_bpe_from_texts
+
+    run = tmp_path / "run"
+    tok = train_bpe_from_texts([TEXT], vocab_size=300)
+    tok.save(run / "tokenizer")
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig.from_preset("llama-tiny", vocab_size=tok.vocab_size))
+    save_model(checkpoint_dir(run, 1), model, model.config.to_dict())
+
+    sample = DOCS[0] + "\n"
+    plain = tmp_path / "t.txt"
+    plain.write_text(sample)
+    bad = compress(tmp_path / "bad.txt", sample.encode() + b"caf\xe9\n", ".gz")
+    results = []
+    for f in (plain, bad):
+        assert main(["eval", "--run", str(run), "--task", "bpb", "--text", str(f), "--device", "cpu", "--json"]) == 0
+        results.append(json.loads(capsys.readouterr().out.strip().splitlines()[-1]))
+    assert results[0]["invalid_utf8"] == 0 and results[0]["bytes"] == len(sample.encode())
+    assert results[1]["invalid_utf8"] == 1 and results[1]["bytes"] == len((sample + "caf\ufffd\n").encode())
+    (tmp_path / "empty.txt").write_text("")
+    assert main(["eval", "--run", str(run), "--task", "bpb", "--text", str(tmp_path / "empty.txt")]) == 2
+    assert "holds no text to score" in capsys.readouterr().err

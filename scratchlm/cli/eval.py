@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -101,14 +102,31 @@ def _bpb(args) -> dict:
     model, meta = load_model(args.run, device=device)
     tokenizer = _tokenizer_for(args.run)
     dtype = None if args.dtype in ("auto", "float32") else getattr(torch, args.dtype)
-    text = args.text.read_text(encoding="utf-8")
+    text, invalid = _read_text(args.text)
     if args.limit:
         text = text[: args.limit]
     result = bits_per_byte(model, tokenizer, text, seq_len=args.seq_len,
                            stride=args.stride, batch_size=args.batch_size or 8, device=device, dtype=dtype,
                            progress=_progress(args))
     result["perplexity"] = math.exp(result["loss"])
-    return {"task": "bpb", "text": str(args.text), "checkpoint": meta["checkpoint"], **result}
+    return {"task": "bpb", "text": str(args.text), "checkpoint": meta["checkpoint"], "invalid_utf8": invalid, **result}
+
+
+def _read_text(path: Path) -> tuple[str, int]:
+    """The file through the reader every command shares (.txt .md .jsonl .json .parquet, .gz/.zst): plain text
+    exactly as written, records joined by blank lines; invalid UTF-8 replaced by U+FFFD and counted."""
+    from scratchlm.data.sources import SourceConfig, SourceStats, format_of, read_sources
+
+    stats = SourceStats()
+    docs = [d["text"] for d in read_sources([str(path)], SourceConfig(split_long_files=True), stats,
+                                            replace_invalid=True)]
+    if not docs:
+        raise ValueError(f"--text {path} holds no text to score: {stats.summary()}")
+    for p in stats.problems:
+        print(f"skipped {p}", file=sys.stderr)
+    if stats.invalid_utf8:
+        print(f"{path}: {stats.invalid_utf8:,} invalid UTF-8 byte(s) replaced by U+FFFD", file=sys.stderr)
+    return ("" if format_of(str(path)) == "text" else "\n\n").join(docs), stats.invalid_utf8
 
 
 def _data_file(args, task: str) -> Path:
