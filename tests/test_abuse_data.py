@@ -340,3 +340,21 @@ def test_eval_bpb_text_is_read_by_the_shared_reader(tmp_path, capsys):
     (tmp_path / "empty.txt").write_text("")
     assert main(["eval", "--run", str(run), "--task", "bpb", "--text", str(tmp_path / "empty.txt")]) == 2
     assert "holds no text to score" in capsys.readouterr().err
+
+
+def test_post_training_data_reads_gz_zst_and_invalid_utf8_like_every_command(tmp_path, caplog):
+    # sft / dpo / rl --data go through the same opener: compressed files load, a bad byte is replaced and counted
+    from scratchlm.posttrain.formats import load_sft
+
+    rows = [{"instruction": f"Say {i}", "input": "", "output": f"It is {i}."} for i in range(3)]
+    text = "".join(json.dumps(r) + "\n" for r in rows)
+    (tmp_path / "a.jsonl.gz").write_bytes(gzip.compress(text.encode()))
+    assert len(load_sft(tmp_path / "a.jsonl.gz")) == 3
+    bad = text.replace("It is 1.", "It is \udcff1.").encode("utf-8", errors="surrogateescape")
+    (tmp_path / "b.jsonl").write_bytes(bad)
+    with caplog.at_level("WARNING", logger="scratchlm"):
+        chats = load_sft(tmp_path / "b.jsonl")
+    assert "\ufffd" in chats[1][-1]["content"] and "1 invalid UTF-8" in caplog.text
+    (tmp_path / "c.jsonl.gz").write_bytes(gzip.compress(text.encode())[:-12])  # truncated archive
+    with pytest.raises(ValueError, match="c.jsonl.gz cannot be read"):
+        load_sft(tmp_path / "c.jsonl.gz")

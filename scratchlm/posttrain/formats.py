@@ -15,10 +15,13 @@ Verifiable tasks (RL): {"instruction" or "question", "input", "answer", ...} (Ti
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from scratchlm.inference.chat_template import alpaca_prompt
+
+log = logging.getLogger("scratchlm")
 
 # ShareGPT speaker names -> OpenAI roles
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "chatgpt": "assistant",
@@ -36,10 +39,21 @@ class Preference:
 
 def read_records(path: str | Path) -> list[dict]:
     """A JSON list or a JSONL file -> list of dicts, with a clear error naming the bad line."""
+    from scratchlm.data.sources import open_binary  # the one reader's opener: .gz / .zst like every command
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"data file not found: {path} (make TinyWorld data with `scratchlm data synth`)")
-    text = path.read_text(encoding="utf-8")
+    try:
+        with open_binary(str(path)) as f:
+            raw = f.read()
+    except (OSError, EOFError, ValueError) as e:  # a truncated or damaged archive
+        raise ValueError(f"{path} cannot be read ({type(e).__name__}: {e}); check the file") from None
+    text = raw.decode("utf-8", errors="replace")  # one bad byte must not lose the file: replaced and counted
+    if "\ufffd" in text:
+        bad = text.count("\ufffd") - raw.decode("utf-8", errors="ignore").count("\ufffd")
+        if bad:
+            log.warning("%s: %d invalid UTF-8 byte sequence(s) replaced by U+FFFD", path, bad)
     stripped = text.lstrip()
     if stripped.startswith("["):
         try:
