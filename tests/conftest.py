@@ -48,3 +48,23 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords and not has_cuda:
             item.add_marker(skip_gpu)
+
+
+@pytest.fixture(scope="module")
+def tiny_chat_run(tmp_path_factory) -> Path:
+    """A run folder with a random llama-tiny model and a 300-token BPE tokenizer with the chat template: enough
+    for the inference commands (generate, chat, serve) to load and run."""
+    import torch
+
+    from scratchlm.inference.chat_template import CHAT_TEMPLATE
+    from scratchlm.model import ModelConfig, Transformer
+    from scratchlm.runs import checkpoint_dir, save_model
+    from scratchlm.tokenizer import train_bpe_from_texts
+
+    root = tmp_path_factory.mktemp("run")
+    tok = train_bpe_from_texts(["Once upon a time there was a little cat. The cat liked milk. " * 30], vocab_size=300)
+    tok.save(root / "tokenizer", chat_template=CHAT_TEMPLATE)
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig.from_preset("llama-tiny", vocab_size=tok.vocab_size))
+    save_model(checkpoint_dir(root, 1), model, model.config.to_dict())
+    return root

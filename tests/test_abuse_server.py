@@ -423,19 +423,8 @@ def test_read_timeout_must_be_finite_and_positive():
 # ----------------------------------------------------------------------------- point 3: the CLI
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    from scratchlm.inference.chat_template import CHAT_TEMPLATE
-    from scratchlm.model import ModelConfig, Transformer
-    from scratchlm.runs import checkpoint_dir, save_model
-    from scratchlm.tokenizer import train_bpe_from_texts
-
-    root = tmp_path_factory.mktemp("run")
-    tok = train_bpe_from_texts(["Once upon a time there was a little cat. The cat liked milk. " * 30], vocab_size=300)
-    tok.save(root / "tokenizer", chat_template=CHAT_TEMPLATE)
-    torch.manual_seed(0)
-    model = Transformer(ModelConfig.from_preset("llama-tiny", vocab_size=tok.vocab_size))
-    save_model(checkpoint_dir(root, 1), model, model.config.to_dict())
-    return root
+def run(tiny_chat_run):
+    return tiny_chat_run  # tests/conftest.py
 
 
 BAD_SAMPLING_FLAGS = [

@@ -13,9 +13,6 @@ import pytest
 import torch
 
 from scratchlm.cli.main import main
-from scratchlm.inference.chat_template import CHAT_TEMPLATE
-from scratchlm.model import ModelConfig, Transformer
-from scratchlm.runs import checkpoint_dir, save_model
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -27,16 +24,8 @@ def _one_thread():
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    from scratchlm.tokenizer import train_bpe_from_texts
-
-    root = tmp_path_factory.mktemp("run")
-    tok = train_bpe_from_texts(["Once upon a time there was a little cat. The cat liked milk. " * 30], vocab_size=300)
-    tok.save(root / "tokenizer", chat_template=CHAT_TEMPLATE)
-    torch.manual_seed(0)
-    model = Transformer(ModelConfig.from_preset("llama-tiny", vocab_size=tok.vocab_size))
-    save_model(checkpoint_dir(root, 1), model, model.config.to_dict())
-    return root
+def run(tiny_chat_run):
+    return tiny_chat_run  # tests/conftest.py
 
 
 def test_generate_prints_text_and_stats(run, capsys):
