@@ -18,7 +18,8 @@ Input is refused rather than guessed at: NaN, Infinity and numbers that overflow
 content parts that are not text, and every parameter this server does not implement (`tools`, `logit_bias`,
 `response_format` other than text, ...): a client must never believe a setting worked when it was ignored. Fields
 that cannot change the output (`user`, `metadata`, ...) are accepted. A client that is slow to send its request
-(head or body) is cut off after `read_timeout` seconds, so idle connections cannot pile up.
+(head or body) is cut off after `read_timeout` seconds, so idle connections cannot pile up. The field-by-field
+checks live in requests.py.
 
 Requests are queued and batched onto one model thread (batcher.py). The server binds 127.0.0.1 unless told
 otherwise: an LLM endpoint on a public interface is an open compute resource.
@@ -44,155 +45,20 @@ from .batcher import BatchWorker
 from .chat_template import chat_stop_token_ids, encode_chat, validate_messages
 from .detokenizer import token_bytes_fn
 from .engine import Engine, Sequence, TokenEvent
+from .requests import (CHAT_FIELDS, COMPLETION_FIELDS, MAX_LOGPROBS, MAX_SEQUENCES, APIError, check_context,
+                       check_fields, get_field, include_usage, parse_prompts, sampling_params)
 from .sampling import SamplingParams
 
 log = logging.getLogger("scratchlm")
 
 STATIC_DIR = Path(__file__).parent / "static"
 MAX_BODY_BYTES = 4 * 1024 * 1024  # a larger request is refused with 413 before it is parsed
-MAX_LOGPROBS = 20  # OpenAI's limit for top_logprobs
-MAX_SEQUENCES = 64  # prompts x n per request
-MAX_STOPS = 16
 READ_TIMEOUT = 30.0  # seconds a client may take to send its request (head + body); `scratchlm serve --read-timeout`
-SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1  # int64, as OpenAI and vLLM take it; seed + i for n choices still fits torch
-
-# Which request fields each endpoint reads. Anything else is refused with a 400 (see _check_fields), except:
-HARMLESS = {"user", "metadata", "store", "service_tier", "prompt_cache_key", "safety_identifier", "prediction",
-            "parallel_tool_calls"}  # they never change the generated text: accepted and ignored
-OFF_VALUES = {  # OpenAI features we do not implement, accepted only with the value that turns them off
-    "logit_bias": [{}], "tools": [[]], "functions": [[]], "tool_choice": ["none", "auto"],
-    "function_call": ["none", "auto"], "response_format": [{"type": "text"}], "best_of": [1], "modalities": [["text"]],
-}
-WHY_UNSUPPORTED = {
-    "tools": "function calling is not implemented", "tool_choice": "function calling is not implemented",
-    "functions": "function calling is not implemented", "function_call": "function calling is not implemented",
-    "response_format": 'only {"type": "text"}: there is no JSON mode or structured output',
-    "logit_bias": "logits are not biased", "best_of": "use n and pick yourself",
-}
-SAMPLING_FIELDS = {"model", "n", "stream", "stream_options", "temperature", "top_p", "top_k", "min_p",
-                   "repetition_penalty", "frequency_penalty", "presence_penalty", "stop", "seed", "ignore_eos",
-                   "max_tokens", "logprobs"}
-COMPLETION_FIELDS = SAMPLING_FIELDS | {"prompt", "echo", "suffix"}
-CHAT_FIELDS = SAMPLING_FIELDS | {"messages", "max_completion_tokens", "top_logprobs"}
-
-
-class APIError(Exception):
-    """An error to return as OpenAI-shaped JSON."""
-
-    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
-                 type: str = "invalid_request_error"):
-        super().__init__(message)
-        self.status, self.message, self.param, self.code, self.type = status, message, param, code, type
 
 
 def error_json(status: int, message: str, type: str = "invalid_request_error", param: str | None = None,
                code: str | None = None) -> JSONResponse:
     return JSONResponse({"error": {"message": message, "type": type, "param": param, "code": code}}, status_code=status)
-
-
-# ----------------------------------------------------------------------------- request parsing
-
-def _get(body: dict, name: str, kind: type | tuple, default: Any = None, lo: float | None = None,
-         hi: float | None = None, hint: str = "") -> Any:
-    """body[name] checked against a type, finiteness and an inclusive range; a clear 400 otherwise.
-    hint follows the range in the message, e.g. " (-1 or 0 = off)"."""
-    value = body.get(name, default)
-    if value is None:
-        return default
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    ok = isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
-    if float in kinds and isinstance(value, int) and not isinstance(value, bool):
-        ok, value = True, float(value) if abs(value) < 2**1023 else math.inf  # float() of a 400-digit int raises
-    if not ok:
-        names = " or ".join({float: "a number", int: "an integer", bool: "a boolean"}.get(k, k.__name__) for k in kinds)
-        raise APIError(400, f"'{name}' must be {names}, got {json.dumps(value)[:50]}", param=name)
-    if isinstance(value, float) and not math.isfinite(value):  # 1e999 parses as inf, and inf passes `<= hi`
-        raise APIError(400, f"'{name}' must be a finite number, got {value}", param=name)
-    if (lo is not None and value < lo) or (hi is not None and value > hi):
-        bounds = f"between {lo} and {hi}" if lo is not None and hi is not None else f">= {lo}" if lo is not None \
-            else f"<= {hi}"
-        raise APIError(400, f"'{name}' must be {bounds}{hint}, got {value}", param=name)
-    return value
-
-
-def _check_fields(body: dict, accepted: set[str]) -> None:
-    """Refuse every field this endpoint does not implement: ignoring one silently would let a client believe
-    its `tools` or `logit_bias` took effect. null always means "not given"."""
-    for name, value in body.items():
-        if value is None or name in accepted or name in HARMLESS or value in OFF_VALUES.get(name, []):
-            continue
-        why = WHY_UNSUPPORTED.get(name)
-        raise APIError(400, f"'{name}' is not supported by this server" + (f" ({why})" if why else "")
-                       + "; remove it from the request", param=name, code="unsupported_parameter")
-
-
-def _include_usage(body: dict) -> bool:
-    options = body.get("stream_options")
-    if options is not None and not isinstance(options, dict):
-        raise APIError(400, "'stream_options' must be an object like {\"include_usage\": true}", param="stream_options")
-    return bool(_get(options or {}, "include_usage", bool, False))
-
-
-def _sampling_params(body: dict, max_tokens: int, stop_ids: list[int]) -> SamplingParams:
-    for name in ("frequency_penalty", "presence_penalty"):
-        if _get(body, name, float, 0.0, -2.0, 2.0) != 0.0:
-            raise APIError(400, f"'{name}' is not supported; use 'repetition_penalty' (e.g. 1.1) instead", param=name)
-    stop = body.get("stop")
-    if stop is None:
-        stop = []
-    elif isinstance(stop, str):
-        stop = [stop]
-    if not isinstance(stop, list) or not all(isinstance(s, str) and s for s in stop) or len(stop) > MAX_STOPS:
-        raise APIError(400, f"'stop' must be a non-empty string or a list of at most {MAX_STOPS} of them", param="stop")
-    top_k = _get(body, "top_k", int, 0, -1, hint=" (-1 or 0 = off)")
-    params = SamplingParams(
-        max_new_tokens=max_tokens,
-        temperature=_get(body, "temperature", float, 1.0, 0.0, 2.0),
-        top_p=_get(body, "top_p", float, 1.0, 0.0, 1.0) or 1e-9,  # top_p=0 means "only the top token"
-        top_k=max(top_k, 0),  # vLLM's -1 means off too
-        min_p=_get(body, "min_p", float, 0.0, 0.0, 1.0),
-        repetition_penalty=_get(body, "repetition_penalty", float, 1.0, 0.01, 10.0),
-        stop=stop,
-        stop_token_ids=stop_ids,
-        seed=_get(body, "seed", int, None, SEED_MIN, SEED_MAX),
-        ignore_eos=_get(body, "ignore_eos", bool, False),
-    )
-    try:  # the one place every path (CLI, server, API) validates; anything _get let through is still a 400
-        return params.validate()
-    except ValueError as e:
-        raise APIError(400, str(e)) from None
-
-
-def _prompts(body: dict, engine: Engine) -> list[tuple[list[int], str]]:
-    """OpenAI's prompt forms (str, [str], [int], [[int]]) -> [(ids with BOS, text)]."""
-    prompt = body.get("prompt")
-    if isinstance(prompt, str) or (isinstance(prompt, list) and prompt and all(isinstance(t, int) for t in prompt)):
-        prompt = [prompt]
-    if not isinstance(prompt, list) or not prompt:
-        raise APIError(400, "'prompt' must be a string, a list of strings, or token ids", param="prompt")
-    if len(prompt) > MAX_SEQUENCES:  # before encoding them all: a 4 MiB body holds a million one-letter prompts
-        raise APIError(400, f"'prompt' holds {len(prompt)} prompts; at most {MAX_SEQUENCES} per request", param="prompt")
-    out = []
-    bos = engine.tokenizer.bos_id
-    for p in prompt:
-        if isinstance(p, str):
-            out.append((engine.encode(p), p))
-        elif isinstance(p, list) and p and all(isinstance(t, int) and not isinstance(t, bool) for t in p):
-            if engine.vocab_size and not all(0 <= t < engine.vocab_size for t in p):
-                raise APIError(400, f"token ids in 'prompt' must be in [0, {engine.vocab_size})", param="prompt")
-            ids = p if (bos is None or p[0] == bos) else [bos] + p
-            out.append((ids, engine.decode(ids[1:] if bos is not None and ids[0] == bos else ids)))
-        else:
-            raise APIError(400, "'prompt' must be a string, a list of strings, or token ids", param="prompt")
-    return out
-
-
-def _check_context(n_prompt: int, max_tokens: int, context: int) -> None:
-    if n_prompt + max_tokens > context:
-        raise APIError(400, f"This model's maximum context length is {context} tokens, however you requested "
-                            f"{n_prompt + max_tokens} tokens ({n_prompt} in the prompt, {max_tokens} for the "
-                            "completion). Please reduce the prompt or max_tokens.",
-                       param="max_tokens" if n_prompt < context else "prompt", code="context_length_exceeded")
 
 
 # ----------------------------------------------------------------------------- the app
@@ -298,21 +164,21 @@ def create_app(engine: Engine, model_id: str = "scratchlm", api_key: str | None 
     @app.post("/v1/completions")
     async def completions(request: Request):
         body = await read_body(request)
-        _check_fields(body, COMPLETION_FIELDS)
-        prompts = _prompts(body, engine)
-        max_tokens = _get(body, "max_tokens", int, 16, 0, engine.max_seq_len)
-        n = _get(body, "n", int, 1, 1, MAX_SEQUENCES)
-        logprobs = _get(body, "logprobs", int, None, 0, MAX_LOGPROBS)
-        echo = _get(body, "echo", bool, False)
-        stream = _get(body, "stream", bool, False)
-        include_usage = _include_usage(body)
+        check_fields(body, COMPLETION_FIELDS)
+        prompts = parse_prompts(body, engine)
+        max_tokens = get_field(body, "max_tokens", int, 16, 0, engine.max_seq_len)
+        n = get_field(body, "n", int, 1, 1, MAX_SEQUENCES)
+        logprobs = get_field(body, "logprobs", int, None, 0, MAX_LOGPROBS)
+        echo = get_field(body, "echo", bool, False)
+        stream = get_field(body, "stream", bool, False)
+        with_usage = include_usage(body)
         if body.get("suffix"):
             raise APIError(400, "'suffix' (fill-in-the-middle) is not supported", param="suffix")
         if len(prompts) * n > MAX_SEQUENCES:
             raise APIError(400, f"{len(prompts)} prompts x n={n} exceeds {MAX_SEQUENCES} sequences per request", param="n")
-        params = _sampling_params(body, max_tokens, [])
+        params = sampling_params(body, max_tokens, [])
         for ids, _ in prompts:
-            _check_context(len(ids), max_tokens, engine.max_seq_len)
+            check_context(len(ids), max_tokens, engine.max_seq_len)
         seqs = [Sequence(ids, _with_seed(params, i), logprobs) for ids, _ in prompts for i in range(n)]
         echoes = [None] * len(prompts)
         if echo:  # the prompt's own text (and log-probs, one forward each) go in front of the completion
@@ -346,7 +212,7 @@ def create_app(engine: Engine, model_id: str = "scratchlm", api_key: str | None 
                     offsets[i] += len(text)
                     yield _sse({"id": rid, "object": "text_completion", "created": ts, "model": model_id,
                                 "choices": [c]})
-                if include_usage:
+                if with_usage:
                     yield _sse({"id": rid, "object": "text_completion", "created": ts, "model": model_id,
                                 "choices": [], "usage": _usage(seqs, sum(len(ids) for ids, _ in prompts))})
                 yield "data: [DONE]\n\n"
@@ -367,26 +233,26 @@ def create_app(engine: Engine, model_id: str = "scratchlm", api_key: str | None 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
         body = await read_body(request)
-        _check_fields(body, CHAT_FIELDS)
+        check_fields(body, CHAT_FIELDS)
         try:
             messages = validate_messages(body.get("messages"))
         except ValueError as e:
             raise APIError(400, str(e), param="messages") from None
         ids = encode_chat(tok, messages)
         room = engine.max_seq_len - len(ids)
-        max_tokens = _get(body, "max_completion_tokens", int, None, 1, engine.max_seq_len)
-        max_tokens = _get(body, "max_tokens", int, max_tokens, 1, engine.max_seq_len)
+        max_tokens = get_field(body, "max_completion_tokens", int, None, 1, engine.max_seq_len)
+        max_tokens = get_field(body, "max_tokens", int, max_tokens, 1, engine.max_seq_len)
         if max_tokens is None:  # OpenAI's default: whatever room the context leaves
             if room < 1:
-                _check_context(len(ids), 1, engine.max_seq_len)
+                check_context(len(ids), 1, engine.max_seq_len)
             max_tokens = room
-        _check_context(len(ids), max_tokens, engine.max_seq_len)
-        n = _get(body, "n", int, 1, 1, MAX_SEQUENCES)
-        stream = _get(body, "stream", bool, False)
-        want_lp = _get(body, "logprobs", bool, False)
-        top_lp = _get(body, "top_logprobs", int, 0, 0, MAX_LOGPROBS)
-        include_usage = _include_usage(body)
-        params = _sampling_params(body, max_tokens, chat_stop_token_ids(tok))
+        check_context(len(ids), max_tokens, engine.max_seq_len)
+        n = get_field(body, "n", int, 1, 1, MAX_SEQUENCES)
+        stream = get_field(body, "stream", bool, False)
+        want_lp = get_field(body, "logprobs", bool, False)
+        top_lp = get_field(body, "top_logprobs", int, 0, 0, MAX_LOGPROBS)
+        with_usage = include_usage(body)
+        params = sampling_params(body, max_tokens, chat_stop_token_ids(tok))
         seqs = [Sequence(ids, _with_seed(params, i), top_lp if want_lp else None) for i in range(n)]
         rid, ts = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
 
@@ -409,7 +275,7 @@ def create_app(engine: Engine, model_id: str = "scratchlm", api_key: str | None 
                     if finish is not None:
                         yield _sse({**head, "choices": [{"index": i, "delta": {}, "logprobs": None,
                                                          "finish_reason": _finish(finish)}]})
-                if include_usage:
+                if with_usage:
                     yield _sse({**head, "choices": [], "usage": _usage(seqs, len(ids))})
                 yield "data: [DONE]\n\n"
             return _sse_response(events(), seqs)
