@@ -15,6 +15,10 @@ log = logging.getLogger("scratchlm")
 
 EXAMPLES = """\
 examples:
+  # your own token shards (from `scratchlm data tokenize`): the model is sized for the data and the budget
+  scratchlm pretrain --data runs/shards --time 10m --out runs/mine
+  scratchlm pretrain --data runs/shards --tokenizer runs/tok/tokenizer --tokens 50M --dry-run   # see the plan
+
   # beat nanoGPT's CPU baby-GPT on Tiny Shakespeare in 71 s of wall clock (2 cores)
   scratchlm pretrain --config configs/shakespeare_cpu.toml --out runs/shakespeare
 
@@ -50,12 +54,75 @@ def register(subparsers) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its latest checkpoint (its config.toml unless --config)")
     p.add_argument("--list-keys", action="store_true", help="print every config key, its default and help, then exit")
-    p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print what will be read and the resolved config (valid TOML, the plan as comments), then exit")
+    g = p.add_argument_group("your data in one command (no --config: the model is sized for the data and budget)")
+    g.add_argument("--data", type=Path, default=None, metavar="SHARDS",
+                   help="token-shard folder from `scratchlm data tokenize` / `data prepare` (sets data.shards)")
+    g.add_argument("--tokenizer", type=Path, default=None, metavar="DIR",
+                   help="the tokenizer folder the shards were made with (default: the one their manifest names)")
+    g.add_argument("--time", default=None, metavar="DURATION",
+                   help="training time budget, e.g. 90s, 10m, 2h (sets train.max_time)")
+    g.add_argument("--tokens", default=None, metavar="COUNT",
+                   help="training token budget, e.g. 50M, 1.5B (sets train.max_tokens)")
     add_common(p, out="runs/pretrain", config=True)
     p.set_defaults(func=handler)
 
 
+def _budget(args) -> tuple[float | None, float | None]:
+    from scratchlm.plan.sizing import parse_count, parse_duration
+
+    if args.time is not None and args.tokens is not None:
+        raise ValueError("give one budget: --time or --tokens, not both")
+    return (parse_duration(args.time) if args.time is not None else None,
+            parse_count(args.tokens) if args.tokens is not None else None)
+
+
+def _data_flags(args) -> dict:
+    """The [data] section that --data / --tokenizer stand for (and nothing from a config's own text route)."""
+    if args.data is None:
+        if args.tokenizer is not None:
+            raise ValueError("--tokenizer goes with --data SHARDS (the tokenizer those shards were made with)")
+        return {}
+    from scratchlm.data.shards import read_manifest
+
+    read_manifest(args.data)  # a clear error now if the folder is not complete shards
+    # absolute: the run's config.toml must still point at them when --resume runs from another folder
+    return {"shards": str(args.data.resolve()), "tokenizer": str(args.tokenizer.resolve()) if args.tokenizer else "auto",
+            "train_text": None, "val_text": None}
+
+
+def _as_overrides(section: str, values: dict) -> list[str]:
+    import json as _json
+
+    return [f"{section}.{k}=" + ("none" if v is None else _json.dumps(v)) for k, v in values.items()]
+
+
+def _auto(args, overrides: list[str]):
+    """No --config: the model sized by the planner for --data and --time / --tokens (scratchlm/train/recipe.py)."""
+    from scratchlm.data.shards import read_manifest
+    from scratchlm.train.recipe import auto_config
+
+    seconds, tokens = _budget(args)
+    data = _data_flags(args)
+    if args.data is None:
+        raise ValueError("no data: pass --data SHARDS (from `scratchlm data tokenize`) with --time or --tokens, "
+                         "or --config FILE (see configs/)")
+    if seconds is None and tokens is None:
+        raise ValueError("no budget: pass --time (e.g. 10m) or --tokens (e.g. 50M) to size the model")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError("sizing measures this machine's speed in one process; write the plan once with "
+                         "`scratchlm pretrain --data ... --time ... --dry-run > run.toml`, then start torchrun with "
+                         "--config run.toml")
+    manifest = read_manifest(args.data)
+    cfg, auto = auto_config({k: v for k, v in data.items() if v is not None},
+                            manifest["vocab_size"], manifest["n_tokens"]["train"], seconds=seconds, tokens=tokens,
+                            overrides=overrides)
+    return cfg, auto
+
+
 def _load(args):
+    """(PretrainConfig, AutoSize or None): from --config (or the run's config.toml on --resume), else sized."""
     from scratchlm.train.config import load_pretrain_config
 
     overrides = list(args.overrides)
@@ -70,12 +137,36 @@ def _load(args):
         path = Path(args.out) / "config.toml"
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found: nothing to resume in {args.out}; pass --config to start a run")
+    auto = None
     if path is None:
-        raise ValueError("no config: pass --config FILE (see configs/, e.g. configs/shakespeare_cpu.toml)")
-    cfg = load_pretrain_config(path, overrides)
+        cfg, auto = _auto(args, overrides)
+    else:  # a config keeps its model; the flags set what they name, before --set (which wins)
+        seconds, tokens = _budget(args)
+        budget = {"max_time": seconds} if seconds else {"max_tokens": int(tokens)} if tokens else {}
+        flags = _as_overrides("data", _data_flags(args)) + _as_overrides("train", budget)
+        cfg = load_pretrain_config(path, flags + overrides)
     if args.verbose <= 0 and args.quiet > 0:
         cfg.train.progress = False
-    return cfg
+    return cfg, auto
+
+
+def _what_is_read(cfg) -> list[str]:
+    """What the run will really read, as the data section resolves (shown by --dry-run and before training)."""
+    from scratchlm.data.shards import read_manifest
+
+    d = cfg.data
+    if d.shards:
+        m = read_manifest(d.shards)
+        tok = d.tokenizer if d.tokenizer != "auto" else (m.get("tokenizer") or {}).get("path")
+        return [f"data: shards {Path(d.shards).resolve()} ({m['n_tokens']['train']:,} train / "
+                f"{m['n_tokens']['val']:,} val tokens, {m['n_docs']['train']:,} + {m['n_docs']['val']:,} documents)",
+                f"tokenizer: {tok} (vocabulary {m['vocab_size']:,})"]
+    if d.train_text:
+        size = Path(d.train_text).stat().st_size if Path(d.train_text).is_file() else None
+        val = d.val_text or f"the last {d.val_fraction:.0%} of it"
+        return [f"data: text {d.train_text} ({'missing' if size is None else f'{size:,} bytes'}), validation: {val}",
+                f"tokenizer: {d.tokenizer} (vocabulary {d.vocab_size:,} if trained here)"]
+    return ["data: none configured (set data.shards or data.train_text)"]
 
 
 def field_docs(cls) -> dict[str, str]:
@@ -111,13 +202,17 @@ def handler(args) -> int:
             section, _, name = key.rpartition(".")
             print(f"{key:30s} {tp:24s} {default!r:12}  {help_ or docs.get(section, {}).get(name, '')}")
         return 0
-    cfg = _load(args)
-    if args.dry_run:
+    cfg, auto = _load(args)
+    plan = _what_is_read(cfg) + (auto.describe().splitlines() if auto else [])
+    if args.dry_run:  # TOML with the plan as comments: redirect it into a file and pass it as --config
         from scratchlm.config import dumps_toml
 
+        print("\n".join(f"# {line}" for line in plan))
         print(dumps_toml(cfg))
         return 0
     main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun: only rank 0 talks
+    if main_rank and args.quiet <= 0:
+        print("\n".join(plan), file=sys.stderr)
     if not main_rank:
         logging.getLogger("scratchlm").setLevel(logging.WARNING)
     from scratchlm.train import TrainingStopped, pretrain
