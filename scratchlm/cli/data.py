@@ -1,4 +1,4 @@
-"""`scratchlm data ...`: the data pipeline's commands (prepare, filter, dedup, toxicity, tokenize, synth).
+"""`scratchlm data ...`: the data pipeline's commands (prepare, filter, dedup, toxicity, tokenize, synth, download).
 
 Heavy or optional libraries (pyarrow, zstandard, ray, datasets) are imported inside handlers, so the CLI starts fast.
 """
@@ -481,3 +481,6 @@ def register(subparsers) -> None:
             raise
     else:
         add_synth_parser(sub)
+    from scratchlm.cli.data_download import add_download_parser
+
+    add_download_parser(sub)
