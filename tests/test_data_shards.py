@@ -55,9 +55,14 @@ def test_round_trip_bos_prefix_and_offsets(tmp_path):
 
 def test_parallel_output_is_byte_identical(tmp_path):
     tok = ByteTokenizer()
-    write_shards(tmp_path / "a", DOCS, DOCS[:40], tok, num_workers=1, batch_size=7, progress=False)
-    write_shards(tmp_path / "b", DOCS, DOCS[:40], tok, num_workers=2, batch_size=5, progress=False)
-    for name in ["train.bin", "val.bin", "train.idx.npy", "val.idx.npy"]:
+    write_shards(tmp_path / "a", DOCS, DOCS[:40], tok, num_workers=1, batch_size=7, progress=False,
+                 shard_tokens=1000)
+    write_shards(tmp_path / "b", DOCS, DOCS[:40], tok, num_workers=2, batch_size=5, progress=False,
+                 shard_tokens=1000)
+    names = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert "train_00003.bin" in names and "val_00000.idx.npy" in names
+    assert names == sorted(p.name for p in (tmp_path / "b").iterdir())
+    for name in names:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
     assert not list((tmp_path / "b").glob(".*tmp*"))  # no temporary files left behind
 
@@ -82,7 +87,7 @@ def test_incomplete_or_corrupt_folder_is_refused(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a complete token-shard folder"):
         read_manifest(tmp_path)
     write_shards(tmp_path, ["abc", "de"], ["f"], ByteTokenizer(), num_workers=1, progress=False)
-    with open(tmp_path / "train.bin", "ab") as f:
+    with open(tmp_path / "train_00000.bin", "ab") as f:
         f.write(b"\0\0")
     with pytest.raises(ValueError, match="corrupt or half-copied"):
         open_shard(tmp_path, "train")

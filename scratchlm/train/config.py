@@ -19,6 +19,8 @@ Checks that need the data (vocab size) or the model (max_seq_len) run in `check_
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -57,6 +59,52 @@ class DataConfig:
     packing: Literal["random", "docs"] = "random"
     """How training windows are cut: "random": windows at uniformly random offsets (nanoGPT); "docs": rows that
     start at a document's BOS, filled with whole documents in shuffled order (the last one cropped)."""
+    mix: dict[str, Any] = field(default_factory=dict,
+                                metadata={"help": "{NAME = {shards = DIR, weight = W}, ...}: mix shard folders"})
+    """Train on several shard folders at fixed proportions (instead of `shards`), one entry per folder:
+
+        [data.mix]
+        web   = { shards = "runs/web_shards",   weight = 0.7 }
+        books = { shards = "runs/books_shards", weight = 0.2 }
+        code  = { shards = "runs/code_shards",  weight = 0.1 }
+
+    Each global batch's rows are divided between the sources to these weights (normalised, with a note, when they
+    do not sum to 1); every source stays within one row of its share over the whole run. metrics.jsonl logs the
+    share of training tokens drawn from each so far as mix/NAME; validation reads every source's val split; a
+    resumed run continues the mixture exactly. All folders must have been tokenized with the same tokenizer."""
+    verify: bool = True
+    """Check every shard file against the SHA-256 in its manifest.json before training (about 1 s per GB); a
+    damaged file stops the run with its name. false skips it (the sizes are still checked)."""
+
+    def __post_init__(self):
+        check_mix(self.mix)
+        if self.mix and (self.shards is not None or self.train_text is not None):
+            other = "shards" if self.shards is not None else "train_text"
+            raise ValueError(f"data.mix and data.{other} are both set: a run reads either one shard folder, a "
+                             "mixture of several, or text; remove one of them")
+
+
+MIX_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def check_mix(mix: dict) -> None:
+    """data.mix is {name: {shards: DIR, weight: W}} with W finite and > 0; a one-line error otherwise."""
+    example = '{ shards = "runs/web_shards", weight = 0.7 }'
+    for name, entry in mix.items():
+        if not MIX_NAME.match(str(name)):
+            raise ValueError(f"data.mix name {name!r} is not a plain name (letters, digits, _ . -): it becomes the "
+                             "metric mix/NAME; e.g. web")
+        if not isinstance(entry, dict):
+            raise ValueError(f"data.mix.{name} must be a table like {name} = {example}, got {entry!r}")
+        unknown = sorted(set(entry) - {"shards", "weight"})
+        if unknown or "shards" not in entry or "weight" not in entry:
+            what = f"has unknown key {unknown[0]!r}" if unknown else f"needs {'shards' if 'shards' not in entry else 'weight'}"
+            raise ValueError(f"data.mix.{name} {what}: write {name} = {example}")
+        if not isinstance(entry["shards"], str) or not entry["shards"]:
+            raise ValueError(f"data.mix.{name}.shards must be a shard folder (a string), got {entry['shards']!r}")
+        w = entry["weight"]
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w <= 0:
+            raise ValueError(f"data.mix.{name}.weight must be a finite number > 0, got {w!r}; e.g. weight = 0.7")
 
 
 @dataclass
@@ -244,8 +292,9 @@ def check_fit(cfg: PretrainConfig, tokenizer_vocab: int | None = None, world_siz
     if tc.max_time and tc.max_time < 1:
         raise ConfigError(f"train.max_time ({tc.max_time}) is in seconds and too short to train; e.g. 60")
     d = cfg.data
-    if d.shards is None and d.train_text is None:
-        raise ConfigError("no data: set data.shards (a `scratchlm data tokenize` folder) or data.train_text")
-    if d.shards is not None and d.tokenizer in ("char", "bpe"):
-        raise ConfigError(f'data.tokenizer = "{d.tokenizer}" would train a new tokenizer, but data.shards is already '
+    if d.shards is None and d.train_text is None and not d.mix:
+        raise ConfigError("no data: set data.shards (a `scratchlm data tokenize` folder), data.mix or data.train_text")
+    if (d.shards is not None or d.mix) and d.tokenizer in ("char", "bpe"):
+        which = "data.shards is" if d.shards is not None else "the data.mix folders are"
+        raise ConfigError(f'data.tokenizer = "{d.tokenizer}" would train a new tokenizer, but {which} already '
                           'tokenized; set data.tokenizer = "auto" or to the shards\' tokenizer folder')

@@ -39,7 +39,7 @@ from .checkpoint import (clean_partial, load_checkpoint, mark_best, read_best, r
                          save_checkpoint, set_rng_state)
 from .config import PretrainConfig, batch_geometry, check_fit, config_dict
 from .data import prepare_data, token_byte_lengths
-from .loader import TokenLoader, eval_windows
+from .loader import build_loader, eval_windows
 from .metrics import MetricsLogger, device_peak_tflops, mfu, plot_loss
 from .optim import build_optimizer, set_lr
 from .parallel import (bare_module, collective_forward, is_sharded_checkpoint, load_sharded_checkpoint, lockstep,
@@ -79,7 +79,7 @@ class Trainer:
         # ---- run folder, data and tokenizer (built into the run folder the first time, by rank 0)
         self.data = on_main(self.ctx, prepare_folder)
         if not self.is_main:
-            self.data = prepare_data(cfg.data, run_dir, progress=False)  # rank 0 built it: now only read
+            self.data = prepare_data(cfg.data, run_dir, progress=False, verify=False)  # rank 0 built and checked it
         vocab = self.data.tokenizer.vocab_size
         if cfg.data.vocab_from_tokenizer and cfg.model.vocab_size != vocab:
             cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=vocab))
@@ -135,9 +135,9 @@ class Trainer:
             torch.manual_seed(tc.seed + self.ctx.dp_rank)
 
         # ---- data loader (this rank's rows of every global batch)
-        self.loader = TokenLoader(self.data.train_tokens, self.data.train_offsets, tc.seq_len, rows=rows,
-                                  mode=cfg.data.packing, seed=tc.seed, rank=self.ctx.dp_rank,
-                                  world_size=self.ctx.dp_size)
+        # (a MixtureLoader when data.mix names several shard folders)
+        self.loader = build_loader(self.data, tc.seq_len, rows=rows, mode=cfg.data.packing, seed=tc.seed,
+                                   rank=self.ctx.dp_rank, world_size=self.ctx.dp_size)
         self.token_bytes = torch.from_numpy(token_byte_lengths(self.data.tokenizer))
         self.flops_per_token = self.model.flops_per_token(tc.seq_len)
         amp_name = str(self.dtype).replace("torch.", "")
@@ -468,7 +468,7 @@ class Trainer:
                     row = {"step": self.step, "tokens": self.tokens, "loss": loss_v, "lr": lr, "grad_norm": norm_v,
                            "tokens_per_sec": round(tps, 1), "mfu": mfu(self.flops_per_token, tps, self.peak_tflops),
                            "mem_gb": round(_memory_gb(self.device), 3), "elapsed": round(self.elapsed, 2),
-                           "bad_steps": self.bad_steps}
+                           "bad_steps": self.bad_steps, **self.loader.metrics()}  # mix/NAME: share so far
                     if self.metrics:
                         self.metrics.log(row)
                     if bar is not None:
