@@ -55,13 +55,14 @@ def _check_out(out: Path, overwrite: bool, marker: str) -> None:
 
 TOKENIZE_EXAMPLES = """\
 examples:
-  # 10% of the stories (chosen by a hash of each document) go to val.bin
+  # 10% of the stories (chosen by a hash of each document) go to the val shards
   scratchlm data tokenize --tokenizer runs/tok/tokenizer --input stories.txt --text-split paragraph --out runs/data
   # explicit validation files, JSONL input with a "content" field
   scratchlm data tokenize --tokenizer runs/tok/tokenizer --input train/*.jsonl.gz --val-input val.jsonl \\
       --text-field content --out runs/data
 
-output: runs/data/{train,val}.bin, {train,val}.idx.npy, manifest.json (format in scratchlm/data/shards.py)
+output: runs/data/train_00000.bin, train_00001.bin, ... (each at most --shard-tokens tokens), val_00000.bin, ...,
+        a .idx.npy of document offsets beside each, manifest.json with every file's SHA-256 (scratchlm/data/shards.py)
 """
 
 
@@ -85,7 +86,13 @@ def _tokenize(args) -> int:
     stats = SourceStats()
     source = {"inputs": [str(p) for p in args.input], "val_inputs": [str(p) for p in args.val_input or []],
               "val_fraction": None if args.val_input else args.val_fraction, "seed": args.seed or 0}
-    kw = dict(num_workers=args.workers, batch_size=args.batch_size, source=source, progress=not args.quiet)
+    from scratchlm.plan.sizing import parse_count
+
+    shard_tokens = int(parse_count(args.shard_tokens, "--shard-tokens"))
+    if shard_tokens < 1:
+        raise ValueError(f"--shard-tokens {args.shard_tokens!r} is less than one token; write e.g. 100M")
+    kw = dict(num_workers=args.workers, batch_size=args.batch_size, source=source, progress=not args.quiet,
+              shard_tokens=shard_tokens)
     try:
         if args.val_input:  # one SourceStats for both: the summary counts every file read
             manifest = write_shards(args.out, _texts(args.input, cfg, stats), _texts(args.val_input, cfg, stats),
@@ -100,8 +107,9 @@ def _tokenize(args) -> int:
     if not args.quiet:
         print(stats.summary(problems=False))
     n_tok, n_doc = manifest["n_tokens"], manifest["n_docs"]
-    print(f"wrote {args.out}: train {n_doc['train']:,} docs / {n_tok['train']:,} tokens, "
-          f"val {n_doc['val']:,} docs / {n_tok['val']:,} tokens ({manifest['dtype']})")
+    n_sh = {s: len(manifest["shards"][s]) for s in n_tok}
+    print(f"wrote {args.out}: train {n_doc['train']:,} docs / {n_tok['train']:,} tokens in {n_sh['train']} shards, "
+          f"val {n_doc['val']:,} docs / {n_tok['val']:,} tokens in {n_sh['val']} ({manifest['dtype']})")
     if n_doc["val"] == 0 and not args.val_input and args.val_fraction > 0:
         print("warning: no document landed in val; raise --val-fraction or pass --val-input", file=sys.stderr)
     if n_doc["train"] == 0:
@@ -123,6 +131,8 @@ def _register_tokenize(sub) -> None:
                    help="use these inputs as the val split instead of --val-fraction")
     p.add_argument("--workers", type=int, default=None, help="encoding processes (default: CPUs, at most 8)")
     p.add_argument("--batch-size", type=int, default=256, help="documents per encoding task (default: 256)")
+    p.add_argument("--shard-tokens", default="100M", metavar="N",
+                   help="the most tokens in one shard file, e.g. 100M (default; 200 MB of uint16) or 5e6")
     add_common(p, out="runs/data", overrides=False, device=False)
     p.set_defaults(func=_tokenize)
 
