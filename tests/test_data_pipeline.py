@@ -94,7 +94,7 @@ def test_pipeline_end_to_end(tmp_path):
     # the report's files exist and read back
     on_disk = json.loads((tmp_path / "out" / "report.json").read_text())
     assert on_disk["docs_out"] == report["docs_out"] == len(out)
-    for name in ["clusters.jsonl", "clusters.npy", "remove.npy", "signatures/00000.npy", "buckets/band_13.npy"]:
+    for name in ["clusters.jsonl", "clusters.npy", "remove.npy", "signatures/00000.npy", "buckets/band_13/00000.npy"]:
         assert (tmp_path / "out" / "work" / name).exists(), name
     table = format_report(report)
     assert "gopher_word_count" in table and "duplicate clusters" in table

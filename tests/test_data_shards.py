@@ -117,3 +117,114 @@ def test_hash_split_is_deterministic_and_about_right(tmp_path):
                            num_workers=1, progress=False)
     expected_val = sum(is_val_document(d, 0.2) for d in docs[:500] + docs[:10])
     assert m["n_docs"]["val"] == expected_val and m["n_docs"]["train"] == 510 - expected_val
+
+
+# ---------------------------------------------------------------------------------------------- shards that scale
+
+def _sha256(path):
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_shards_are_bounded_whole_documents_with_checksums(tmp_path):
+    from scratchlm.data.shards import ShardedTokens, verify_shards
+
+    tok = ByteTokenizer()
+    m = write_shards(tmp_path / "many", DOCS, DOCS[:60], tok, num_workers=2, batch_size=9, progress=False,
+                     shard_tokens=500)
+    one = write_shards(tmp_path / "one", DOCS, DOCS[:60], tok, num_workers=1, progress=False)
+    assert m["n_tokens"] == one["n_tokens"] and m["n_docs"] == one["n_docs"] and m["shard_tokens"] == 500
+    entries = m["shards"]["train"]
+    assert len(entries) > 10 and len(m["shards"]["val"]) > 1 and len(one["shards"]["train"]) == 1
+    assert [e["bin"] for e in entries] == [f"train_{k:05d}.bin" for k in range(len(entries))]
+    assert sum(e["n_tokens"] for e in entries) == m["n_tokens"]["train"]
+    assert sum(e["n_docs"] for e in entries) == m["n_docs"]["train"]
+    for e in entries + m["shards"]["val"]:
+        path = tmp_path / "many" / e["bin"]
+        assert e["n_tokens"] <= 500 and path.stat().st_size == 2 * e["n_tokens"]
+        assert e["sha256"] == _sha256(path) and e["idx_sha256"] == _sha256(tmp_path / "many" / e["idx"])
+        shard, offsets = np.fromfile(path, np.uint16), np.load(tmp_path / "many" / e["idx"])
+        assert offsets[0] == 0 and np.all(shard[offsets] == tok.bos_id) and len(offsets) == e["n_docs"]
+    # full: the next document would not have fitted (documents are never cut)
+    lengths = [len(d.encode()) + 1 for d in DOCS if d]
+    assert entries[0]["n_tokens"] + lengths[entries[0]["n_docs"]] > 500
+    # read back: the same tokens and document offsets as one big shard
+    for split in ("train", "val"):
+        tokens, offsets, _ = open_shard(tmp_path / "many", split)
+        flat, flat_offsets, _ = open_shard(tmp_path / "one", split)
+        assert isinstance(tokens, ShardedTokens) and len(tokens) == len(flat)
+        assert np.array_equal(tokens[0 : len(tokens)], flat) and np.array_equal(offsets, flat_offsets)
+    assert verify_shards(tmp_path / "many") == sum(
+        p.stat().st_size for p in (tmp_path / "many").iterdir() if p.name != "manifest.json")
+    # one flipped byte: the sizes still match, the checksum names the file
+    damaged = tmp_path / "many" / "train_00003.bin"
+    data = bytearray(damaged.read_bytes())
+    data[10] ^= 1
+    damaged.write_bytes(bytes(data))
+    open_shard(tmp_path / "many", "train")
+    with pytest.raises(ValueError, match="train_00003.bin does not match the SHA-256") as e:
+        verify_shards(tmp_path / "many")
+    assert "\n" not in str(e.value)
+
+
+def test_a_document_longer_than_a_shard_gets_one_of_its_own(tmp_path):
+    m = write_shards(tmp_path, ["ab", "x" * 50, "cd", "ef"], [], ByteTokenizer(), num_workers=1, progress=False,
+                     shard_tokens=8)
+    assert [(e["n_tokens"], e["n_docs"]) for e in m["shards"]["train"]] == [(3, 1), (51, 1), (6, 2)]
+    assert m["shards"]["val"] == [] and m["n_tokens"]["val"] == 0
+    tokens, offsets, _ = open_shard(tmp_path, "train")
+    assert [ByteTokenizer().decode(d[1:].tolist()) for d in iter_documents(tokens, offsets)] == \
+        ["ab", "x" * 50, "cd", "ef"]
+    empty, eoff, _ = open_shard(tmp_path, "val")
+    assert len(empty) == 0 and len(eoff) == 0
+
+
+def test_rewriting_with_fewer_shards_leaves_no_stale_files(tmp_path):
+    tok = ByteTokenizer()
+    write_shards(tmp_path, DOCS, DOCS[:50], tok, num_workers=1, progress=False, shard_tokens=300)
+    (tmp_path / "notes.txt").write_text("mine")  # not a shard name: left alone
+    m = write_shards(tmp_path, DOCS[:20], DOCS[:5], tok, num_workers=1, progress=False, shard_tokens=300)
+    listed = {e[k] for s in ("train", "val") for e in m["shards"][s] for k in ("bin", "idx")}
+    assert {p.name for p in tmp_path.iterdir()} == listed | {"manifest.json", "notes.txt"}
+
+
+def test_a_format_1_folder_still_reads(tmp_path):
+    """Folders written before shards were numbered (one train.bin / val.bin, no checksums) read as one shard."""
+    from scratchlm.data.shards import verify_shards
+
+    tok = ByteTokenizer()
+    m = write_shards(tmp_path, DOCS, DOCS[:30], tok, num_workers=1, progress=False)
+    for split in ("train", "val"):
+        (tmp_path / f"{split}_00000.bin").rename(tmp_path / f"{split}.bin")
+        (tmp_path / f"{split}_00000.idx.npy").rename(tmp_path / f"{split}.idx.npy")
+    old = {k: v for k, v in m.items() if k not in ("shards", "shard_tokens")}
+    (tmp_path / "manifest.json").write_text(json.dumps({**old, "format_version": 1}))
+    tokens, offsets, _ = open_shard(tmp_path, "train")
+    assert isinstance(tokens, np.memmap) and len(offsets) == len(DOCS) - 1
+    assert [tok.decode(d[1:].tolist()) for d in iter_documents(tokens, offsets)] == [d for d in DOCS if d]
+    assert verify_shards(tmp_path) == 0  # nothing recorded to check against
+
+
+def test_sharded_tokens_index_like_one_array():
+    from scratchlm.data.shards import ShardedTokens
+
+    rng = np.random.default_rng(0)
+    parts = [rng.integers(0, 60000, n).astype(np.uint16) for n in (5, 1, 17, 3, 40)]
+    flat = np.concatenate(parts)
+    st = ShardedTokens(parts)
+    assert len(st) == len(flat) == 66 and st.dtype == np.uint16
+    for a in range(0, 66, 3):
+        for b in range(a, 67, 5):
+            assert np.array_equal(st[a:b], flat[a:b])
+    assert st[-1] == flat[-1] and st[5] == flat[5] and np.array_equal(st[:], flat)
+    idx = rng.integers(0, 66, (7, 9))
+    assert np.array_equal(st[idx], flat[idx])
+    starts = np.array([0, 4, 5, 6, 20, 24, 50, 56])  # inside shards and across one or several boundaries
+    assert np.array_equal(st.windows(starts, 10), flat[starts[:, None] + np.arange(10)])
+    assert st.locate(5) == (1, 0) and st.locate(6) == (2, 0) and st.locate(65) == (4, 39)
+    for bad in (66, -67):
+        with pytest.raises(IndexError):
+            st[bad]
+    with pytest.raises(IndexError):
+        st.windows(np.array([60]), 10)

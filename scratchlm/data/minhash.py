@@ -15,8 +15,8 @@ agreement rate estimates the Jaccard similarity of the documents' shingle sets; 
 3. LSH: the k = b * r values are cut into b bands of r rows; documents whose signatures agree on all r rows of
    any band land in the same bucket. P(candidate) = 1 - (1 - J^r)^b: with b=14, r=8 (FineWeb) that is 0.08 at
    J=0.5, 0.45 at J=0.7, 0.92 at J=0.8 and 0.9998 at J=0.9: a sharp step near J ~ 0.72.
-4. Union-find (disjoint sets with path compression and union by size) joins candidate pairs into clusters;
-   the pipeline keeps one document per cluster.
+4. Union-find joins candidate pairs into clusters; the pipeline keeps one document per cluster. At corpus scale
+   the pairs come from disk (dedup.py) a batch at a time and union_pairs links a whole batch with numpy.
 """
 
 from __future__ import annotations
@@ -220,6 +220,24 @@ def bucket_edges(keys: np.ndarray, active: np.ndarray | None = None) -> np.ndarr
     return np.stack([first[dup], si[dup]], axis=1).astype(np.int64)
 
 
+def sorted_bucket_pairs(rec: np.ndarray, carry: tuple[int, int] | None = None) -> tuple[np.ndarray, tuple[int, int]]:
+    """bucket_edges for one band streamed from disk: `rec` is a batch of (key, doc) rows in sorted order.
+
+    Each document is linked to its bucket's first (smallest) document, exactly as bucket_edges does in memory.
+    A bucket can span two batches: `carry` is (key, first doc) of the previous batch's last bucket, and the
+    carry for the next batch is returned with the (E, 2) uint64 pairs.
+    """
+    keys, docs = rec[:, 0], rec[:, 1]
+    new_bucket = np.ones(len(keys), dtype=bool)
+    new_bucket[1:] = keys[1:] != keys[:-1]
+    first = docs[np.maximum.accumulate(np.where(new_bucket, np.arange(len(keys)), 0))]  # first member of my bucket
+    if carry is not None and len(keys) and int(keys[0]) == carry[0]:
+        new_bucket[0] = False
+        first[: int(np.argmax(new_bucket)) if new_bucket.any() else len(keys)] = carry[1]
+    pairs = np.stack([first[~new_bucket], docs[~new_bucket]], axis=1)
+    return pairs, ((int(keys[-1]), int(first[-1])) if len(keys) else carry)
+
+
 def lsh_edges(sig: np.ndarray, bands: int, rows: int, active: np.ndarray | None = None) -> np.ndarray:
     """All bands' candidate edges, de-duplicated: (E, 2) int64 with edge[:, 0] < edge[:, 1]."""
     if active is None:
@@ -283,11 +301,40 @@ class UnionFind:
         return smallest[roots]
 
 
+def find_roots(parent: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """The root of each node in x, by pointer jumping over the whole batch at once."""
+    r = parent[x]
+    while True:
+        up = parent[r]
+        if np.array_equal(up, r):
+            return r
+        r = up
+
+
+def union_pairs(parent: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
+    """Union-find over a parent array, a batch of pairs at a time (numpy, no Python loop per pair).
+
+    Every link points from the larger root to the smaller, so each tree's root is its smallest node: the same
+    labels as UnionFind.labels(), whatever the order of the pairs. Pairs whose roots differ hook the larger root
+    under the smallest root it meets (np.minimum.at resolves the collisions); the pairs still apart go round
+    again, and each round removes at least one root, so the loop ends (in a few rounds on real clusters).
+    """
+    a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
+    while len(a):
+        ra, rb = find_roots(parent, a), find_roots(parent, b)
+        parent[a], parent[b] = ra, rb  # path compression for the nodes we touched
+        apart = ra != rb
+        lo, hi = np.minimum(ra[apart], rb[apart]), np.maximum(ra[apart], rb[apart])
+        np.minimum.at(parent, hi, lo)
+        a, b = a[apart], b[apart]
+
+
 def cluster_labels(n: int, edges: np.ndarray) -> np.ndarray:
     """(n,) cluster id per document (its smallest member), from candidate edges."""
-    uf = UnionFind(n)
-    uf.union_edges(edges)
-    return uf.labels()
+    parent = np.arange(n, dtype=np.int64)
+    edges = np.asarray(edges, np.int64).reshape(-1, 2)
+    union_pairs(parent, edges[:, 0], edges[:, 1])
+    return find_roots(parent, np.arange(n))
 
 
 def duplicates_to_remove(labels: np.ndarray) -> np.ndarray:

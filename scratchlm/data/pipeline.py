@@ -1,14 +1,16 @@
 """The whole data pipeline: read -> normalise -> filter (quality, toxicity) -> exact dedup -> MinHash dedup
 -> clean JSONL -> token shards, with a report of everything removed and why.
 
-Every step is a map over shards run by an executor (local processes or Ray), plus two small reduces (exact
-duplicates, union-find clusters). Work files live under OUT/work/, the surviving documents under OUT/clean/,
+Every step is a map over shards, hash ranges or bands run by an executor (local processes or Ray), plus one
+reduce (union-find over the documents that have a near-duplicate); dedup spills to sorted runs on disk, so memory
+does not grow with the corpus (dedup.py). Work files live under OUT/work/, the surviving documents under OUT/clean/,
 the report in OUT/report.json, and with a tokenizer the token shards in OUT/ (train.bin, val.bin, manifest.json).
 
     OUT/work/filtered/SSSSS_CCC.jsonl   survivors of the filters; one input file -> one or more chunks
-    OUT/work/exact/K.npy                 exact-dedup hashes per chunk
+    OUT/work/exact/K.npy                 sorted (hash, doc) run per chunk; exact/removed_PP_RRR.npy: later copies
     OUT/work/signatures/K.npy            MinHash signatures per chunk
-    OUT/work/buckets/band_BB.npy         LSH candidate edges per band
+    OUT/work/buckets/band_BB/K.npy       sorted (band key, doc) run per band and chunk
+    OUT/work/pairs/band_BB_RRR.npy       LSH candidate pairs per band, sorted runs; edges.npy: each pair once
     OUT/work/clusters.npy, remove.npy, clusters.jsonl
     OUT/clean/K.jsonl                    the final documents {"id", "text"}
 """
@@ -21,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from scratchlm.data.dedup import DedupConfig, bucket_bands, cluster_documents, exact_duplicates, exact_hash_shard, \
-    save_npy, signature_shard, write_kept
+from scratchlm.data.dedup import EXACT_PARTS, DedupConfig, band_pairs, cluster_pairs, exact_duplicates, exact_hash_shard, \
+    largest_clusters, signature_shard, write_kept
 from scratchlm.data.normalize import NormalizeConfig, NormalizeStats, normalize_text
 from scratchlm.data.quality import QUALITY_FILTERS, Parsed, QualityConfig, c4_clean_lines, token_word_ratio
 from scratchlm.data.sources import SourceConfig, format_of, expand_inputs, read_source
@@ -174,36 +176,47 @@ def run_filters(inputs: list[str], out_dir: str | Path, cfg: PipelineConfig, exe
 
 
 def run_dedup(chunks: list[tuple[str, int]], work: str | Path, out_dir: str | Path, cfg: DedupConfig, executor) -> tuple[list, dict]:
-    """Exact then near dedup over JSONL chunks; writes the survivors to out_dir. Returns (outputs, stats)."""
+    """Exact then near dedup over JSONL chunks; writes the survivors to out_dir. Returns (outputs, stats).
+
+    Every step is a map over chunks, hash ranges or bands whose records go through sorted runs on disk (dedup.py),
+    so no process holds the whole corpus's hashes, signatures or pairs; only the union-find holds the documents
+    that have a near-duplicate.
+    """
     work, out = Path(work), Path(out_dir)
-    for sub in ("exact", "signatures", "buckets"):
+    for sub in ("exact", "signatures", "buckets", "pairs"):
         (work / sub).mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     counts = [n for _, n in chunks]
-    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    n_docs = int(offsets[-1])
+    offsets = [0] + np.cumsum(counts).astype(int).tolist()
+    n_docs = offsets[-1]
+    buf = cfg.buffer_bytes
     stats: dict = {"docs_in": n_docs, "exact_removed": 0, "near": None}
-    remove = np.zeros(n_docs, dtype=bool)
+    removed_files: list[str] = []  # sorted runs of removed document ids, exact then near
     if cfg.exact and n_docs:
-        files = [str(work / "exact" / f"{k:05d}.npy") for k in range(len(chunks))]
-        executor.map(exact_hash_shard, [(c, f) for (c, _), f in zip(chunks, files)], desc="exact dedup")
-        remove |= exact_duplicates(files)
-        stats["exact_removed"] = int(remove.sum())
-    active_file = str(work / "active.npy")
-    save_npy(active_file, ~remove)
+        runs = executor.map(exact_hash_shard, [(c, offsets[k], str(work / "exact" / f"{k:05d}.npy"))
+                                               for k, (c, _) in enumerate(chunks)], desc="exact hashes")
+        parts = executor.map(exact_duplicates, [(runs, p, EXACT_PARTS, str(work / "exact" / f"removed_{p:02d}"), buf)
+                                                for p in range(EXACT_PARTS)], desc="exact dedup")
+        removed_files += [f for p in parts for f in p["files"]]
+        stats["exact_removed"] = sum(p["removed"] for p in parts)
     if cfg.near and n_docs:
         mh = cfg.minhash
         sig_files = [str(work / "signatures" / f"{k:05d}.npy") for k in range(len(chunks))]
-        executor.map(signature_shard, [(c, f, mh) for (c, _), f in zip(chunks, sig_files)], desc="minhash")
-        band_files = [str(work / "buckets" / f"band_{b:02d}.npy") for b in range(mh.bands)]
-        executor.map(bucket_bands, [(sig_files, [b], active_file, f, mh) for b, f in enumerate(band_files)], desc="lsh")
-        refs = [(Path(c).name, r) for c, n in chunks for r in range(n)]
-        stats["near"] = cluster_documents(band_files, n_docs, str(work), refs)
-        remove[np.load(work / "remove.npy")] = True
-    remove_file = str(work / "remove_all.npy")
-    save_npy(remove_file, np.flatnonzero(remove))
+        band_runs = executor.map(signature_shard, [(c, offsets[k], removed_files, sig_files[k], str(work / "buckets"), k, mh)
+                                                   for k, (c, _) in enumerate(chunks)], desc="minhash")
+        pairs = executor.map(band_pairs, [([r[b] for r in band_runs], str(work / "pairs" / f"band_{b:02d}"), buf,
+                                           cfg.min_jaccard, sig_files, offsets) for b in range(mh.bands)], desc="lsh")
+        names = [Path(c).name for c, _ in chunks]
+        pair_files = [f for p in pairs for f in p["files"]]
+        # one task, so on Ray the reduce runs on the cluster too (a local executor runs a single task in-process)
+        stats["near"] = executor.map(cluster_pairs, [(pair_files, n_docs, str(work), names, offsets, buf)],
+                                     desc="clusters")[0]
+        stats["near"]["candidate_pairs"] = sum(p["pairs"] for p in pairs)
+        if cfg.min_jaccard > 0:
+            stats["near"]["rejected_pairs"] = sum(p["rejected"] for p in pairs)
+        removed_files.append(str(work / "remove.npy"))
     outs = [str(out / f"{k:05d}.jsonl") for k in range(len(chunks))]
-    kept = executor.map(write_kept, [(c, int(offsets[k]), remove_file, o) for k, ((c, _), o) in enumerate(zip(chunks, outs))],
+    kept = executor.map(write_kept, [(c, offsets[k], n, removed_files, o) for k, ((c, n), o) in enumerate(zip(chunks, outs))],
                         desc="write")
     stats["docs_out"] = sum(k["docs_out"] for k in kept)
     stats["bytes_out"] = sum(k["bytes_out"] for k in kept)
@@ -213,13 +226,9 @@ def run_dedup(chunks: list[tuple[str, int]], work: str | Path, out_dir: str | Pa
 
 def _largest_clusters(path: Path, chunks, top: int = 5) -> list[dict]:
     """The biggest duplicate clusters with a snippet of their first two members, for the report."""
-    if not path.exists():
-        return []
-    clusters = [json.loads(line) for line in path.read_text().splitlines() if line]
-    clusters.sort(key=lambda c: -c["size"])
     by_name = {Path(c).name: c for c, _ in chunks}
     out = []
-    for c in clusters[:top]:
+    for c in largest_clusters(path, top):
         snippets = []
         for name, row in c["refs"][:2]:
             with open(by_name[name], encoding="utf-8") as f:

@@ -225,7 +225,7 @@ class _SplitWriter:
         atomic_write(idx_path, lambda tmp: _save_npy(tmp, offsets))
         self.created.append(idx_path)
         self.entries.append({"bin": bin_path.name, "idx": idx_path.name, "n_tokens": self.n_tokens,
-                             "n_docs": int(len(lens)), "sha256": self.hash.hexdigest(),
+                             "n_docs": len(lens), "sha256": self.hash.hexdigest(),
                              "idx_sha256": _sha256_file(idx_path)})
 
     def add(self, flat: np.ndarray, lens: np.ndarray) -> None:

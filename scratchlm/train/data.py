@@ -42,7 +42,7 @@ class RunData:
     train_offsets: np.ndarray
     val_tokens: np.ndarray
     val_offsets: np.ndarray
-    mix: dict[str, "RunData"] | None = None
+    mix: dict[str, RunData] | None = None
     weights: dict[str, float] | None = None  # normalised: they sum to 1
 
 
@@ -130,7 +130,7 @@ def _prepare_mix(dc: DataConfig, tok_dir: Path, verify: bool) -> RunData:
         train = open_shard(shard_dir, "train")[:2]
         val = open_shard(shard_dir, "val")[:2]
         sources[name] = RunData(shard_dir, None, manifest, *train, *val)
-    name0, dir0, manifest0 = first
+    _, dir0, manifest0 = first
     tokenizer = _shards_tokenizer(dc, dir0, manifest0, tok_dir)
     if manifest0["vocab_size"] != tokenizer.vocab_size:
         raise ValueError(f"shards {dir0} have vocab_size {manifest0['vocab_size']} but the tokenizer has "
