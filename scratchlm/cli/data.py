@@ -74,6 +74,19 @@ def _texts(inputs, cfg, stats):
         yield d["text"]
 
 
+def _token_count(text: str, flag: str) -> int:
+    """"100M", "2k", "5e6" -> a whole number >= 1 (parsed here: the planner's parser would import torch, which
+    costs every tokenizer worker ~150 MB)."""
+    import math
+    import re
+
+    m = re.fullmatch(r"\s*([0-9.]+(?:e[+-]?[0-9]+)?)\s*([kmb]?)\s*", str(text).lower())
+    value = float(m.group(1)) * {"": 1, "k": 1e3, "m": 1e6, "b": 1e9}[m.group(2)] if m else math.nan
+    if not (math.isfinite(value) and value >= 1):
+        raise ValueError(f"{flag} {text!r} is not a number of tokens >= 1; write e.g. 100M, 5e6 or 200k")
+    return int(value)
+
+
 def _tokenize(args) -> int:
     from scratchlm.data.shards import NoDocumentsError, write_shards, write_shards_split
     from scratchlm.data.sources import SourceStats
@@ -86,11 +99,7 @@ def _tokenize(args) -> int:
     stats = SourceStats()
     source = {"inputs": [str(p) for p in args.input], "val_inputs": [str(p) for p in args.val_input or []],
               "val_fraction": None if args.val_input else args.val_fraction, "seed": args.seed or 0}
-    from scratchlm.plan.sizing import parse_count
-
-    shard_tokens = int(parse_count(args.shard_tokens, "--shard-tokens"))
-    if shard_tokens < 1:
-        raise ValueError(f"--shard-tokens {args.shard_tokens!r} is less than one token; write e.g. 100M")
+    shard_tokens = _token_count(args.shard_tokens, "--shard-tokens")
     kw = dict(num_workers=args.workers, batch_size=args.batch_size, source=source, progress=not args.quiet,
               shard_tokens=shard_tokens)
     try:
@@ -107,8 +116,8 @@ def _tokenize(args) -> int:
     if not args.quiet:
         print(stats.summary(problems=False))
     n_tok, n_doc = manifest["n_tokens"], manifest["n_docs"]
-    n_sh = {s: len(manifest["shards"][s]) for s in n_tok}
-    print(f"wrote {args.out}: train {n_doc['train']:,} docs / {n_tok['train']:,} tokens in {n_sh['train']} shards, "
+    n_sh = {s: f"{len(manifest['shards'][s])} shard" + "s" * (len(manifest["shards"][s]) != 1) for s in n_tok}
+    print(f"wrote {args.out}: train {n_doc['train']:,} docs / {n_tok['train']:,} tokens in {n_sh['train']}, "
           f"val {n_doc['val']:,} docs / {n_tok['val']:,} tokens in {n_sh['val']} ({manifest['dtype']})")
     if n_doc["val"] == 0 and not args.val_input and args.val_fraction > 0:
         print("warning: no document landed in val; raise --val-fraction or pass --val-input", file=sys.stderr)
