@@ -10,6 +10,8 @@ has to call it for each task and return the results in task order:
                            written by path, so on a cluster --out must be on a filesystem every node mounts (NFS,
                            Lustre, a FUSE-mounted bucket).
 
+`map` runs a stage over a list of tasks; `imap` streams a long iterator of tasks (tokenizer batches) with a bounded
+number in flight and yields the results in order, so output is the same file whoever ran each task.
 No scheduling logic lives here: the pool or Ray decides where each task runs.
 """
 
@@ -17,12 +19,18 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+from collections import deque
 from concurrent.futures import ProcessPoolExecutor
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 
 def default_workers() -> int:
     return max(1, min(8, os.cpu_count() or 1))
+
+
+def _fork():
+    """fork where there is one: workers inherit loaded modules and test doubles without pickling or importing."""
+    return mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
 
 
 def _progress(total: int, desc: str, enabled: bool):
@@ -51,8 +59,7 @@ class LocalExecutor:
                     out.append(fn(*t))
                     bar and bar.update(1)
                 return out
-            ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
-            with ProcessPoolExecutor(min(self.workers, len(tasks)), mp_context=ctx) as pool:
+            with ProcessPoolExecutor(min(self.workers, len(tasks)), mp_context=_fork()) as pool:
                 futures = [pool.submit(fn, *t) for t in tasks]
                 for f in futures:
                     f.result()
@@ -60,6 +67,21 @@ class LocalExecutor:
                 return [f.result() for f in futures]
         finally:
             bar and bar.close()
+
+    def imap(self, fn: Callable, tasks: Iterable[tuple], window: int | None = None) -> Iterator:
+        """fn(*task) for a stream of tasks, results in task order, at most `window` (2 x workers) in flight."""
+        if self.workers <= 1:
+            for t in tasks:
+                yield fn(*t)
+            return
+        with ProcessPoolExecutor(self.workers, mp_context=_fork()) as pool:
+            pending: deque = deque()
+            for t in tasks:
+                pending.append(pool.submit(fn, *t))
+                if len(pending) >= (window or 2 * self.workers):  # bounded memory: wait for the oldest
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
 
     def close(self) -> None:
         pass
@@ -85,6 +107,8 @@ class RayExecutor:
                 kwargs["num_cpus"] = workers or default_workers()
             ray.init(**kwargs)
             self._started = True
+        # the tokenizer's window: as many batches in flight as the cluster has CPUs, twice over
+        self.workers = max(1, int(ray.cluster_resources().get("CPU", workers or default_workers())))
 
     def map(self, fn: Callable, tasks: Sequence[tuple], desc: str = "") -> list:
         remote = self.ray.remote(num_cpus=1)(fn)
@@ -96,6 +120,17 @@ class RayExecutor:
             bar and bar.update(len(done))
         bar and bar.close()
         return self.ray.get(refs)
+
+    def imap(self, fn: Callable, tasks: Iterable[tuple], window: int | None = None) -> Iterator:
+        """fn(*task) as Ray tasks for a stream of tasks, results in task order, at most `window` in flight."""
+        remote = self.ray.remote(num_cpus=1)(fn)
+        pending: deque = deque()
+        for t in tasks:
+            pending.append(remote.remote(*t))
+            if len(pending) >= (window or 2 * self.workers):
+                yield self.ray.get(pending.popleft())
+        while pending:
+            yield self.ray.get(pending.popleft())
 
     def close(self) -> None:
         if self._started:

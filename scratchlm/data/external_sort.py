@@ -166,7 +166,12 @@ class RunReader:
 
 def _count_le(cols: list[np.ndarray], bound: tuple[int, ...]) -> int:
     """How many rows of a sorted block (as contiguous columns) are <= bound, by binary search column by column."""
-    lo, hi = 0, len(cols[0])
+    first = cols[0]
+    if first[0] > bound[0]:  # the common cases first: nothing, or everything, can go
+        return 0
+    if first[-1] < bound[0]:
+        return len(first)
+    lo, hi = 0, len(first)
     for c, col in enumerate(cols):
         v = np.uint64(bound[c])
         lo, hi = lo + int(np.searchsorted(col[lo:hi], v, "left")), lo + int(np.searchsorted(col[lo:hi], v, "right"))

@@ -285,7 +285,7 @@ def run_pipeline(inputs: list[str], out_dir: str | Path, cfg: PipelineConfig | N
 
         manifest = write_shards_split(out, iter_clean_texts([c for c, _ in clean]), str(tokenizer_dir),
                                       val_fraction=cfg.val_fraction, seed=cfg.seed, progress=progress,
-                                      num_workers=getattr(executor, "workers", None),
+                                      num_workers=getattr(executor, "workers", None), executor=executor,
                                       source={"pipeline": str(out / "report.json"), "inputs": report["inputs"]})
         report["tokens"] = {"n_tokens": manifest["n_tokens"], "n_docs": manifest["n_docs"], "dtype": manifest["dtype"]}
     atomic_write_json(out / "report.json", report)

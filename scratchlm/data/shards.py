@@ -122,6 +122,16 @@ def _encode_in_worker(texts: list[str], dtype_name: str) -> tuple[np.ndarray, np
     return encode_documents(_WORKER_TOKENIZER, texts, np.dtype(dtype_name))
 
 
+_LOADED: dict = {}  # per worker process: tokenizer folder -> loaded tokenizer
+
+
+def encode_task(tokenizer, texts: list[str], dtype_name: str) -> tuple[np.ndarray, np.ndarray]:
+    """One batch as an executor task (a Ray worker, a pool process): the folder is loaded once per process."""
+    if isinstance(tokenizer, (str, os.PathLike)):
+        tokenizer = _LOADED.get(str(tokenizer)) or _LOADED.setdefault(str(tokenizer), _load(tokenizer))
+    return encode_documents(tokenizer, texts, np.dtype(dtype_name))
+
+
 def _batches(items: Iterable[tuple[str, str]], batch_size: int) -> Iterator[tuple[str, list[str]]]:
     """Group (split, text) pairs into same-split batches, in order. Empty texts are dropped."""
     split, batch = None, []
@@ -140,8 +150,20 @@ def _batches(items: Iterable[tuple[str, str]], batch_size: int) -> Iterator[tupl
         yield split, batch
 
 
-def _ordered_map(fn, batches, num_workers: int, tokenizer, dtype: np.dtype):
+def _ordered_map(fn, batches, num_workers: int, tokenizer, dtype: np.dtype, executor=None):
     """Yield (split, n_texts, fn(batch)) in input order with a bounded number of batches in flight."""
+    if executor is not None:  # the data pipeline's executor (local pool or Ray): same batches, same order
+        meta: deque = deque()
+
+        def tasks():
+            for split, texts in batches:
+                meta.append((split, len(texts)))
+                yield tokenizer, texts, dtype.name
+
+        for result in executor.imap(encode_task, tasks()):
+            split, n = meta.popleft()
+            yield split, n, result
+        return
     if num_workers <= 1:
         tok = _load(tokenizer)
         for split, texts in batches:
@@ -274,8 +296,10 @@ def _write_split_pairs(
     source=None,
     progress: bool = True,
     shard_tokens: int = DEFAULT_SHARD_TOKENS,
+    executor=None,
 ) -> dict:
-    """Core writer: `pairs` yields (split, text) with split in {"train", "val"}, in any interleaving."""
+    """Core writer: `pairs` yields (split, text) with split in {"train", "val"}, in any interleaving.
+    executor: encode through an executor's imap (scratchlm.data.executors, e.g. Ray) instead of a local pool."""
     if isinstance(shard_tokens, bool) or not isinstance(shard_tokens, int) or shard_tokens < 1:
         raise ValueError(f"shard_tokens must be a positive number of tokens, got {shard_tokens!r}: e.g. 100000000")
     out = Path(out_dir)
@@ -302,7 +326,7 @@ def _write_split_pairs(
     try:
         stream = _batches(pairs, batch_size)
         # pass the path (cheap to send, loaded once per worker) when we were given one
-        for split, n, (flat, lens) in _ordered_map(_encode_in_worker, stream, num_workers, tokenizer if isinstance(tokenizer, (str, os.PathLike)) else tok, dtype):
+        for split, n, (flat, lens) in _ordered_map(_encode_in_worker, stream, num_workers, tokenizer if isinstance(tokenizer, (str, os.PathLike)) else tok, dtype, executor):
             if split not in writers:
                 raise ValueError(f"unknown split {split!r}; use one of {SPLITS}")
             writers[split].add(flat, lens)
