@@ -237,9 +237,10 @@ def test_data_prepare_keeping_nothing_exits_nonzero(tmp_path, capsys):
         assert not (tmp_path / command / "manifest.json").exists()  # nothing downstream reads an empty result
         assert json.loads((tmp_path / command / "report.json").read_text())["docs_out"] == 0  # the why is kept
 
-    book = tmp_path / "book.txt"  # a whole text file is one document; repetition filters judge it as one
+    book = tmp_path / "book.txt"  # read whole (--text-split file), a text file is one document, judged as one
     book.write_text("The same line again.\n" * 200)
-    assert main(["data", "prepare", "--input", str(book), "--workers", "1", "--out", str(tmp_path / "b")]) == 2
+    assert main(["data", "prepare", "--input", str(book), "--text-split", "file", "--workers", "1",
+                 "--out", str(tmp_path / "b")]) == 2
     err = capsys.readouterr().err
     assert "0 of 1 documents kept" in err and "--text-split paragraph" in err
 

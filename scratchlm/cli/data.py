@@ -18,13 +18,25 @@ log = logging.getLogger("scratchlm")
 RAW = argparse.RawDescriptionHelpFormatter
 
 
-def _add_source_flags(p: argparse.ArgumentParser) -> None:
+def _add_source_flags(p: argparse.ArgumentParser, presets: bool = False) -> None:
     g = p.add_argument_group("input")
     g.add_argument("--input", "-i", nargs="+", required=True, metavar="PATH",
-                   help="files, folders or globs (.txt .json .jsonl .parquet, optionally .gz/.zst), or hf:NAME[:CONFIG]")
-    g.add_argument("--text-field", default="text", help="JSON/Parquet/HF field holding the text (default: text)")
-    g.add_argument("--text-split", default="file",
-                   help='plain text: "file" (one document each, default), "paragraph", "line", or a separator such as "<|endoftext|>"')
+                   help="files, folders or globs (.txt .md .json .jsonl .parquet, optionally .gz/.zst, and source code), "
+                        "or hf:NAME[:CONFIG]")
+    g.add_argument("--text-field", default="text", help="JSON/Parquet/HF field holding the text (default: text; rows "
+                                                         "without it in a chat shape are read as their conversation)")
+    splits = '"file" (one document per file), "paragraph", "line", "chapter" (chapters or paragraphs joined to 2,000+ chars)'
+    if presets:
+        g.add_argument("--text-split", default=None,
+                       help=f"plain text: {splits}, or a separator such as \"<|endoftext|>\" (default: the preset's; "
+                            "auto = chapter for text, file for source code)")
+        g.add_argument("--preset", default=None, metavar="NAME",
+                       help="filter settings for the kind of text: web, books (= prose), code, chat, none, or auto "
+                            "(default: each file by what it holds: plain text -> books, source code -> code, chat rows "
+                            "-> chat, other rows -> web); any threshold can still be --set")
+    else:
+        g.add_argument("--text-split", default="file", help=f"plain text: {splits} (default: file), or a separator "
+                                                            "such as \"<|endoftext|>\"")
     g.add_argument("--hf-split", default="train", help="split of hf: datasets (default: train)")
 
 
@@ -149,21 +161,26 @@ def _register_tokenize(sub) -> None:
 # --------------------------------------------------------------------------------------------------
 # prepare / filter / dedup: the pipeline, whole or in parts
 
-def _pipeline_config(args):
-    from scratchlm.config import load_config
-    from scratchlm.data.pipeline import PipelineConfig
+def _plan(args):
+    """Each input's settings (data.pipeline.Plan): its preset <- --config <- --set <- the flags; printed."""
+    from scratchlm.data.pipeline import plan_inputs
 
-    cfg = load_config(PipelineConfig, getattr(args, "config", None), args.overrides)
-    cfg.source.text_field, cfg.source.text_split, cfg.source.hf_split = args.text_field, args.text_split, args.hf_split
-    if getattr(args, "toxic_words", None):
-        cfg.toxicity.word_list = str(args.toxic_words)
-    if getattr(args, "toxicity_model", None):
-        cfg.toxicity.classifier = str(args.toxicity_model)
-    if getattr(args, "val_fraction", None) is not None:
-        cfg.val_fraction = args.val_fraction
-    if args.seed is not None:
-        cfg.seed = args.seed
-    return cfg
+    source = {"text_field": args.text_field, "hf_split": args.hf_split}
+    if args.text_split is not None:
+        source["text_split"] = args.text_split
+    plan = plan_inputs(args.input, args.preset, getattr(args, "config", None), args.overrides, source)
+    for cfg in plan.configs.values():
+        if getattr(args, "toxic_words", None):
+            cfg.toxicity.word_list = str(args.toxic_words)
+        if getattr(args, "toxicity_model", None):
+            cfg.toxicity.classifier = str(args.toxicity_model)
+        if getattr(args, "val_fraction", None) is not None:
+            cfg.val_fraction = args.val_fraction
+        if args.seed is not None:
+            cfg.seed = args.seed
+    if not args.quiet:
+        print("\n".join(plan.describe()))
+    return plan
 
 
 def _prepare_out(out: Path, overwrite: bool) -> None:
@@ -187,6 +204,8 @@ def _finish(report: dict, out: Path, quiet: int) -> int:
 
     if not quiet:
         print(format_report(report))
+    for w in report.get("warnings", []) if report["docs_out"] else []:  # keeping nothing is an error, said below
+        print(w, file=sys.stderr)
     check_not_empty(report, out / "report.json")  # keeping 0 documents exits 2 with what removed them
     print(f"report: {out / 'report.json'}")
     return 0
@@ -195,13 +214,13 @@ def _finish(report: dict, out: Path, quiet: int) -> int:
 def _prepare(args) -> int:
     from scratchlm.data.pipeline import EmptyOutputError, format_report, run_pipeline
 
-    cfg = _pipeline_config(args)
+    plan = _plan(args)
     if args.tokenizer is not None and not Path(args.tokenizer).is_dir():
         raise FileNotFoundError(f"--tokenizer {args.tokenizer} is not a folder; train one with `scratchlm tokenizer train`")
     _prepare_out(args.out, args.overwrite)
     ex = _executor(args)
     try:
-        report = run_pipeline(args.input, args.out, cfg, args.tokenizer, ex, progress=not args.quiet)
+        report = run_pipeline(args.input, args.out, plan, args.tokenizer, ex, progress=not args.quiet)
     except EmptyOutputError as e:  # the table first: it shows what each filter removed, with examples
         if not args.quiet:
             print(format_report(e.report))
@@ -214,20 +233,22 @@ def _prepare(args) -> int:
 def _filter(args) -> int:
     from dataclasses import asdict
 
-    from scratchlm.data.pipeline import run_filters
+    from scratchlm.data.pipeline import add_filter_summary, report_warnings, run_filters
     from scratchlm.runs import atomic_write_json
 
-    cfg = _pipeline_config(args)
+    plan = _plan(args)
     _prepare_out(args.out, args.overwrite)
     ex = _executor(args)
     try:
-        chunks, st = run_filters(args.input, args.out / "clean", cfg, ex, args.tokenizer)
+        chunks, st = run_filters(args.input, args.out / "clean", plan, ex, args.tokenizer)
     finally:
         ex.close()
     report = {"inputs": args.input, "docs_in": st["docs_in"], "bytes_in": st["bytes_in"], "docs_out": st["docs_out"],
               "bytes_out": st["bytes_out"], "removed": st["removed"], "c4_lines_removed": st["c4_lines_removed"],
               "normalize": st["normalize"], "problems": st["problems"], "dedup": {},
-              "clean_files": [c for c, _ in chunks], "config": asdict(cfg)}
+              "clean_files": [c for c, _ in chunks], "config": asdict(plan.main)}
+    add_filter_summary(report, st, plan.configs)
+    report["warnings"] = report_warnings(report)
     atomic_write_json(args.out / "report.json", report)
     return _finish(report, args.out, args.quiet)
 
@@ -235,15 +256,17 @@ def _filter(args) -> int:
 def _dedup(args) -> int:
     from dataclasses import asdict
 
-    from scratchlm.data.pipeline import run_dedup, run_filters
+    from scratchlm.data.pipeline import add_filter_summary, report_warnings, run_dedup, run_filters
     from scratchlm.runs import atomic_write_json
 
-    cfg = _pipeline_config(args)
-    cfg.filters, cfg.c4_clean_lines = [], False  # dedup only: read + normalise, no quality filters
+    plan = _plan(args)
+    for c in plan.configs.values():  # dedup only: read (cut as the preset cuts) + normalise, no quality filters
+        c.filters, c.c4_clean_lines = [], False
+    cfg = plan.main
     _prepare_out(args.out, args.overwrite)
     ex = _executor(args)
     try:
-        chunks, st = run_filters(args.input, args.out / "work" / "filtered", cfg, ex)
+        chunks, st = run_filters(args.input, args.out / "work" / "filtered", plan, ex)
         clean, d = run_dedup(chunks, args.out / "work", args.out / "clean", cfg.dedup, ex)
     finally:
         ex.close()
@@ -255,6 +278,8 @@ def _dedup(args) -> int:
     report = {"inputs": args.input, "docs_in": st["docs_in"], "bytes_in": st["bytes_in"], "docs_out": d["docs_out"],
               "bytes_out": d["bytes_out"], "removed": removed, "normalize": st["normalize"], "problems": st["problems"],
               "dedup": d, "clean_files": [c for c, _ in clean], "config": asdict(cfg)}
+    add_filter_summary(report, st, plan.configs)
+    report["warnings"] = report_warnings(report)
     atomic_write_json(args.out / "report.json", report)
     return _finish(report, args.out, args.quiet)
 
@@ -263,11 +288,22 @@ PREPARE_EXAMPLES = """\
 examples:
   # everything: read, normalise, filter, dedup, tokenize into runs/data/{train,val}.bin
   scratchlm data prepare --input raw/ --tokenizer runs/tok/tokenizer --out runs/data
-  # paragraphs of plain-text books, a toxicity word list, looser Gopher length limits
+  # your own text, no flags: a novel is cut into chapters and filtered as prose (preset books), a repository's
+  # source files as code, a chat export's rows as chat (never web-filtered); the choice is printed first
+  scratchlm data prepare --input book.txt notes/ my_repo/ chats.jsonl --out runs/mine
+  # a web crawl's rows get the web preset (Gopher + C4 + FineWeb); name the preset to override the guess
+  scratchlm data prepare --input fineweb/*.parquet --out runs/web
+  scratchlm data prepare --input essays.jsonl --preset books --set quality.min_words=5 --out runs/essays
+  # one document per blank-line paragraph, a toxicity word list, looser Gopher length limits
   scratchlm data prepare --input books/*.txt --text-split paragraph --toxic-words ldnoobw_en.txt \\
       --set quality.min_words=20 --out runs/books
   # the same stage code on a Ray cluster (OUT must be on a filesystem every node sees)
   scratchlm data prepare --input /nfs/crawl/*.jsonl.zst --executor ray --ray-address head:6379 --out /nfs/clean
+
+presets: web (Gopher + C4 + FineWeb, as published), books/prose (Gopher loosened for prose and notes, C4's
+lorem-ipsum rule), code (long lines, few alphanumerics, generated files), chat (no filter), none (no filter).
+The table at the end shows what each filter removed (documents, bytes, two examples); a warning names the filter
+and the --set that loosens it when more than half of the bytes went.
 
 output: OUT/clean/*.jsonl, OUT/report.json (+ OUT/train.bin, val.bin, manifest.json with --tokenizer),
         OUT/work/ (filtered chunks, signatures, buckets, clusters.jsonl)
@@ -276,6 +312,8 @@ output: OUT/clean/*.jsonl, OUT/report.json (+ OUT/train.bin, val.bin, manifest.j
 FILTER_EXAMPLES = """\
 examples:
   scratchlm data filter --input crawl.jsonl.gz --out runs/filtered
+  scratchlm data filter --input novel.txt --out runs/novel                      # preset books, chapters
+  scratchlm data filter --input novel.txt --preset web --text-split paragraph --out runs/novel_web
   scratchlm data filter --input raw.jsonl --set filters=gopher_quality,c4 --set quality.min_words=20 --out runs/f
   scratchlm data filter --input raw.parquet --toxic-words words.txt --toxicity-model runs/tox --out runs/f
 
@@ -306,7 +344,7 @@ def _register_pipeline(sub) -> None:
     ]
     for name, fn, examples, out, help_, desc in specs:
         p = sub.add_parser(name, help=help_, description=desc, epilog=examples, formatter_class=RAW)
-        _add_source_flags(p)
+        _add_source_flags(p, presets=True)
         if name != "dedup":
             g = p.add_argument_group("filters")
             g.add_argument("--tokenizer", metavar="DIR", default=None,

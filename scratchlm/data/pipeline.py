@@ -26,19 +26,26 @@ import numpy as np
 from scratchlm.data.dedup import EXACT_PARTS, DedupConfig, band_pairs, cluster_pairs, exact_duplicates, exact_hash_shard, \
     largest_clusters, signature_shard, write_kept
 from scratchlm.data.normalize import NormalizeConfig, NormalizeStats, normalize_text
-from scratchlm.data.quality import QUALITY_FILTERS, Parsed, QualityConfig, c4_clean_lines, token_word_ratio
-from scratchlm.data.sources import SourceConfig, format_of, expand_inputs, read_source
+from scratchlm.config import apply_overrides, load_config, load_toml
+from scratchlm.data.quality import PRESETS, QUALITY_FILTERS, Parsed, QualityConfig, c4_clean_lines, get_preset, \
+    token_word_ratio
+from scratchlm.data.sources import SourceConfig, format_of, expand_inputs, input_kind, is_code, read_source
 from scratchlm.data.toxicity import ToxicityClassifier, ToxicityConfig, WordListScorer
 from scratchlm.runs import atomic_write_json, atomic_write_text
 
 
 @dataclass
 class PipelineConfig:
+    preset: str = "web"
+    """The filter preset these settings start from (quality.PRESETS): web, books (or prose), code, chat, none, or
+    auto (`data prepare`'s default: each input file gets the preset for what it holds, KIND_PRESETS). A preset sets
+    filters, c4_clean_lines, quality.*, source.text_split and normalize.collapse_whitespace, and any of them can
+    still be --set. The dataclass defaults are the web preset; preset_config() and plan_inputs() apply the others."""
     source: SourceConfig = field(default_factory=SourceConfig)
     normalize: NormalizeConfig = field(default_factory=NormalizeConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
-    filters: list[str] = field(default_factory=lambda: list(QUALITY_FILTERS))
-    """Document-level quality filters to run, in order: gopher_quality, gopher_repetition, c4, fineweb."""
+    filters: list[str] = field(default_factory=lambda: list(PRESETS["web"].filters))
+    """Document-level quality filters to run, in order: gopher_quality, gopher_repetition, c4, fineweb, code."""
     c4_clean_lines: bool = True
     """Remove C4's boilerplate lines (javascript, cookie policy, < 3 words) before the document filters."""
     toxicity: ToxicityConfig = field(default_factory=ToxicityConfig)
@@ -51,6 +58,107 @@ class PipelineConfig:
     """Seed of the train/val split hash."""
     examples_per_reason: int = 3
     """Removed documents shown in the report for each reason (first 300 characters each)."""
+
+
+# --------------------------------------------------------------------------------------------------
+# presets: the settings for each kind of input
+
+KIND_PRESETS = {"text": "books", "code": "code", "chat": "chat", "rows": "web"}
+"""The preset "auto" gives each kind of input (sources.input_kind): plain text is taken for prose, rows of a
+dataset with a text field (.jsonl, .parquet, hf:) for web pages, as FineWeb's and C4's are."""
+KIND_NAMES = {"text": "plain text", "code": "source code", "chat": "chat-shaped rows", "rows": "rows with a text field"}
+
+
+def preset_values(name: str) -> dict:
+    """A preset (quality.PRESETS) as config values: the defaults that a TOML file and --set then override."""
+    key, p = get_preset(name)
+    return {"preset": key, "filters": list(p.filters), "c4_clean_lines": p.c4_clean_lines, "quality": dict(p.quality),
+            "source": {"text_split": p.text_split}, "normalize": {"collapse_whitespace": p.collapse_whitespace}}
+
+
+def preset_config(name: str, config: str | Path | None = None, overrides: list[str] | None = None) -> PipelineConfig:
+    """PipelineConfig of a named preset <- a TOML file <- --set overrides."""
+    cfg = load_config(PipelineConfig, config, overrides, defaults=preset_values(name))
+    cfg.preset = get_preset(name)[0]
+    return cfg
+
+
+@dataclass
+class Plan:
+    """Which settings filter which input: one PipelineConfig per preset in use, and each input file's preset."""
+
+    configs: dict[str, PipelineConfig]
+    files: dict[str, str]
+    """Input file -> preset name."""
+    chosen_by: str = ""
+    """"" when each file's preset was chosen by what it holds (auto), else what named the preset."""
+    kinds: dict[str, str] = field(default_factory=dict)
+    """Input file -> what it holds (sources.input_kind), when auto chose by it."""
+
+    @property
+    def main(self) -> PipelineConfig:
+        """The settings no preset changes (dedup, val split, seed, chunking) are read from this one."""
+        return next(iter(self.configs.values()))
+
+    def for_file(self, path: str) -> PipelineConfig:
+        return self.configs[self.files[path]] if path in self.files else self.main
+
+    def describe(self) -> list[str]:
+        """One line per preset in use: its name, why it was chosen, and how its inputs are cut into documents."""
+        lines = []
+        for name, cfg in self.configs.items():
+            files = [f for f, n in self.files.items() if n == name]
+            shapes = sorted({_shape(f) for f in files}, key=list(KIND_NAMES).index)
+            kinds = sorted({self.kinds.get(f, _shape(f)) for f in files}, key=list(KIND_NAMES).index)
+            why = f"{self.chosen_by} {name}" if self.chosen_by else "auto: " + " and ".join(KIND_NAMES[k] for k in kinds)
+            splits = list(dict.fromkeys(_split_words(cfg.source, s) for s in shapes))
+            lines.append(f"preset {name} ({why}, {len(files):,} file{'s' * (len(files) != 1)}), "
+                         f"split: {'; '.join(splits) or _split_words(cfg.source, 'text')}")
+        if not self.chosen_by:
+            lines.append(f"  (choose with --preset {'|'.join(PRESETS)} and --text-split file|paragraph|line|chapter)")
+        return lines
+
+
+def _shape(path: str) -> str:
+    """"code", "text" or "rows": what decides how an input is cut into documents."""
+    if is_code(path):
+        return "code"
+    return "text" if format_of(path) == "text" and not str(path).startswith("hf:") else "rows"
+
+
+def _split_words(source: SourceConfig, shape: str) -> str:
+    if shape == "rows":
+        return "one document per row"
+    split = source.text_split
+    if split == "auto":
+        split = "file" if shape == "code" else "chapter"
+    return {"file": "one document per file", "paragraph": "one document per blank-line paragraph",
+            "line": "one document per line",
+            "chapter": f"chapters or blank-line paragraphs, joined to >= {source.min_doc_chars:,} chars",
+            }.get(split, f"documents separated by {split!r}")
+
+
+def plan_inputs(inputs: list[str], preset: str | None = None, config: str | Path | None = None,
+                overrides: list[str] | None = None, source: dict | None = None) -> Plan:
+    """The settings for each input: a preset's values <- the TOML `config` <- `overrides` (--set) <- `source`
+    (SourceConfig fields given as flags, e.g. text_split). The preset is `preset` (--preset), else the config's
+    `preset` key, else "auto": each file gets the preset for what it holds (KIND_PRESETS, sources.input_kind)."""
+    data = apply_overrides(load_toml(config) if config else {}, overrides or [], PipelineConfig)
+    name = preset or data.get("preset") or "auto"
+    chosen_by = "" if name == "auto" else ("--preset" if preset else "preset =")
+    paths = expand_inputs(inputs)
+    if name == "auto":
+        sniff = SourceConfig(text_field=(source or {}).get("text_field", data.get("source", {}).get("text_field", "text")))
+        kinds = {p: input_kind(p, sniff) for p in paths}
+        files = {p: KIND_PRESETS[k] for p, k in kinds.items()}
+    else:
+        kinds, files = {}, {p: get_preset(name)[0] for p in paths}
+    configs = {}
+    for n in dict.fromkeys(files.values()) or [get_preset("web" if name == "auto" else name)[0]]:
+        configs[n] = cfg = preset_config(n, config, overrides)
+        for k, v in (source or {}).items():
+            setattr(cfg.source, k, v)
+    return Plan(configs, files, chosen_by, kinds)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -110,8 +218,8 @@ def filter_input(path: str, index: int, out_dir: str, cfg: PipelineConfig, token
     classifier = _cached("classifier", cfg.toxicity.classifier)
     problems: list = []
     norm = NormalizeStats()
-    stats = {"input": path, "docs_in": 0, "bytes_in": 0, "docs_out": 0, "bytes_out": 0, "c4_lines_removed": 0,
-             "removed": {}, "outputs": []}
+    stats = {"input": path, "preset": cfg.preset, "docs_in": 0, "bytes_in": 0, "docs_out": 0, "bytes_out": 0,
+             "c4_lines_removed": 0, "removed": {}, "outputs": []}
     chunk: list[str] = []
 
     def flush():
@@ -149,8 +257,15 @@ def filter_input(path: str, index: int, out_dir: str, cfg: PipelineConfig, token
 
 def _merge_filter_stats(all_stats: list[dict], n_examples: int) -> dict:
     merged = {"docs_in": 0, "bytes_in": 0, "docs_out": 0, "bytes_out": 0, "c4_lines_removed": 0, "removed": {},
-              "problems": [], "normalize": {}}
+              "problems": [], "normalize": {}, "presets": {}, "whole_text_files": 0}
     for s in all_stats:
+        p = merged["presets"].setdefault(s["preset"], {"files": 0, "docs_in": 0, "bytes_in": 0, "docs_out": 0,
+                                                       "bytes_out": 0})
+        p["files"] += 1
+        for k in ("docs_in", "bytes_in", "docs_out", "bytes_out"):
+            p[k] += s[k]
+        # a plain-text file read as one document is judged whole: the empty-output hint suggests cutting it
+        merged["whole_text_files"] += s["docs_in"] == 1 and _shape(s["input"]) == "text"
         for k in ("docs_in", "bytes_in", "docs_out", "bytes_out", "c4_lines_removed"):
             merged[k] += s[k]
         for reason, r in s["removed"].items():
@@ -164,15 +279,19 @@ def _merge_filter_stats(all_stats: list[dict], n_examples: int) -> dict:
     return merged
 
 
-def run_filters(inputs: list[str], out_dir: str | Path, cfg: PipelineConfig, executor, tokenizer_dir=None) -> tuple[list, dict]:
-    """Stage 1 over all inputs. Returns ([(chunk path, n docs)], merged stats)."""
+def run_filters(inputs: list[str], out_dir: str | Path, cfg: PipelineConfig | Plan, executor,
+                tokenizer_dir=None) -> tuple[list, dict]:
+    """Stage 1 over all inputs, each with its own settings when `cfg` is a Plan. Returns ([(chunk path, n docs)],
+    merged stats)."""
     paths = expand_inputs(inputs)
     d = Path(out_dir)
     d.mkdir(parents=True, exist_ok=True)
-    tasks = [(p, i, str(d), cfg, tokenizer_dir) for i, p in enumerate(paths)]
+    config_for = cfg.for_file if isinstance(cfg, Plan) else lambda p: cfg
+    tasks = [(p, i, str(d), config_for(p), tokenizer_dir) for i, p in enumerate(paths)]
     stats = executor.map(filter_input, tasks, desc="filter")
     chunks = [tuple(o) for s in stats for o in s["outputs"]]
-    return chunks, _merge_filter_stats(stats, cfg.examples_per_reason)
+    main = cfg.main if isinstance(cfg, Plan) else cfg
+    return chunks, _merge_filter_stats(stats, main.examples_per_reason)
 
 
 def run_dedup(chunks: list[tuple[str, int]], work: str | Path, out_dir: str | Path, cfg: DedupConfig, executor) -> tuple[list, dict]:
@@ -248,16 +367,18 @@ def iter_clean_texts(files: list[str]):
                     yield json.loads(line)["text"]
 
 
-def run_pipeline(inputs: list[str], out_dir: str | Path, cfg: PipelineConfig | None = None, tokenizer_dir: str | None = None,
-                 executor=None, progress: bool = True) -> dict:
-    """The whole chain; returns the report (also written to OUT/report.json)."""
+def run_pipeline(inputs: list[str], out_dir: str | Path, cfg: PipelineConfig | Plan | None = None,
+                 tokenizer_dir: str | None = None, executor=None, progress: bool = True) -> dict:
+    """The whole chain; returns the report (also written to OUT/report.json). `cfg` is one PipelineConfig for every
+    input (default: the web preset) or a Plan from plan_inputs, which gives each input its preset."""
     from scratchlm.data.executors import LocalExecutor
 
-    cfg = cfg or PipelineConfig()
+    plan = cfg if isinstance(cfg, Plan) else None
+    cfg = plan.main if plan else (cfg or PipelineConfig())
     executor = executor or LocalExecutor(progress=progress)
     out = Path(out_dir)
     work = out / "work"
-    chunks, fstats = run_filters(inputs, work / "filtered", cfg, executor, tokenizer_dir)
+    chunks, fstats = run_filters(inputs, work / "filtered", plan or cfg, executor, tokenizer_dir)
     clean, dstats = run_dedup(chunks, work, out / "clean", cfg.dedup, executor)
     report = {
         "inputs": [str(i) for i in inputs],
@@ -272,11 +393,13 @@ def run_pipeline(inputs: list[str], out_dir: str | Path, cfg: PipelineConfig | N
         "clean_files": [c for c, _ in clean],
         "config": asdict(cfg),
     }
+    add_filter_summary(report, fstats, plan.configs if plan else {cfg.preset: cfg})
     if dstats["exact_removed"]:
         report["removed"]["exact_duplicate"] = {"docs": dstats["exact_removed"], "bytes": None, "examples": []}
     if dstats["near"] and dstats["near"]["removed"]:
         report["removed"]["near_duplicate"] = {"docs": dstats["near"]["removed"], "bytes": None,
                                                "examples": [c["examples"][0] for c in dstats["largest_clusters"] if c["examples"]]}
+    report["warnings"] = report_warnings(report)
     if not report["docs_out"]:  # never tokenize nothing and call it done: say what removed everything
         atomic_write_json(out / "report.json", report)
         raise EmptyOutputError(report, out / "report.json")
@@ -292,18 +415,154 @@ def run_pipeline(inputs: list[str], out_dir: str | Path, cfg: PipelineConfig | N
     return report
 
 
-# what to loosen when one reason removed everything: the config key behind each common reason
+# what to loosen when a reason removed much or everything: the config key behind each reason
 KNOBS = {
     "gopher_word_count": "quality.min_words", "gopher_mean_word_length": "quality.min_mean_word_length",
     "gopher_symbol_ratio": "quality.max_symbol_word_ratio", "gopher_alpha_words": "quality.min_alpha_words_ratio",
-    "gopher_stop_words": "quality.min_stop_words", "c4_min_sentences": "quality.c4_min_sentences",
-    "fineweb_line_punct": "quality.min_line_punct_ratio", "fineweb_short_lines": "quality.max_short_line_ratio",
-    "token_word_ratio": "quality.max_tokens_per_word", "toxic_words": "toxicity.max_word_density",
-    "toxic_classifier": "toxicity.classifier_threshold",
+    "gopher_stop_words": "quality.min_stop_words", "gopher_bullet_lines": "quality.max_bullet_lines_ratio",
+    "gopher_ellipsis_lines": "quality.max_ellipsis_lines_ratio", "gopher_dup_line_frac": "quality.max_dup_line_frac",
+    "gopher_dup_para_frac": "quality.max_dup_para_frac", "gopher_dup_line_char_frac": "quality.max_dup_line_char_frac",
+    "gopher_dup_para_char_frac": "quality.max_dup_para_char_frac", "gopher_top_": "quality.max_top_ngram_char_frac",
+    "gopher_dup_": "quality.max_dup_ngram_char_frac", "c4_min_sentences": "quality.c4_min_sentences",
+    "c4_curly_brace": "quality.c4_drop_curly_brace", "fineweb_line_punct": "quality.min_line_punct_ratio",
+    "fineweb_short_lines": "quality.max_short_line_ratio", "fineweb_dup_line_chars": "quality.max_dup_line_chars_ratio",
+    "fineweb_newlines_per_word": "quality.max_newlines_per_word", "code_max_line_length": "quality.code_max_line_length",
+    "code_mean_line_length": "quality.code_max_mean_line_length", "code_alnum_frac": "quality.code_min_alnum_frac",
+    "code_generated": "quality.code_drop_generated", "token_word_ratio": "quality.max_tokens_per_word",
+    "toxic_words": "toxicity.max_word_density", "toxic_classifier": "toxicity.classifier_threshold",
+    "exact_duplicate": "dedup.exact", "near_duplicate": "dedup.near",
 }
 STEPS = [("gopher", "quality filter (gopher)"), ("c4", "quality filter (c4)"), ("fineweb", "quality filter (fineweb)"),
-         ("token_word_ratio", "token-ratio filter"), ("toxic", "toxicity filter"), ("exact_duplicate", "exact dedup"),
-         ("near_duplicate", "near dedup"), ("empty", "normalisation (empty text)")]
+         ("code", "quality filter (code)"), ("token_word_ratio", "token-ratio filter"), ("toxic", "toxicity filter"),
+         ("exact_duplicate", "exact dedup"), ("near_duplicate", "near dedup"), ("empty", "normalisation (empty text)")]
+# what each reason means, in words; {names} are the thresholds of the run (QualityConfig and ToxicityConfig fields)
+REASONS = {
+    "gopher_word_count": "fewer than {min_words:,} or more than {max_words:,} words",
+    "gopher_mean_word_length": "mean word length outside {min_mean_word_length:g}-{max_mean_word_length:g} characters",
+    "gopher_symbol_ratio": "more than {max_symbol_word_ratio:g} '#' or '...' per word",
+    "gopher_bullet_lines": "more than {max_bullet_lines_ratio:.0%} of lines start with a bullet",
+    "gopher_ellipsis_lines": "more than {max_ellipsis_lines_ratio:.0%} of lines end in '...'",
+    "gopher_alpha_words": "under {min_alpha_words_ratio:.0%} of words hold a letter",
+    "gopher_stop_words": "fewer than {min_stop_words} of: the, be, to, of, and, that, have, with",
+    "gopher_dup_line_frac": "over {max_dup_line_frac:.0%} of lines repeat an earlier line",
+    "gopher_dup_para_frac": "over {max_dup_para_frac:.0%} of paragraphs repeat an earlier one",
+    "gopher_dup_line_char_frac": "repeated lines hold over {max_dup_line_char_frac:.0%} of the characters",
+    "gopher_dup_para_char_frac": "repeated paragraphs hold over {max_dup_para_char_frac:.0%} of the characters",
+    "gopher_top_": "one {n}-word phrase, repeated, covers over {limit:.0%} of the text",
+    "gopher_dup_": "repeated {n}-word phrases cover over {limit:.0%} of the text",
+    "c4_lorem_ipsum": "placeholder text (lorem ipsum)",
+    "c4_curly_brace": "contains '{{' (C4's rule against code)",
+    "c4_min_sentences": "fewer than {c4_min_sentences} sentences",
+    "fineweb_empty": "no line of text",
+    "fineweb_line_punct": "at most {min_line_punct_ratio:.0%} of lines end in . ! ? (menus; also hard-wrapped prose)",
+    "fineweb_short_lines": "{max_short_line_ratio:.0%} or more of lines are {short_line_length} characters or shorter",
+    "fineweb_dup_line_chars": "duplicated lines hold {max_dup_line_chars_ratio:.0%} or more of the characters",
+    "fineweb_newlines_per_word": "more than {max_newlines_per_word:g} line breaks per word (lists)",
+    "code_max_line_length": "a line longer than {code_max_line_length:,} characters (minified code or data)",
+    "code_mean_line_length": "lines longer than {code_max_mean_line_length:g} characters on average",
+    "code_alnum_frac": "under {code_min_alnum_frac:.0%} letters and digits",
+    "code_generated": "says in its first lines it was generated",
+    "token_word_ratio": "more than {max_tokens_per_word:g} tokens per word (hex, base64, mojibake)",
+    "toxic_words": "more than {max_word_density:g} listed words per word",
+    "toxic_classifier": "toxicity classifier score of {classifier_threshold:g} or more",
+    "exact_duplicate": "the same text as an earlier document (case and spacing ignored)",
+    "near_duplicate": "a near-copy of an earlier document (MinHash LSH)",
+    "empty": "no text left after normalisation",
+}
+GROUPS = [("gopher_dup_", "Gopher repetition"), ("gopher_top_", "Gopher repetition"), ("gopher_", "Gopher quality"),
+          ("c4_", "C4"), ("fineweb_", "FineWeb"), ("code_", "code"), ("token_word_ratio", "token ratio"),
+          ("toxic", "toxicity"), ("exact_duplicate", "duplicates"), ("near_duplicate", "duplicates")]
+
+
+def filter_group(reason: str) -> str:
+    """The filter a reason code belongs to, as the report names it."""
+    return next((name for prefix, name in GROUPS if reason.startswith(prefix)), reason)
+
+
+def describe_reason(reason: str, config: dict) -> str:
+    """A reason code in words, with the run's thresholds (`config`: the PipelineConfig as a dict)."""
+    values = {**config.get("quality", {}), **config.get("toxicity", {})}
+    for prefix, key in (("gopher_top_", "max_top_ngram_char_frac"), ("gopher_dup_", "max_dup_ngram_char_frac")):
+        if reason.startswith(prefix) and reason.endswith("gram") and reason[len(prefix):-4].isdigit():
+            n = int(reason[len(prefix):-4])
+            limit = dict((int(a), b) for a, b in values.get(key, ())).get(n, float("nan"))
+            return REASONS[prefix].format(n=n, limit=limit)
+    try:
+        return REASONS[reason].format(**values) if reason in REASONS else reason
+    except (KeyError, ValueError, IndexError):  # a report from an older version, or hand-edited
+        return REASONS[reason].split("{")[0].strip() or reason
+
+
+def _config_for(reason: str, report: dict) -> dict:
+    """The settings (as a dict) of the first preset in the run that applies the filter behind `reason`."""
+    flt = _filter_of(reason)
+    for p in (report.get("presets") or {}).values():
+        c = p.get("config")
+        if c and (flt is None or flt in c.get("filters", [])):
+            return c
+    return report.get("config") or {}
+
+
+def _config_for(reason: str, report: dict) -> dict:
+    """The settings (as a dict) of the first preset in the run that applies the filter behind `reason`."""
+    flt = _filter_of(reason)
+    for p in (report.get("presets") or {}).values():
+        c = p.get("config")
+        if c and (flt is None or flt in c.get("filters", [])):
+            return c
+    return report.get("config") or {}
+
+
+def _knob(reason: str) -> str | None:
+    return KNOBS.get(reason) or next((k for p, k in KNOBS.items() if p.endswith("_") and reason.startswith(p)), None)
+
+
+def add_filter_summary(report: dict, fstats: dict, configs: dict) -> None:
+    """What the filters kept, per preset, before dedup: the report's preset table and the bytes dedup removed."""
+    report["docs_filtered"], report["bytes_filtered"] = fstats["docs_out"], fstats["bytes_out"]
+    report["whole_text_files"] = fstats.get("whole_text_files", 0)
+    report["presets"] = {name: {**counts, "config": asdict(configs[name]) if name in configs else None}
+                         for name, counts in fstats.get("presets", {}).items()}
+
+
+def _groups(report: dict) -> list[tuple[str, int, int | None, list]]:
+    """(filter, documents, bytes or None, [(reason, removal)]) per filter, most bytes first."""
+    groups: dict[str, list] = {}
+    for reason, r in sorted(report["removed"].items(), key=lambda kv: (-(kv[1]["bytes"] or 0), -kv[1]["docs"])):
+        groups.setdefault(filter_group(reason), []).append((reason, r))
+    out = []
+    for name, items in groups.items():
+        b = sum(r["bytes"] or 0 for _, r in items)
+        if name == "duplicates" and "bytes_filtered" in report:  # dedup counts documents; the bytes are the difference
+            b = report["bytes_filtered"] - report["bytes_out"]
+        out.append((name, sum(r["docs"] for _, r in items), b if b or name != "duplicates" else None, items))
+    return sorted(out, key=lambda g: (-(g[2] or 0), -g[1]))
+
+
+def report_warnings(report: dict) -> list[str]:
+    """A warning when the filters and dedup removed more than half of the bytes: which filter, and what to loosen."""
+    b_in = report["bytes_in"]
+    groups = _groups(report)
+    removed = sum(g[2] or 0 for g in groups)
+    if not b_in or removed <= b_in / 2 or not groups:
+        return []
+    name, _, b, items = groups[0]
+    reason, r = max(items, key=lambda kv: kv[1]["bytes"] or 0)
+    knob = _knob(reason)
+    how = []
+    if knob and knob.startswith("dedup."):
+        how.append(f"keep duplicates with --set {knob}=false")
+    elif knob:
+        how.append(f"loosen it with --set {knob}=..." if not knob.endswith(("_drop_curly_brace", "_drop_generated"))
+                   else f"turn it off with --set {knob}=false")
+    config, flt = _config_for(reason, report), _filter_of(reason)
+    if flt and flt in config.get("filters", []):
+        how.append(f"leave the filter out with --set filters={','.join(f for f in config['filters'] if f != flt) or '[]'}")
+    if config.get("preset", "web") == "web" and name in ("C4", "FineWeb", "Gopher quality", "Gopher repetition"):
+        how.append("if this is prose (books, notes) rather than web pages, use --preset books")
+    share = f"{100 * b / b_in:.0f}%" if b is not None else "most"
+    return [f"warning: {100 * removed / b_in:.0f}% of the bytes were removed, {share} by {name} "
+            f"({reason}: {describe_reason(reason, config)}); " + "; or ".join(how)]
 
 
 def empty_output_message(report: dict) -> str:
@@ -331,17 +590,18 @@ def empty_output_message(report: dict) -> str:
     rest = [f for f in cfg.get("filters", []) if f != _filter_of(top or "")]
     if _filter_of(top or "") and rest:
         hints.append(f"skip that filter with --set filters={','.join(rest)}")
-    if cfg.get("source", {}).get("text_split") == "file" and any(
-            format_of(str(i)) == "text" and not str(i).startswith("hf:") for i in report.get("inputs", [])):
+    whole = report.get("whole_text_files")
+    if whole or (whole is None and cfg.get("source", {}).get("text_split") == "file" and any(
+            format_of(str(i)) == "text" and not str(i).startswith("hf:") for i in report.get("inputs", []))):
         hints.append("use --text-split paragraph (a whole file is judged as one document)")
     return f"0 of {n_in:,} documents kept: {', '.join(parts)}" + ("; " + "; or ".join(hints) if hints else "")
 
 
 def _filter_of(reason: str) -> str | None:
     """The filter in QUALITY_FILTERS that gives this reason code."""
-    if reason.startswith("gopher_dup"):
+    if reason.startswith(("gopher_dup", "gopher_top")):
         return "gopher_repetition"
-    for prefix, name in (("gopher_", "gopher_quality"), ("c4_", "c4"), ("fineweb_", "fineweb")):
+    for prefix, name in (("gopher_", "gopher_quality"), ("c4_", "c4"), ("fineweb_", "fineweb"), ("code_", "code")):
         if reason.startswith(prefix):
             return name
     return None
@@ -361,16 +621,41 @@ def check_not_empty(report: dict, report_path=None) -> None:
         raise EmptyOutputError(report, report_path)
 
 
+def _size(b: int | None) -> str:
+    if b is None:
+        return ""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if b >= scale:
+            return f"{b / scale:.{2 if b < 10 * scale else 1}f} {unit}"
+    return f"{b} B"
+
+
+def _snippet(text: str, n: int = 90) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= n else flat[: n - 1] + "…"
+
+
 def format_report(report: dict) -> str:
-    """The report as a plain-text table: what went in, what each filter removed, what came out."""
+    """The report as a plain-text table: what went in, what each filter removed (documents, bytes, what the rule
+    is, two examples), what came out."""
     n_in, b_in = report["docs_in"], report["bytes_in"]
-    lines = [f"{'':28s}{'documents':>12s}{'%':>8s}{'MB':>10s}",
-             f"{'input':28s}{n_in:12,d}{100.0:8.1f}{b_in / 1e6:10.2f}"]
-    for reason, r in sorted(report["removed"].items(), key=lambda kv: -kv[1]["docs"]):
-        mb = f"{r['bytes'] / 1e6:10.2f}" if r.get("bytes") is not None else f"{'':>10s}"
-        lines.append(f"  - {reason:24s}{r['docs']:12,d}{100 * r['docs'] / max(n_in, 1):8.1f}{mb}")
-    lines.append(f"{'output':28s}{report['docs_out']:12,d}{100 * report['docs_out'] / max(n_in, 1):8.1f}"
-                 f"{report['bytes_out'] / 1e6:10.2f}")
+    presets = report.get("presets") or {}
+
+    def row(name, docs, b):
+        pct_b = f"{100 * b / max(b_in, 1):7.1f}" if b is not None else f"{'':7s}"
+        return f"{name:36s}{docs:11,d}{100 * docs / max(n_in, 1):7.1f}{_size(b):>11s}{pct_b}"
+
+    lines = [f"{'':36s}{'documents':>11s}{'%':>7s}{'bytes':>11s}{'%':>7s}", row("read", n_in, b_in)]
+    for name, p in presets.items():
+        if len(presets) > 1:
+            lines.append(row(f"  with preset {name} ({p['files']:,} files)", p["docs_in"], p["bytes_in"]))
+    for name, docs, b, items in _groups(report):
+        lines.append(row(f"removed by {name}" if name != "duplicates" else "removed as duplicates", docs, b))
+        for reason, r in items:
+            lines.append(row(f"  {reason}", r["docs"], r["bytes"] if name != "duplicates" else None)
+                         + f"   {describe_reason(reason, _config_for(reason, report))}")
+            lines += [f'      e.g. "{_snippet(e)}"' for e in r.get("examples", [])[:2]]
+    lines.append(row("kept", report["docs_out"], report["bytes_out"]))
     near = report["dedup"].get("near")
     if near:
         lines.append(f"duplicate clusters: {near['clusters']:,} (largest {near['largest']}), "

@@ -31,6 +31,7 @@ from __future__ import annotations
 import glob
 import gzip
 import io
+import itertools
 import json
 import os
 import re
@@ -40,7 +41,13 @@ from pathlib import Path
 from typing import Iterator
 
 TEXT_SUFFIXES = {".txt", ".text", ".md", ".rst", ".jsonl", ".ndjson", ".json", ".parquet", ""}
+# source code, read as plain text, one document per file (text_split="auto"), and filtered with the `code` preset
+CODE_SUFFIXES = {".py", ".pyi", ".c", ".h", ".cc", ".cpp", ".hpp", ".cu", ".cs", ".java", ".kt", ".scala", ".go",
+                 ".rs", ".swift", ".js", ".jsx", ".ts", ".tsx", ".rb", ".php", ".pl", ".lua", ".r", ".jl", ".hs",
+                 ".ml", ".ex", ".sh", ".bash", ".sql", ".html", ".css", ".scss", ".tex", ".toml", ".yaml", ".yml"}
 COMPRESSION_SUFFIXES = {".gz", ".zst", ".zstd"}
+SKIP_DIRS = {"node_modules", "__pycache__", "site-packages"}
+"""Folders never searched for inputs (besides hidden ones such as .git/ and .venv/): installed or generated files."""
 
 
 @dataclass
@@ -50,7 +57,12 @@ class SourceConfig:
     comma-separated ("question,answer"), are read as separate documents."""
     text_split: str = "file"
     """How plain-text files are cut into documents: "file" (one document per file), "paragraph" (blank
-    lines), "line", or any other string used as a literal separator (e.g. "<|endoftext|>")."""
+    lines), "line", "chapter" (chapters, else blank-line paragraphs, joined to at least min_doc_chars), "auto"
+    ("file" for source code, "chapter" for everything else), or any other string used as a literal separator
+    (e.g. "<|endoftext|>")."""
+    min_doc_chars: int = 2000
+    """text_split="chapter": paragraphs are joined until a document holds at least this many characters, so a
+    novel becomes chapters (or ~2,000-character passages), not one giant document nor thousands of lines."""
     max_doc_bytes: int = 10_000_000
     """Documents (and lines) longer than this are reported and skipped: usually a minified dump or a binary
     blob, and they would blow the bounded-memory promise. 10 MB is above any real web page or book chapter."""
@@ -107,12 +119,22 @@ class SourceStats:
 # finding inputs
 
 def _is_data_file(p: Path, root: Path) -> bool:
-    if any(part.startswith(".") for part in p.relative_to(root).parts):  # .git/, .cache/, editor temp files
+    parts = p.relative_to(root).parts
+    if any(part.startswith(".") for part in parts) or SKIP_DIRS.intersection(parts[:-1]):  # .git/, .cache/, temp files
         return False
+    return _suffix(str(p)) in TEXT_SUFFIXES | CODE_SUFFIXES
+
+
+def _suffix(path: str) -> str:
+    """The format suffix, under any compression suffix: "a.jsonl.gz" -> ".jsonl"."""
+    p = Path(path)
     suffix = p.suffix.lower()
-    if suffix in COMPRESSION_SUFFIXES:
-        suffix = Path(p.stem).suffix.lower()
-    return suffix in TEXT_SUFFIXES
+    return Path(p.stem).suffix.lower() if suffix in COMPRESSION_SUFFIXES else suffix
+
+
+def is_code(path: str) -> bool:
+    """Source code, by its file name (CODE_SUFFIXES)."""
+    return not str(path).startswith("hf:") and _suffix(str(path)) in CODE_SUFFIXES
 
 
 def expand_inputs(inputs: list[str]) -> list[str]:
@@ -132,7 +154,8 @@ def expand_inputs(inputs: list[str]) -> list[str]:
         elif p.is_dir():
             found = sorted(str(f) for f in p.rglob("*") if f.is_file() and _is_data_file(f, p))
             if not found:
-                raise FileNotFoundError(f"folder {item} holds no .txt/.json/.jsonl/.parquet files (optionally .gz/.zst)")
+                raise FileNotFoundError(f"folder {item} holds no .txt/.md/.json/.jsonl/.parquet or source code files "
+                                        "(optionally .gz/.zst)")
             out.extend(found)
         else:
             matches = sorted(m for m in glob.glob(item, recursive=True) if Path(m).is_file())
@@ -211,6 +234,11 @@ def _sniff_binary(f, cfg: SourceConfig) -> bool:
 
 def _read_text(f, path: str, cfg: SourceConfig, problems: list[Problem]) -> Iterator[dict]:
     mode = cfg.text_split
+    if mode == "auto":
+        mode = "file" if is_code(path) else "chapter"
+    if mode == "chapter":
+        yield from _read_chapters(f, path, cfg, problems)
+        return
     if mode == "file":
         data = f.read(cfg.max_doc_bytes + 1)
         if len(data) > cfg.max_doc_bytes:
@@ -273,6 +301,81 @@ def _read_text(f, path: str, cfg: SourceConfig, problems: list[Problem]) -> Iter
         yield {"id": f"{path}:{k}", "text": _decode(buf.strip(b"\r\n"))}
 
 
+# A chapter heading: the first line of a paragraph such as "CHAPTER I.", "Chapter 3", "CHAPTER 1. Loomings.",
+# "BOOK THE FIRST", "Letter 4", "PART II", a bare "IV." or "12", or a Markdown "#"/"##" heading
+_NUMBER = (r"(?:\d{1,4}|[ivxlcdm]{1,8}|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|the\s+\w+|"
+           r"first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|tenth|last)")
+_HEADING = re.compile(r"(?:(?:chapter|book|part|volume|act|scene|canto|stave|letter|section)\s+" + _NUMBER
+                      + r"\b.{0,70}|(?:[ivxlc]{1,8}|\d{1,3})\.?|#{1,2}\s.{1,100}|(?:prologue|epilogue|preface)\W{0,2})",
+                      re.IGNORECASE)
+LOOKAHEAD_BYTES = 4 << 20
+"""text_split="chapter" reads this much of a file ahead to decide how to cut it (chapters or not, paragraphs or
+lines), so memory stays bounded however long the file."""
+
+
+def is_heading(line: str) -> bool:
+    return _HEADING.fullmatch(line.strip()) is not None
+
+
+def _read_chapters(f, path: str, cfg: SourceConfig, problems: list[Problem]) -> Iterator[dict]:
+    """Documents of at least min_doc_chars: chapters where the text has chapter headings, else blank-line
+    paragraphs joined in order (lines, for text that has no blank line at all). A short last piece joins the
+    document before it. The first LOOKAHEAD_BYTES decide which, so a file is never held whole."""
+    lines = _read_lines(f, path, cfg, problems)
+    ahead, size = [], 0
+    for item in lines:
+        ahead.append(item)
+        size += len(item[1]) + 1
+        if size >= LOOKAHEAD_BYTES:
+            break
+    by_line = len(ahead) > 1 and all(line.strip() for _, line in ahead)  # no blank line: a line is a paragraph
+    chapters = sum(map(_starts_chapter, _paragraphs(ahead, by_line, cfg.max_doc_bytes))) >= 2
+    limit = max(cfg.min_doc_chars, 1)
+    ready, doc, size, k = None, [], 0, 0
+    for para in _paragraphs(itertools.chain(ahead, lines), by_line, cfg.max_doc_bytes):
+        full = size >= limit and (not chapters or _starts_chapter(para))
+        if doc and (full or size + len(para) > cfg.max_doc_bytes):
+            if ready is not None:
+                yield {"id": f"{path}:{k}", "text": _decode(ready)}
+                k += 1
+            ready, doc, size = b"\n\n".join(doc), [], 0
+        doc.append(para)
+        size += len(para) + 2
+    tail = b"\n\n".join(doc)
+    if ready is not None and size < limit and len(ready) + size <= cfg.max_doc_bytes:
+        ready, tail = ready + b"\n\n" + tail, b""  # a short last piece belongs to the document before it
+    for text in (ready, tail):
+        if text is not None and text.strip():
+            yield {"id": f"{path}:{k}", "text": _decode(text)}
+            k += 1
+
+
+def _starts_chapter(para: bytes) -> bool:
+    return is_heading(_decode(para.split(b"\n", 1)[0]))
+
+
+def _paragraphs(lines, by_line: bool, max_bytes: int) -> Iterator[bytes]:
+    """Blank-line-separated paragraphs of (n, line) items (each non-blank line, when by_line); a paragraph is cut
+    at a line once it reaches max_bytes, so none is held whole however long."""
+    para: list[bytes] = []
+    size = 0
+    for _, line in lines:
+        if line.strip() and not by_line:
+            if para and size + len(line) > max_bytes:
+                yield b"\n".join(para)
+                para, size = [], 0
+            para.append(line)
+            size += len(line) + 1
+            continue
+        if para:
+            yield b"\n".join(para)
+            para, size = [], 0
+        if by_line and line.strip():
+            yield line
+    if para:
+        yield b"\n".join(para)
+
+
 def _pieces(f, buf: bytes, path: str, cfg: SourceConfig, problems: list[Problem]) -> Iterator[dict]:
     """A long text file in pieces of about max_doc_bytes / 2, each cut where no split pattern joins two chunks."""
     from scratchlm.tokenizer.corpus import next_cut
@@ -304,10 +407,71 @@ def _record_texts(record, path: str, where: str, cfg: SourceConfig, problems: li
         return [("", record)]
     names = [f.strip() for f in cfg.text_field.split(",") if f.strip()]
     found = [(name, t) for name in names if isinstance(t := _get_field(record, name), str)]
+    if not found and names == ["text"] and (chat := chat_text(record)) is not None:
+        return [("", chat)]  # no "text", but a conversation: its turns are the text
     if not found:
         problems.append(Problem(path, "missing_field", f"{where}no string field {cfg.text_field!r} "
                                 "(choose one with --text-field)", line))
     return found
+
+
+# --------------------------------------------------------------------------------------------------
+# chat-shaped records: instruction, conversation and preference data read as text
+
+CHAT_KEYS = {"messages", "conversations", "conversation", "instruction", "prompt", "question", "chosen"}
+ROLES = {"user": "User", "human": "User", "assistant": "Assistant", "gpt": "Assistant", "bot": "Assistant",
+         "model": "Assistant", "system": "System", "tool": "Tool", "function": "Tool"}
+
+
+def _turn(m) -> str | None:
+    """"Role: content" of one message ({"role", "content"} as OpenAI, or {"from", "value"} as ShareGPT)."""
+    if isinstance(m, str):
+        return m
+    if not isinstance(m, dict):
+        return None
+    role, content = m.get("role", m.get("from")), m.get("content", m.get("value"))
+    if isinstance(content, list):  # OpenAI content parts: keep the text ones
+        content = "\n".join(p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+    if not isinstance(role, str) or not isinstance(content, str):
+        return None
+    return f"{ROLES.get(role.lower(), role.capitalize())}: {content}"
+
+
+def _turns(value) -> list[str] | None:
+    items = value if isinstance(value, list) else [value]
+    turns = [_turn(m) for m in items]
+    return None if not turns or None in turns else turns
+
+
+def chat_text(record) -> str | None:
+    """The text of a record in a chat shape, turns as "User: ..." / "Assistant: ..." separated by blank lines, or
+    None for any other record. Shapes: messages/conversations (OpenAI, ShareGPT), instruction [+ input] + output
+    (Alpaca), prompt + completion/response, question + answer, and preference pairs (prompt +) chosen [+ rejected],
+    of which only the chosen answer is text: the rejected one is the answer not to learn."""
+    if not isinstance(record, dict):
+        return None
+    turns = None
+    for key in ("messages", "conversations", "conversation"):
+        if isinstance(record.get(key), list):
+            turns = _turns(record[key])
+            break
+    else:
+        prompt = next((record[k] for k in ("instruction", "prompt", "question") if record.get(k) is not None), None)
+        answer = next((record[k] for k in ("output", "completion", "response", "answer", "chosen")
+                       if record.get(k) is not None), None)
+        if prompt is not None and answer is not None:
+            extra = record.get("input")
+            if isinstance(prompt, str):
+                asked = [f"User: {prompt}" + (f"\n\n{extra}" if isinstance(extra, str) and extra.strip() else "")]
+            else:
+                asked = _turns(prompt)  # conversational prompt (TRL): a list of messages
+            said = [f"Assistant: {answer}"] if isinstance(answer, str) else _turns(answer)
+            turns = asked + said if asked and said else None
+        elif isinstance(record.get("chosen"), str) and "rejected" in record:
+            return record["chosen"].strip()  # a whole dialogue as one string (Anthropic HH: "\n\nHuman: ...")
+    if turns is not None and isinstance(record.get("chosen"), (dict, list)) and "conversations" in record:
+        turns += _turns(record["chosen"]) or []  # ShareGPT preference: the conversation, then the chosen answer
+    return "\n\n".join(turns) if turns else None
 
 
 def _docs(texts: list[tuple[str, str]], rid, record, where: str, cfg: SourceConfig) -> Iterator[dict]:
@@ -379,12 +543,14 @@ def _read_parquet(path: str, cfg: SourceConfig, problems: list[Problem]) -> Iter
     names = [f.strip() for f in cfg.text_field.split(",") if f.strip()]
     tops = list(dict.fromkeys(n.split(".")[0] for n in names))
     missing = [t for t in tops if t not in pf.schema_arrow.names]
+    if missing and names == ["text"] and CHAT_KEYS.intersection(pf.schema_arrow.names):
+        missing, tops = [], None  # a chat dataset: read whole rows, chat_text makes their text
     if missing:
         problems.append(Problem(path, "missing_field", f"no column {missing[0]!r} (columns: "
                                 f"{', '.join(pf.schema_arrow.names)}); choose one with --text-field"))
         return
     i = 0
-    columns = None if cfg.keep_record else tops
+    columns = None if cfg.keep_record or tops is None else tops
     for batch in pf.iter_batches(batch_size=1024, columns=columns):  # bounded memory: one record batch at a time
         for record in batch.to_pylist():
             texts = _record_texts(record, path, f"row {i}: ", cfg, problems)
@@ -442,6 +608,28 @@ def _read_one(path: str, cfg: SourceConfig, problems) -> Iterator[dict]:
     except READ_ERRORS as e:
         # corrupt archives fail mid-stream: documents yielded before the fault are kept
         problems.append(Problem(path, "corrupt", f"{type(e).__name__}: {e}"))
+
+
+def input_kind(path: str, cfg: SourceConfig | None = None, sample: int = 20) -> str:
+    """What one input holds, to pick a filter preset: "code" (a source file), "text" (any other plain-text file),
+    "chat" (JSON/JSONL/Parquet rows in a chat shape, see chat_text) or "rows" (other rows, and hf: datasets).
+    Decided by the file name and, for rows, the first `sample` records."""
+    if str(path).startswith("hf:"):
+        return "rows"
+    if is_code(path):
+        return "code"
+    if format_of(path) == "text":
+        return "text"
+    from dataclasses import replace
+
+    chat = rows = 0
+    for doc in itertools.islice(read_source(path, replace(cfg or SourceConfig(), keep_record=True), []), sample):
+        record = doc.get("record")
+        is_chat = isinstance(record, dict) and _get_field(record, (cfg or SourceConfig()).text_field) is None \
+            and chat_text(record) is not None
+        chat += is_chat
+        rows += not is_chat
+    return "chat" if chat > rows else "rows"
 
 
 _LONE_SURROGATES = re.compile("[\ud800-\udfff]")  # undecodable bytes (surrogateescape) or broken JSON escapes
