@@ -288,9 +288,8 @@ def test_data_tokenize_writes_bounded_shards_and_refuses_bad_bounds(two_folders,
         assert err.startswith("error: --shard-tokens") and "\n" not in err
 
 
-def test_pretrain_cli_mixes_two_folders_and_resumes_exactly(two_folders, tmp_path):
-    cfg = tmp_path / "mix.toml"
-    cfg.write_text(f"""
+def _mix_toml(two_folders, path) -> Path:
+    path.write_text(f"""
 [model]
 d_model = 32
 n_layers = 1
@@ -312,6 +311,21 @@ num_threads = 1
 warmup_steps = 2
 schedule = "constant"   # the lr of a step does not depend on max_steps: the cut run matches the whole one
 """)
+    return path
+
+
+def test_dry_run_shows_every_folder_of_the_mix(two_folders, tmp_path, capsys):
+    assert _cli("pretrain", "--config", _mix_toml(two_folders, tmp_path / "mix.toml"), "--set", "train.max_steps=5",
+                "--dry-run") == 0
+    out = capsys.readouterr().out
+    assert f"# data: mix stories 66.7%: shards {two_folders / 'stories'}" in out
+    assert f"# data: mix held 33.3%: shards {two_folders / 'held'}" in out
+    assert f"# tokenizer: {(two_folders / 'tok' / 'tokenizer').resolve()}" in out
+    assert tomllib.loads(out)["data"]["mix"]["stories"]["weight"] == 2
+
+
+def test_pretrain_cli_mixes_two_folders_and_resumes_exactly(two_folders, tmp_path):
+    cfg = _mix_toml(two_folders, tmp_path / "mix.toml")
     common = ("--config", cfg, "-q")
     assert _cli("pretrain", *common, "--out", tmp_path / "whole", "--set", "train.max_steps=8") == 0
     assert _cli("pretrain", *common, "--out", tmp_path / "cut", "--set", "train.max_steps=5") == 0

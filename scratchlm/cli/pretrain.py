@@ -155,6 +155,16 @@ def _what_is_read(cfg) -> list[str]:
     from scratchlm.data.shards import read_manifest
 
     d = cfg.data
+    if d.mix:  # [data.mix]: every folder, its weight and size (train/data.py normalises the weights)
+        total = sum(e["weight"] for e in d.mix.values())
+        lines = []
+        for name, e in d.mix.items():
+            m = read_manifest(e["shards"])
+            lines.append(f"data: mix {name} {e['weight'] / total:.1%}: shards {Path(e['shards']).resolve()} "
+                         f"({m['n_tokens']['train']:,} train / {m['n_tokens']['val']:,} val tokens)")
+        first = read_manifest(next(iter(d.mix.values()))["shards"])
+        tok = d.tokenizer if d.tokenizer != "auto" else (first.get("tokenizer") or {}).get("path")
+        return lines + [f"tokenizer: {tok} (vocabulary {first['vocab_size']:,})"]
     if d.shards:
         m = read_manifest(d.shards)
         tok = d.tokenizer if d.tokenizer != "auto" else (m.get("tokenizer") or {}).get("path")
@@ -166,7 +176,7 @@ def _what_is_read(cfg) -> list[str]:
         val = d.val_text or f"the last {d.val_fraction:.0%} of it"
         return [f"data: text {d.train_text} ({'missing' if size is None else f'{size:,} bytes'}), validation: {val}",
                 f"tokenizer: {d.tokenizer} (vocabulary {d.vocab_size:,} if trained here)"]
-    return ["data: none configured (set data.shards or data.train_text)"]
+    return ["data: none configured (set data.shards, data.mix or data.train_text)"]
 
 
 def field_docs(cls) -> dict[str, str]:
