@@ -218,7 +218,10 @@ class MixtureLoader:
         for s, loader in enumerate(self.loaders):
             rows = np.flatnonzero(assign == s)  # this source's rows of the global batch, in order
             a, b = np.searchsorted(rows, lo), np.searchsorted(rows, hi)  # ... and which of them are this rank's
-            data[rows[a:b] - lo] = loader.take(len(rows), int(a), int(b))
+            try:
+                data[rows[a:b] - lo] = loader.take(len(rows), int(a), int(b))
+            except ValueError as e:  # e.g. docs mode: a rank with no document of this source
+                raise ValueError(f"data.mix source {self.names[s]!r}: {e}") from None
         self.batch_index += 1
         data = torch.from_numpy(data)
         return data[:, :-1], data[:, 1:]
