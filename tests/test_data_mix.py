@@ -349,3 +349,28 @@ def test_pretrain_cli_mixes_two_folders_and_resumes_exactly(two_folders, tmp_pat
     assert val["val_tokens"] == n_val - 1
     saved = tomllib.loads((tmp_path / "whole" / "config.toml").read_text())
     assert saved["data"]["mix"]["held"] == {"shards": str(two_folders / "held"), "weight": 1}
+
+
+def test_a_damaged_or_half_copied_shard_stops_the_run_naming_the_file(two_folders, tmp_path):
+    import shutil
+
+    from scratchlm.train.config import DataConfig
+    from scratchlm.train.data import prepare_data
+
+    copy = tmp_path / "stories"
+    shutil.copytree(two_folders / "stories", copy)
+    mix = {"stories": {"shards": str(copy), "weight": 1}, "held": {"shards": str(two_folders / "held"), "weight": 1}}
+    shard = copy / "train_00001.bin"
+    data = bytearray(shard.read_bytes())
+    data[-1] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"train_00001.bin does not match the SHA-256 in .*manifest.json") as e:
+        prepare_data(DataConfig(mix=mix), tmp_path / "run")
+    assert "\n" not in str(e.value)
+    assert prepare_data(DataConfig(mix=mix, verify=False), tmp_path / "run").mix["stories"].shard_dir == copy
+    (copy / "train_00002.idx.npy").unlink()
+    with pytest.raises(ValueError, match="train_00002.idx.npy is missing: the folder is half-copied"):
+        prepare_data(DataConfig(mix=mix, verify=False), tmp_path / "run")
+    (copy / "train_00000.bin").unlink()
+    with pytest.raises(ValueError, match="train_00000.bin is missing: the folder is half-copied"):
+        prepare_data(DataConfig(shards=str(copy), verify=False), tmp_path / "run2")

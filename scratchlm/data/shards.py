@@ -551,15 +551,15 @@ def open_shard(shard_dir: str | os.PathLike, split: str) -> tuple[np.ndarray, np
     parts, names, offsets, pos = [], [], [], 0
     for entry in shard_entries(manifest, split):
         bin_path, idx_path, n = d / entry["bin"], d / entry["idx"], entry["n_tokens"]
-        size = bin_path.stat().st_size if bin_path.exists() else -1
+        if not bin_path.is_file() or not idx_path.is_file():
+            raise ValueError(f"{bin_path if not bin_path.is_file() else idx_path} is missing: the folder is "
+                             "half-copied; copy it again or re-run `scratchlm data tokenize`")
+        size = bin_path.stat().st_size
         if size != n * dtype.itemsize:
             raise ValueError(
                 f"{bin_path} holds {size} bytes but manifest.json says {n} {dtype.name} tokens: the folder is "
                 "corrupt or half-copied; re-run `scratchlm data tokenize`"
             )
-        if not idx_path.is_file():
-            raise ValueError(f"{idx_path} is missing: the folder is half-copied; copy it again or re-run "
-                             "`scratchlm data tokenize`")
         off = np.load(idx_path)
         if len(off) != entry["n_docs"]:
             raise ValueError(f"{idx_path} has {len(off)} documents, manifest says {entry['n_docs']}: "
