@@ -35,9 +35,10 @@ class DataConfig:
     """Where the tokens come from. Either an existing shard folder, or raw text that the run tokenizes itself."""
 
     shards: str | None = field(default=None, metadata={"help": "token-shard folder from `scratchlm data tokenize`"})
-    """A token-shard folder (train.bin, val.bin, manifest.json) written by `scratchlm data tokenize`. The run keeps
-    only a pointer to it (this path, resolved) rather than a copy. When set, `tokenizer` must be that shards'
-    tokenizer folder (or left as "auto" to use the path recorded in the manifest)."""
+    """A token-shard folder (train_00000.bin ..., val_00000.bin ..., manifest.json) written by `scratchlm data
+    tokenize` (a format-1 folder with one train.bin / val.bin reads too). The run keeps only a pointer to it
+    (this path, resolved) rather than a copy. When set, `tokenizer` must be that shards' tokenizer folder (or left
+    as "auto" to use the path recorded in the manifest). Several folders at fixed weights: `mix`."""
     train_text: str | None = field(default=None, metadata={"help": "raw text file to tokenize (when no shards)"})
     """A UTF-8 text file to tokenize into the run's data/ folder when `shards` is not set."""
     val_text: str | None = field(default=None, metadata={"help": "validation text file (else: tail of train_text)"})
