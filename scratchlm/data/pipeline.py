@@ -91,7 +91,7 @@ class Plan:
     files: dict[str, str]
     """Input file -> preset name."""
     chosen_by: str = ""
-    """"" when each file's preset was chosen by what it holds (auto), else what named the preset."""
+    """"" when each file's preset was chosen by what it holds (auto), else what named it ("--preset books")."""
     kinds: dict[str, str] = field(default_factory=dict)
     """Input file -> what it holds (sources.input_kind), when auto chose by it."""
 
@@ -110,7 +110,7 @@ class Plan:
             files = [f for f, n in self.files.items() if n == name]
             shapes = sorted({_shape(f) for f in files}, key=list(KIND_NAMES).index)
             kinds = sorted({self.kinds.get(f, _shape(f)) for f in files}, key=list(KIND_NAMES).index)
-            why = f"{self.chosen_by} {name}" if self.chosen_by else "auto: " + " and ".join(KIND_NAMES[k] for k in kinds)
+            why = self.chosen_by or "auto: " + " and ".join(KIND_NAMES[k] for k in kinds)
             splits = list(dict.fromkeys(_split_words(cfg.source, s) for s in shapes))
             lines.append(f"preset {name} ({why}, {len(files):,} file{'s' * (len(files) != 1)}), "
                          f"split: {'; '.join(splits) or _split_words(cfg.source, 'text')}")
@@ -145,7 +145,14 @@ def plan_inputs(inputs: list[str], preset: str | None = None, config: str | Path
     `preset` key, else "auto": each file gets the preset for what it holds (KIND_PRESETS, sources.input_kind)."""
     data = apply_overrides(load_toml(config) if config else {}, overrides or [], PipelineConfig)
     name = preset or data.get("preset") or "auto"
-    chosen_by = "" if name == "auto" else ("--preset" if preset else "preset =")
+    if name == "auto":
+        chosen_by = ""
+    elif preset:
+        chosen_by = f"--preset {preset}"
+    elif "preset" in apply_overrides({}, overrides or [], PipelineConfig):
+        chosen_by = f"--set preset={name}"
+    else:
+        chosen_by = f"preset = {name!r} in {config}"
     paths = expand_inputs(inputs)
     if name == "auto":
         sniff = SourceConfig(text_field=(source or {}).get("text_field", data.get("source", {}).get("text_field", "text")))

@@ -471,7 +471,9 @@ def chat_text(record) -> str | None:
             return record["chosen"].strip()  # a whole dialogue as one string (Anthropic HH: "\n\nHuman: ...")
     if turns is not None and isinstance(record.get("chosen"), (dict, list)) and "conversations" in record:
         turns += _turns(record["chosen"]) or []  # ShareGPT preference: the conversation, then the chosen answer
-    return "\n\n".join(turns) if turns else None
+    if turns is None:
+        return None
+    return "\n\n".join(t for t in turns if t.split(": ", 1)[-1].strip())  # "" when every turn is blank: removed
 
 
 def _docs(texts: list[tuple[str, str]], rid, record, where: str, cfg: SourceConfig) -> Iterator[dict]:
