@@ -126,10 +126,12 @@ def test_merge_of_sorted_runs_equals_one_sort(tmp_path):
     parts = [rng.integers(0, 30, size=(int(rng.integers(1, 200)), 3)).astype(np.uint64) for _ in range(9)]
     runs = [write_run(tmp_path / f"r{k}.npy", sort_records(p)) for k, p in enumerate(parts)]
     everything = sort_records(np.concatenate(parts))
-    for buffer_bytes in (24, 500, 1 << 20):  # from one record per run per read to all at once
-        np.testing.assert_array_equal(np.concatenate(list(merge_runs(runs, buffer_bytes))), everything)
-        got = np.concatenate(list(merge_runs(runs, buffer_bytes, (7, 19))))
+    for buffer_bytes, fanin in [(24, 256), (500, 256), (1 << 20, 256), (500, 2), (24, 3)]:
+        # from one record per run per read to all at once; fan-in 2-3: intermediate runs merged again
+        np.testing.assert_array_equal(np.concatenate(list(merge_runs(runs, buffer_bytes, fanin=fanin))), everything)
+        got = np.concatenate(list(merge_runs(runs, buffer_bytes, (7, 19), fanin)))
         np.testing.assert_array_equal(got, everything[(everything[:, 0] >= 7) & (everything[:, 0] < 19)])
+    assert not list(tmp_path.glob(".merge_*"))  # the intermediate runs are gone
     ids = [write_run(tmp_path / f"ids{k}.npy", np.sort(p[:, :1], axis=0)) for k, p in enumerate(parts)]
     ref = np.sort(np.concatenate([p[:, 0] for p in parts]))
     np.testing.assert_array_equal(rows_in_range(ids, 5, 12), ref[(ref >= 5) & (ref < 12)])

@@ -15,13 +15,16 @@ map count toward the reader's RSS for as long as they stay resident and reads th
 from __future__ import annotations
 
 import os
+import shutil
 import struct
+import tempfile
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
 U64 = np.dtype("<u8")
+MAX_FANIN = 256  # runs merged at once: beyond it, open files (ulimit -n is often 1024) and per-run blocks get small
 
 
 def sort_records(rec: np.ndarray) -> np.ndarray:
@@ -180,18 +183,22 @@ def _count_le(cols: list[np.ndarray], bound: tuple[int, ...]) -> int:
     return hi
 
 
-def merge_runs(paths: list[str], buffer_bytes: int = 128 << 20,
-               key_range: tuple[int, int | None] | None = None) -> Iterator[np.ndarray]:
+def merge_runs(paths: list[str], buffer_bytes: int = 128 << 20, key_range: tuple[int, int | None] | None = None,
+               fanin: int = MAX_FANIN) -> Iterator[np.ndarray]:
     """Yield the records of sorted runs as (n, w) batches that together are in lexicographic order.
 
     Each run is read `buffer_bytes / len(paths)` at a time. After every read, the rows that are <= the smallest
     last-read row of the runs still being read can go: nothing unread can sort before them. Each round empties at
     least one run's block, so the loop ends; memory is the blocks plus one merged batch.
     key_range=(lo, hi) merges only the records whose first column lies in [lo, hi) (hi None: no upper limit), so
-    several workers can share one merge.
+    several workers can share one merge. More than `fanin` runs are merged in groups into intermediate runs first
+    (one more pass over the data), so a corpus of any number of chunks keeps the open files and the memory bounded.
     """
     paths = [p for p in paths if p]
     if not paths:
+        return
+    if len(paths) > fanin:
+        yield from _merge_cascade(paths, buffer_bytes, key_range, fanin)
         return
     width = None
     readers = []
@@ -227,6 +234,23 @@ def merge_runs(paths: list[str], buffer_bytes: int = 128 << 20,
     finally:
         for r in readers:
             r.close()
+
+
+def _merge_cascade(paths: list[str], buffer_bytes: int, key_range, fanin: int) -> Iterator[np.ndarray]:
+    reader = RunReader(paths[0], 1)
+    width = reader.width
+    reader.close()
+    tmp = Path(tempfile.mkdtemp(prefix=".merge_", dir=Path(paths[0]).parent))
+    try:
+        level = []
+        for g in range(0, len(paths), fanin):
+            w = NpyWriter(tmp / f"{g // fanin:05d}.npy", U64, width)
+            for rec in merge_runs(paths[g : g + fanin], buffer_bytes, key_range, fanin):
+                w.write(rec)
+            level.append(str(w.close()))
+        yield from merge_runs(level, buffer_bytes, None, fanin)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def rows_in_range(paths: list[str], lo: int, hi: int) -> np.ndarray:
