@@ -350,3 +350,20 @@ def test_a_mixed_folder_gets_a_preset_per_file(tmp_path, capsys):
                  "preset code (auto: source code, 1 file), split: one document per file"):
         assert line in out
     assert "with preset books (1 files)" in out and "lib.js" not in json.dumps(report)
+
+
+def test_code_and_chat_are_not_judged_by_tokens_per_word():
+    """A tokenizer enables the tokens-per-word filter, tuned for prose (3.0): Python is 2.8 tokens a word under a
+    BPE trained on it and 5.5 under one trained on prose, so the code, chat and none presets leave it off."""
+    from scratchlm.data.pipeline import document_reason, preset_config
+
+    class Bytes:  # one token per byte: ~6 tokens a word, like source code under a prose tokenizer
+        def encode(self, text):
+            return list(text.encode())
+
+    source = (ROOT / "scratchlm" / "data" / "normalize.py").read_text()
+    assert document_reason(source, preset_config("code"), Bytes()) is None
+    assert document_reason("User: hi\n\nAssistant: " + source, preset_config("chat"), Bytes()) is None
+    assert document_reason(prose(), preset_config("books"), Bytes()) == "token_word_ratio"
+    assert document_reason(source, preset_config("code", overrides=["quality.max_tokens_per_word=3"]), Bytes()) \
+        == "token_word_ratio"

@@ -622,13 +622,22 @@ def input_kind(path: str, cfg: SourceConfig | None = None, sample: int = 20) -> 
         return "code"
     if format_of(path) == "text":
         return "text"
+    cfg = cfg or SourceConfig()
+    if format_of(path) == "parquet" and Path(path).suffix.lower() not in COMPRESSION_SUFFIXES:
+        try:  # the schema says it, without reading a row group (FineWeb's are ~100 MB)
+            import pyarrow.parquet as pq
+
+            names = pq.ParquetFile(path).schema_arrow.names
+        except (ImportError, *READ_ERRORS):
+            return "rows"  # the reader reports it
+        field_there = cfg.text_field.split(",")[0].split(".")[0].strip() in names
+        return "chat" if not field_there and CHAT_KEYS.intersection(names) else "rows"
     from dataclasses import replace
 
     chat = rows = 0
-    for doc in itertools.islice(read_source(path, replace(cfg or SourceConfig(), keep_record=True), []), sample):
+    for doc in itertools.islice(read_source(path, replace(cfg, keep_record=True), []), sample):
         record = doc.get("record")
-        is_chat = isinstance(record, dict) and _get_field(record, (cfg or SourceConfig()).text_field) is None \
-            and chat_text(record) is not None
+        is_chat = isinstance(record, dict) and _get_field(record, cfg.text_field) is None and chat_text(record) is not None
         chat += is_chat
         rows += not is_chat
     return "chat" if chat > rows else "rows"
