@@ -367,3 +367,30 @@ def test_code_and_chat_are_not_judged_by_tokens_per_word():
     assert document_reason(prose(), preset_config("books"), Bytes()) == "token_word_ratio"
     assert document_reason(source, preset_config("code", overrides=["quality.max_tokens_per_word=3"]), Bytes()) \
         == "token_word_ratio"
+
+
+def test_bad_inputs_to_the_new_readers_are_reported_not_fatal(tmp_path, capsys):
+    rows = [{"messages": [1, 2]}, {"messages": [{"role": None, "content": "x"}]}, "{broken",
+            {"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"}]},
+            {"instruction": "x", "output": None}, {"prompt": "p", "chosen": {"role": "assistant", "content": "c"}, "rejected": "r"}]
+    f = tmp_path / "chat.jsonl"
+    f.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    problems = []
+    got = [d["text"] for d in read_source(str(f), SourceConfig(), problems)]
+    assert got == ["User: Hi\n\nAssistant: Hello", "User: p\n\nAssistant: c"]
+    assert [(p.problem, p.line) for p in problems] == [("missing_field", 1), ("missing_field", 2), ("bad_json", 3),
+                                                        ("missing_field", 5)]
+    # a line over max_doc_bytes inside a book: named and skipped, the chapters around it kept
+    book = tmp_path / "book.txt"
+    book.write_text("Chapter 1\n\n" + "word " * 500 + "\n\n" + "x" * 6000 + "\n\nChapter 2\n\n" + "more " * 500 + "\n")
+    problems = []
+    got = [d["text"] for d in read_source(str(book), SourceConfig(text_split="auto", max_doc_bytes=5000), problems)]
+    assert [t.split("\n")[0] for t in got] == ["Chapter 1", "Chapter 2"] and "x" * 100 not in "".join(got)
+    assert [(p.problem, p.line) for p in problems] == [("too_long", 5)]
+    # settings out of range or unknown: one line, exit 2
+    for flags, message in ((["--set", "preset=1"], "unknown preset 1: choose auto, web, books"),
+                           (["--set", "source.min_doc_chars=0"], "source.min_doc_chars: 0 is out of range"),
+                           (["--preset", "web", "--set", "quality.code_min_alnum_frac=2"], "out of range")):
+        assert main(["data", "prepare", "--input", str(book), "--out", str(tmp_path / "o"), "-q", *flags]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and message in err, err

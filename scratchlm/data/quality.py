@@ -91,11 +91,11 @@ class QualityConfig:
     """Newlines per word above this: one-word-per-line lists (datatrove's "list_ratio": 0.3)."""
 
     # --- code (Chen et al. 2021, Codex, section 3.1; Kocetkov et al. 2022, The Stack; Li et al. 2023, StarCoder) ---
-    code_max_line_length: int = 1000
+    code_max_line_length: int = field(default=1000, metadata={"range": (1, None)})
     """A line longer than this: minified or generated code, embedded data (Codex, The Stack: 1000)."""
-    code_max_mean_line_length: float = 100.0
+    code_max_mean_line_length: float = field(default=100.0, metadata={"range": (0.0, None)})
     """Mean line length above this: the same, spread over the file (Codex, The Stack: 100)."""
-    code_min_alnum_frac: float = 0.25
+    code_min_alnum_frac: float = field(default=0.25, metadata={"range": (0.0, 1.0)})
     """Fewer letters and digits than this fraction of characters: ASCII art, data tables (Codex, The Stack: 0.25)."""
     code_drop_generated: bool = True
     """Drop files that say in their first 5 lines they were generated ("auto-generated", "do not edit": StarCoder)."""

@@ -60,7 +60,7 @@ class SourceConfig:
     lines), "line", "chapter" (chapters, else blank-line paragraphs, joined to at least min_doc_chars), "auto"
     ("file" for source code, "chapter" for everything else), or any other string used as a literal separator
     (e.g. "<|endoftext|>")."""
-    min_doc_chars: int = 2000
+    min_doc_chars: int = field(default=2000, metadata={"range": (1, None)})
     """text_split="chapter": paragraphs are joined until a document holds at least this many characters, so a
     novel becomes chapters (or ~2,000-character passages), not one giant document nor thousands of lines."""
     max_doc_bytes: int = 10_000_000
