@@ -349,7 +349,7 @@ def test_a_mixed_folder_gets_a_preset_per_file(tmp_path, capsys):
                  "preset web (auto: rows with a text field, 1 file), split: one document per row",
                  "preset code (auto: source code, 1 file), split: one document per file"):
         assert line in out
-    assert "with preset books (1 files)" in out and "lib.js" not in json.dumps(report)
+    assert "with preset books (1 file) " in out and "lib.js" not in json.dumps(report)
 
 
 def test_code_and_chat_are_not_judged_by_tokens_per_word():

@@ -655,7 +655,8 @@ def format_report(report: dict) -> str:
     lines = [f"{'':36s}{'documents':>11s}{'%':>7s}{'bytes':>11s}{'%':>7s}", row("read", n_in, b_in)]
     for name, p in presets.items():
         if len(presets) > 1:
-            lines.append(row(f"  with preset {name} ({p['files']:,} files)", p["docs_in"], p["bytes_in"]))
+            lines.append(row(f"  with preset {name} ({p['files']:,} file{'s' * (p['files'] != 1)})", p["docs_in"],
+                             p["bytes_in"]))
     for name, docs, b, items in _groups(report):
         lines.append(row(f"removed by {name}" if name != "duplicates" else "removed as duplicates", docs, b))
         for reason, r in items:
