@@ -166,8 +166,7 @@ def download(source: str, out: str | Path, shards: int | None = None, pattern: s
     # a source without checksums (a plain mirror): record ours, so this folder is a verified mirror from now on
     files = [f if f.sha256 else RemoteFile(f.path, f.size, _sha256(out / f.path)) for f in wanted]
     manifest = {"source": source, "repository": repo.name, "revision": repo.revision, "pattern": pattern,
-                "files": [asdict(f) for f in files], "bytes": total,
-                "preset": "web"}  # what `data prepare` should filter it with: web crawl text
+                "files": [asdict(f) for f in files], "bytes": total}
     atomic_write_json(out / MARK, manifest)
     log.info("%s: %d files, %s bytes (%d downloaded, %d already there)", out, len(wanted), f"{total:,}", fetched,
              len(wanted) - fetched)
