@@ -145,3 +145,57 @@ def test_no_budget_and_not_shards_are_errors(shards, tmp_path, capsys):
     assert "no budget" in capsys.readouterr().err
     assert _cli("pretrain", "--data", tmp_path, "--tokens", "1M", "--dry-run") == 2
     assert "not a complete token-shard folder" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------- --input
+
+@pytest.fixture(scope="module")
+def own_text(tmp_path_factory) -> Path:
+    """A folder of the user's own text: a book-like file and a Markdown note (built-in text, no download)."""
+    from conftest import builtin_corpus
+
+    root = tmp_path_factory.mktemp("own") / "texts"
+    root.mkdir()
+    (root / "stories.txt").write_text("\n\n".join(builtin_corpus(300_000)), encoding="utf-8")
+    (root / "note.md").write_text("# Notes\n\nThe garden needs water every morning. " * 40, encoding="utf-8")
+    return root
+
+
+def test_input_dry_run_shows_the_inputs_and_prepares_nothing(own_text, tmp_path, capsys):
+    run = tmp_path / "run"
+    out, cfg = _dry_run(capsys, "--input", own_text, "--tokens", "100k", "--out", run)
+    assert "# data: 2 input file(s)" in out and "# preset books" in out and "# estimated: ~" in out
+    assert cfg["data"]["shards"] == str((run / "data").resolve()) and cfg["data"]["tokenizer"].endswith("tokenizer")
+    assert not run.exists()  # a dry run writes nothing
+
+
+def test_input_prepares_tokenizes_and_trains_in_the_run_folder(own_text, tmp_path):
+    import json
+
+    run = tmp_path / "run"
+    small = ["-q", "--set", "train.num_threads=1", "--set", "train.micro_batch_size=4", "--set", "train.seq_len=64"]
+    assert _cli("pretrain", "--input", own_text, "--tokens", "20k", "--out", run, *small) == 0
+    report = json.loads((run / "data" / "prepared" / "report.json").read_text())
+    assert report["docs_out"] > 0 and (run / "data" / "manifest.json").is_file()
+    assert (run / "tokenizer" / "scratchlm_tokenizer.json").is_file()
+    assert tomllib.loads((run / "config.toml").read_text())["data"]["shards"] == str((run / "data").resolve())
+    assert json.loads((run / "DONE").read_text())["tokens"] >= 20_000
+    # a finished run is not silently replaced; --resume extends it on the same corpus (not prepared again)
+    assert _cli("pretrain", "--input", own_text, "--tokens", "20k", "--out", run, "-q") == 2
+    stamp = (run / "data" / "manifest.json").stat().st_mtime_ns
+    assert _cli("pretrain", "--input", own_text, "--tokens", "30k", "--out", run, "--resume", *small) == 0
+    assert (run / "data" / "manifest.json").stat().st_mtime_ns == stamp
+    assert json.loads((run / "DONE").read_text())["tokens"] >= 30_000
+
+
+def test_data_and_input_together_are_refused(own_text, shards, capsys):
+    data, _ = shards
+    assert _cli("pretrain", "--data", data, "--input", own_text, "--tokens", "1M", "--dry-run") == 2
+    assert "not both" in capsys.readouterr().err
+
+
+def test_the_default_vocabulary_grows_with_the_text():
+    from scratchlm.data.build import default_vocab_size
+
+    assert [default_vocab_size(b) for b in (0, 10_000, 1_000_000, 10**7, 10**8, 10**9, 10**11)] == \
+        [512, 512, 1024, 4096, 8192, 32768, 32768]

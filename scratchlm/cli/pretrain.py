@@ -18,6 +18,8 @@ examples:
   # your own token shards (from `scratchlm data tokenize`): the model is sized for the data and the budget
   scratchlm pretrain --data runs/shards --time 10m --out runs/mine
   scratchlm pretrain --data runs/shards --tokenizer runs/tok/tokenizer --tokens 50M --dry-run   # see the plan
+  # your own text: filtered (a preset per file), deduplicated, tokenized and trained on, all inside --out
+  scratchlm pretrain --input my_books/ notes/ --time 30m --out runs/mine
 
   # beat nanoGPT's CPU baby-GPT on Tiny Shakespeare in 71 s of wall clock (2 cores)
   scratchlm pretrain --config configs/shakespeare_cpu.toml --out runs/shakespeare
@@ -59,6 +61,9 @@ def register(subparsers) -> None:
     g = p.add_argument_group("your data in one command (no --config: the model is sized for the data and budget)")
     g.add_argument("--data", type=Path, default=None, metavar="SHARDS",
                    help="token-shard folder from `scratchlm data tokenize` / `data prepare` (sets data.shards)")
+    g.add_argument("--input", nargs="+", default=None, metavar="PATH",
+                   help="your text (files, folders, globs: .txt .md .jsonl .parquet, code, ...): prepared, a BPE "
+                        "tokenizer trained and shards written inside --out, then trained on")
     g.add_argument("--tokenizer", type=Path, default=None, metavar="DIR",
                    help="the tokenizer folder the shards were made with (default: the one their manifest names)")
     g.add_argument("--time", default=None, metavar="DURATION",
@@ -78,18 +83,48 @@ def _budget(args) -> tuple[float | None, float | None]:
             parse_count(args.tokens) if args.tokens is not None else None)
 
 
-def _data_flags(args) -> dict:
-    """The [data] section that --data / --tokenizer stand for (and nothing from a config's own text route)."""
-    if args.data is None:
-        if args.tokenizer is not None:
-            raise ValueError("--tokenizer goes with --data SHARDS (the tokenizer those shards were made with)")
-        return {}
+BYTES_PER_TOKEN_GUESS = 3.5  # BPE at a few thousand tokens on English (TinyWorld: 3.16 at 8,192): --dry-run only
+
+
+def _data_flags(args, overrides: list[str]) -> tuple[dict, dict]:
+    """The [data] section that --data / --input stand for (replacing a config's own text route), and what the
+    sizing needs: {"vocab_size", "train_tokens", "estimated", "built"}. --input builds the corpus inside the run
+    folder (scratchlm/data/build.py) unless this is a --dry-run, which estimates from the input's size instead."""
+    if args.data is not None and args.input:
+        raise ValueError("give --data SHARDS or --input FILES, not both")
+    if args.tokenizer is not None and args.data is None:
+        raise ValueError("--tokenizer goes with --data SHARDS (the tokenizer those shards were made with)")
+    if args.data is None and not args.input:
+        return {}, {}
     from scratchlm.data.shards import read_manifest
 
-    read_manifest(args.data)  # a clear error now if the folder is not complete shards
-    # absolute: the run's config.toml must still point at them when --resume runs from another folder
-    return {"shards": str(args.data.resolve()), "tokenizer": str(args.tokenizer.resolve()) if args.tokenizer else "auto",
-            "train_text": None, "val_text": None}
+    if args.data is not None:
+        m = read_manifest(args.data)  # a clear error now if the folder is not complete shards
+        # absolute: the run's config.toml must still point at them when --resume runs from another folder
+        data = {"shards": str(args.data.resolve()),
+                "tokenizer": str(args.tokenizer.resolve()) if args.tokenizer else "auto"}
+        return {**data, "train_text": None, "val_text": None}, \
+            {"vocab_size": m["vocab_size"], "train_tokens": m["n_tokens"]["train"], "estimated": False, "built": False}
+    from scratchlm.data.build import build_corpus, corpus_ready, default_vocab_size
+    from scratchlm.data.sources import expand_inputs
+    from scratchlm.runs import check_out_path, claim_out_dir
+
+    run = check_out_path(args.out).resolve()
+    data = {"shards": str(run / "data"), "tokenizer": str(run / "tokenizer"), "train_text": None, "val_text": None}
+    vocab = next((int(float(o.split("=", 1)[1])) for o in reversed(overrides)
+                  if o.replace(" ", "").startswith("data.vocab_size=")), None)
+    if args.dry_run and not corpus_ready(run):
+        n_bytes = sum(Path(p).stat().st_size for p in expand_inputs([str(i) for i in args.input]) if Path(p).is_file())
+        return data, {"vocab_size": vocab or default_vocab_size(n_bytes), "estimated": True, "built": False,
+                      "train_tokens": max(1, int(0.9 * n_bytes / BYTES_PER_TOKEN_GUESS)), "input_bytes": n_bytes}
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError("--input prepares the data in one process; run `scratchlm data prepare` first and pass its "
+                         "folder as --data under torchrun")
+    claim_out_dir(run, overwrite=args.overwrite, resume=args.resume)  # (a finished run needs --overwrite)
+    built = build_corpus(args.input, run, vocab_size=vocab, progress=args.quiet <= 0)
+    m = read_manifest(built["shards"])
+    return data, {"vocab_size": m["vocab_size"], "train_tokens": m["n_tokens"]["train"], "estimated": False,
+                  "built": not built["reused"]}
 
 
 def _as_overrides(section: str, values: dict) -> list[str]:
@@ -98,31 +133,27 @@ def _as_overrides(section: str, values: dict) -> list[str]:
     return [f"{section}.{k}=" + ("none" if v is None else _json.dumps(v)) for k, v in values.items()]
 
 
-def _auto(args, overrides: list[str]):
-    """No --config: the model sized by the planner for --data and --time / --tokens (scratchlm/train/recipe.py)."""
-    from scratchlm.data.shards import read_manifest
+def _auto(args, overrides: list[str], data: dict, info: dict):
+    """No --config: the model sized by the planner for the data and --time / --tokens (scratchlm/train/recipe.py)."""
     from scratchlm.train.recipe import auto_config
 
     seconds, tokens = _budget(args)
-    data = _data_flags(args)
-    if args.data is None:
-        raise ValueError("no data: pass --data SHARDS (from `scratchlm data tokenize`) with --time or --tokens, "
-                         "or --config FILE (see configs/)")
+    if not data:
+        raise ValueError("no data: pass --data SHARDS (from `scratchlm data tokenize`) or --input FILES, with --time "
+                         "or --tokens; or --config FILE (see configs/)")
     if seconds is None and tokens is None:
         raise ValueError("no budget: pass --time (e.g. 10m) or --tokens (e.g. 50M) to size the model")
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ValueError("sizing measures this machine's speed in one process; write the plan once with "
                          "`scratchlm pretrain --data ... --time ... --dry-run > run.toml`, then start torchrun with "
                          "--config run.toml")
-    manifest = read_manifest(args.data)
-    cfg, auto = auto_config({k: v for k, v in data.items() if v is not None},
-                            manifest["vocab_size"], manifest["n_tokens"]["train"], seconds=seconds, tokens=tokens,
-                            overrides=overrides)
-    return cfg, auto
+    return auto_config({k: v for k, v in data.items() if v is not None}, info["vocab_size"], info["train_tokens"],
+                       seconds=seconds, tokens=tokens, overrides=overrides)
 
 
 def _load(args):
-    """(PretrainConfig, AutoSize or None): from --config (or the run's config.toml on --resume), else sized."""
+    """(PretrainConfig, AutoSize or None, data info): from --config (or the run's config.toml on --resume), else
+    sized by the planner."""
     from scratchlm.train.config import load_pretrain_config
 
     overrides = list(args.overrides)
@@ -137,24 +168,34 @@ def _load(args):
         path = Path(args.out) / "config.toml"
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found: nothing to resume in {args.out}; pass --config to start a run")
+    _budget(args)  # bad budget flags fail before any data is prepared
+    data, info = _data_flags(args, overrides)
     auto = None
     if path is None:
-        cfg, auto = _auto(args, overrides)
+        cfg, auto = _auto(args, overrides, data, info)
     else:  # a config keeps its model; the flags set what they name, before --set (which wins)
         seconds, tokens = _budget(args)
         budget = {"max_time": seconds} if seconds else {"max_tokens": int(tokens)} if tokens else {}
-        flags = _as_overrides("data", _data_flags(args)) + _as_overrides("train", budget)
-        cfg = load_pretrain_config(path, flags + overrides)
+        cfg = load_pretrain_config(path, _as_overrides("data", data) + _as_overrides("train", budget) + overrides)
     if args.verbose <= 0 and args.quiet > 0:
         cfg.train.progress = False
-    return cfg, auto
+    return cfg, auto, info
 
 
-def _what_is_read(cfg) -> list[str]:
+def _what_is_read(cfg, args, info: dict) -> list[str]:
     """What the run will really read, as the data section resolves (shown by --dry-run and before training)."""
     from scratchlm.data.shards import read_manifest
 
     d = cfg.data
+    if info.get("estimated"):  # --input --dry-run: nothing prepared yet
+        from scratchlm.data.pipeline import plan_inputs
+
+        plan = plan_inputs([str(i) for i in args.input])
+        return ([f"data: {len(plan.files):,} input file(s), {info['input_bytes']:,} bytes, to be prepared into "
+                 f"{d.shards} (filters, dedup, then shards)"] + plan.describe() +
+                [f"tokenizer: BPE with {info['vocab_size']:,} tokens, trained there on the cleaned text",
+                 f"estimated: ~{info['train_tokens']:,} train tokens ({BYTES_PER_TOKEN_GUESS} bytes a token, before "
+                 "filtering); the real run sizes on the real count"])
     if d.mix:  # [data.mix]: every folder, its weight and size (train/data.py normalises the weights)
         total = sum(e["weight"] for e in d.mix.values())
         lines = []
@@ -212,8 +253,8 @@ def handler(args) -> int:
             section, _, name = key.rpartition(".")
             print(f"{key:30s} {tp:24s} {default!r:12}  {help_ or docs.get(section, {}).get(name, '')}")
         return 0
-    cfg, auto = _load(args)
-    plan = _what_is_read(cfg) + (auto.describe().splitlines() if auto else [])
+    cfg, auto, info = _load(args)
+    plan = _what_is_read(cfg, args, info) + (auto.describe().splitlines() if auto else [])
     if args.dry_run:  # TOML with the plan as comments: redirect it into a file and pass it as --config
         from scratchlm.config import dumps_toml
 
@@ -228,7 +269,8 @@ def handler(args) -> int:
     from scratchlm.train import TrainingStopped, pretrain
 
     try:
-        summary = pretrain(cfg, args.out, resume=args.resume, overwrite=args.overwrite)
+        # a corpus just built into --out is this run's: --overwrite already cleared the folder before it
+        summary = pretrain(cfg, args.out, resume=args.resume, overwrite=args.overwrite and not info.get("built"))
     except TrainingStopped as e:
         if main_rank:
             print(f"error: {e}", file=sys.stderr)
