@@ -173,7 +173,7 @@ def _plan(args):
         if getattr(args, "toxic_words", None):
             cfg.toxicity.word_list = str(args.toxic_words)
         if getattr(args, "toxicity_model", None):
-            cfg.toxicity.classifier = str(args.toxicity_model)
+            cfg.toxicity.classifier = None if args.toxicity_model == "none" else str(args.toxicity_model)
         if getattr(args, "val_fraction", None) is not None:
             cfg.val_fraction = args.val_fraction
         if args.seed is not None:
@@ -261,7 +261,7 @@ def _dedup(args) -> int:
 
     plan = _plan(args)
     for c in plan.configs.values():  # dedup only: read (cut as the preset cuts) + normalise, no quality filters
-        c.filters, c.c4_clean_lines = [], False
+        c.filters, c.c4_clean_lines, c.toxicity.classifier = [], False, None
     cfg = plan.main
     _prepare_out(args.out, args.overwrite)
     ex = _executor(args)
@@ -351,7 +351,10 @@ def _register_pipeline(sub) -> None:
                            help="tokenizer folder: enables the token-to-word ratio filter" +
                                 (" and writes token shards" if name == "prepare" else ""))
             g.add_argument("--toxic-words", metavar="FILE", default=None, help="word list (one term per line) for toxicity density")
-            g.add_argument("--toxicity-model", metavar="DIR", default=None, help="classifier from `scratchlm data toxicity train`")
+            g.add_argument("--toxicity-model", metavar="NAME", default=None,
+                           help="toxicity classifier for every input: builtin (shipped; on in the web preset), "
+                                "profanity-check (pip install 'scratchlm[toxicity]'), a folder from `data toxicity "
+                                "train|distill`, or none")
         if name == "prepare":
             p.add_argument("--val-fraction", type=float, default=None, help="fraction of documents in val.bin (default 0.1)")
         _add_executor_flags(p)
@@ -441,12 +444,13 @@ def _tox_train(args) -> int:
 def _tox_score(args) -> int:
     import numpy as np
 
-    from scratchlm.data.toxicity import ToxicityClassifier, WordListScorer, precision_recall
+    from scratchlm.data.toxicity import WordListScorer, load_classifier, precision_recall
     from scratchlm.runs import atomic_write_text
 
     if args.model is None and args.toxic_words is None:
-        raise ValueError("give --model DIR (a trained classifier) and/or --toxic-words FILE (a word list)")
-    clf = ToxicityClassifier.load(args.model) if args.model else None
+        raise ValueError("give --model NAME (builtin, profanity-check or a classifier folder) and/or --toxic-words "
+                         "FILE (a word list)")
+    clf = load_classifier(args.model) if args.model else None
     words = WordListScorer.from_file(args.toxic_words) if args.toxic_words else None
     texts, labels = _read_labelled(args.input, args.text_field, args.label_field)
     scores = clf.predict_proba(texts) if clf else None
@@ -472,6 +476,57 @@ def _tox_score(args) -> int:
     return 0
 
 
+def _tox_distill(args) -> int:
+    from scratchlm import __version__
+    from scratchlm.config import load_config
+    from scratchlm.data.shards import is_val_document
+    from scratchlm.data.sources import SourceConfig, read_sources
+    from scratchlm.data.toxicity import ClassifierConfig, ProfanityCheck, agreement, distill, text_pieces
+
+    _check_out(args.out, args.overwrite, "classifier.json")
+    # word unigrams, as the backend's TF-IDF: agreement on held-out pieces, kappa 0.80 (1- and 2-grams: 0.56);
+    # soft labels unweighted (match the backend's probabilities); an L2 of 1e-4 kept a word seen in two probes at 0
+    cfg = load_config(ClassifierConfig, args.config, args.overrides,
+                      defaults={"ngram": 1, "balance": False, "l2": 1e-7, "epochs": 600})
+    teacher = ProfanityCheck()  # before reading: a missing backend is said at once
+
+    def pieces(inputs):  # comment-sized pieces, each once; a hash holds out the same ones on every run
+        out = dict.fromkeys(p for d in read_sources(inputs, SourceConfig(text_split="paragraph"), replace_invalid=True)
+                            for p in text_pieces(d["text"]))
+        return ([p for p in out if not is_val_document(p, args.holdout, args.seed or 0)],
+                [p for p in out if is_val_document(p, args.holdout, args.seed or 0)])
+
+    train, test = pieces(args.input)
+    clean = pieces(args.clean)[0] if args.clean else []
+    if len(train) + len(test) < 100:
+        raise ValueError(f"only {len(train) + len(test)} text pieces of 3-200 words found in --input; distillation "
+                         "needs thousands (sentences, comments, chat turns)")
+    clf, info = distill(train, teacher, cfg, clean, per_word=args.per_word, seed=args.seed or 0,
+                        progress=not args.quiet)
+    about = {"teacher": "alt-profanity-check " + _version("alt-profanity-check"), "inputs": [str(i) for i in args.input],
+             "clean_inputs": [str(i) for i in args.clean or []], "scratchlm": __version__, **info,
+             "heldout_pieces": len(test)}
+    if test:
+        a = agreement(clf.predict_proba(test) >= 0.5, teacher.predict_proba(test) >= 0.5)
+        about["heldout_agreement"] = a
+        lo, hi = a["agreement_ci"]
+        print(f"held-out: n={a['n']:,} agreement={a['agreement']:.4f} (95% {lo:.4f}-{hi:.4f}) "
+              f"kappa={a['kappa']:.3f} ours positive={a['positive_a']:,} backend positive={a['positive_b']:,}")
+    clf.save(args.out, about)
+    print(f"saved {args.out} ({info['texts']:,} texts + {info['probes']:,} probes, {info['teacher_positive']:,} toxic "
+          f"by the backend; {info['clean']:,} clean texts)")
+    return 0
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "?"
+
+
 TOX_EXAMPLES = """\
 examples:
   # train on labelled JSONL ({"text": ..., "label": 0/1}); 20% held out for precision/recall
@@ -479,6 +534,9 @@ examples:
   # score documents; with --label-field, precision and recall are printed too
   scratchlm data toxicity score --model runs/tox --input docs.jsonl --out runs/tox/scores.jsonl
   scratchlm data toxicity score --toxic-words ldnoobw_en.txt --input test.jsonl --label-field label --out s.jsonl
+  scratchlm data toxicity score --model builtin --input docs.jsonl --out s.jsonl    # the shipped classifier
+  # learn alt-profanity-check's P(toxic) (pip install 'scratchlm[toxicity]') on any text: how builtin was made
+  scratchlm data toxicity distill --input hh-rlhf.jsonl --clean books/ --out runs/tox_distilled
 """
 
 
@@ -488,21 +546,33 @@ def _register_toxicity(sub) -> None:
                        epilog=TOX_EXAMPLES, formatter_class=RAW)
     tsub = p.add_subparsers(dest="toxicity_command", metavar="COMMAND")
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
-    for name in ("train", "score"):
+    for name in ("train", "score", "distill"):
         q = tsub.add_parser(name, help=f"{name} the toxicity classifier", epilog=TOX_EXAMPLES, formatter_class=RAW,
-                            description="Train on labelled JSON/JSONL/Parquet." if name == "train"
-                            else "Score documents; print precision/recall when labels are given.")
+                            description={"train": "Train on labelled JSON/JSONL/Parquet.",
+                                         "score": "Score documents; print precision/recall when labels are given.",
+                                         "distill": "Train on the alt-profanity-check backend's P(toxic) for the "
+                                                    "paragraphs (chat turns) of any text, plus a probe of every "
+                                                    "word the backend knows; print agreement on held-out pieces."
+                                         }[name])
         q.add_argument("--input", "-i", nargs="+", required=True, metavar="PATH", help="JSON/JSONL/Parquet files")
         q.add_argument("--text-field", default="text", help="field holding the text (default: text)")
         q.add_argument("--threshold", type=float, default=0.5, help="P(toxic) at which a document counts as toxic")
-        if name == "train":
+        if name == "distill":
+            q.add_argument("--holdout", type=float, default=0.2, help="fraction of pieces held out (default 0.2)")
+            q.add_argument("--per-word", type=int, default=2, help="probe texts per backend word (default 2)")
+            q.add_argument("--clean", nargs="+", default=None, metavar="PATH",
+                           help="curated text (books, stories) labelled non-toxic whatever the backend says")
+            add_common(q, out="runs/toxicity", config=True, device=False)
+            q.set_defaults(func=_tox_distill)
+        elif name == "train":
             q.add_argument("--label-field", default="label", help="0/1 label field (default: label)")
             q.add_argument("--holdout", type=float, default=0.2, help="fraction held out for precision/recall (default 0.2)")
             add_common(q, out="runs/toxicity", config=True, device=False)
             q.set_defaults(func=_tox_train)
         else:
             q.add_argument("--label-field", default=None, help="0/1 label field: print precision/recall")
-            q.add_argument("--model", metavar="DIR", default=None, help="trained classifier folder")
+            q.add_argument("--model", metavar="NAME", default=None,
+                           help="builtin, profanity-check or a trained classifier folder")
             q.add_argument("--toxic-words", metavar="FILE", default=None, help="word list for density scores")
             q.add_argument("--max-density", type=float, default=0.01, help="word-list density counted as toxic")
             q.add_argument("--out", type=Path, default=Path("scores.jsonl"), help="scored JSONL to write")

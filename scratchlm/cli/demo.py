@@ -127,6 +127,20 @@ def _pretrain_cfg(shards: Path, tokenizer: Path, preset: str, overrides: tuple, 
     return load_pretrain_config(None, [], defaults)
 
 
+def demo_data_config():
+    """The demo's `data prepare` settings. TinyWorld's stories, fact sheets and sums are prose, not web pages: the
+    books preset (Gopher's filters loosened for prose, 10 words at least: the short fact sheets stay), one document
+    per story, and the shipped toxicity classifier on, as in the web preset (TinyWorld is clean: it removes
+    nothing, and the report says how many documents it scored). Its instructions and preferences are chat data,
+    read by SFT and DPO as they are (`data prepare` would give them the chat preset: no filter)."""
+    from scratchlm.data.pipeline import preset_config
+
+    pcfg = preset_config("books")
+    pcfg.source.text_split = "paragraph"  # one document per story: TinyWorld separates them with a blank line
+    pcfg.toxicity.classifier = "builtin"
+    return pcfg
+
+
 def run(args) -> int:
     from scratchlm.cli.common import seed_everything
     from scratchlm.runs import atomic_write_json, claim_out_dir, mark_done
@@ -149,18 +163,14 @@ def run(args) -> int:
                                                       if isinstance(f, dict) and "bytes" in f)})
 
     # 2. data: filter + dedup ---------------------------------------------------------------------------------
-    from scratchlm.data.pipeline import format_report, iter_clean_texts, preset_config, run_pipeline
+    from scratchlm.data.pipeline import format_report, iter_clean_texts, run_pipeline
 
     data_dir = out / "data"
     with Step(report, "data", "quality filters, toxicity, exact + MinHash dedup") as info:
-        # TinyWorld's stories, fact sheets and sums are prose, not web pages: the books preset (Gopher's filters
-        # loosened for prose, 10 words at least: the short fact sheets stay). Its instructions and preferences are
-        # chat data, read by SFT and DPO as they are (`data prepare` would give them the chat preset: no filter).
-        pcfg = preset_config("books")
-        pcfg.source.text_split = "paragraph"  # one document per story: TinyWorld separates them with a blank line
+        pcfg = demo_data_config()
         rep = run_pipeline([str(corpus / "train.txt")], data_dir, pcfg, progress=not args.quick)
         print(format_report(rep))
-        info.update({"docs_in": rep["docs_in"], "docs_out": rep["docs_out"],
+        info.update({"docs_in": rep["docs_in"], "docs_out": rep["docs_out"], "toxicity": rep.get("toxicity"),
                      "removed": {k: v["docs"] for k, v in rep["removed"].items()}, "report": str(data_dir / "report.json")})
         clean_files = rep["clean_files"]
 
