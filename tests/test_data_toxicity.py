@@ -253,6 +253,25 @@ def test_missing_backend_is_a_one_line_error(tmp_path, monkeypatch, capsys):
     assert "classifier.json" in capsys.readouterr().err
 
 
+def test_bad_toxicity_settings_are_one_line_errors(tmp_path, capsys):
+    """An unknown classifier name, a threshold outside [0, 1] (2 would silently remove nothing), a weights file
+    without its description and a negative probe count are named, in one line, before anything is read."""
+    from scratchlm.cli.main import main
+
+    f = tmp_path / "a.jsonl"
+    f.write_text(json.dumps({"text": "hello world"}) + "\n")
+    np.savez(tmp_path / "w.npz", w=np.zeros(3))
+    cases = [(["data", "prepare", "--set", "toxicity.classifier=garbage"], "is not builtin, profanity-check or a folder"),
+             (["data", "prepare", "--set", "toxicity.classifier_threshold=2"], "out of range"),
+             (["data", "filter", "--set", "toxicity.max_word_density=-1"], "out of range"),
+             (["data", "toxicity", "score", "--model", str(tmp_path / "w.npz")], "no classifier description"),
+             (["data", "toxicity", "distill", "--per-word", "-1"], "--per-word must be 0 or more")]
+    for i, (argv, message) in enumerate(cases):
+        assert main(argv + ["--input", str(f), "--out", str(tmp_path / f"o{i}")]) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and message in err, (argv, err)
+
+
 def test_distill_cli_learns_the_backend(tmp_path, capsys):
     """`data toxicity distill` on a little text: the model it writes says what taught it and agrees with it."""
     backend()

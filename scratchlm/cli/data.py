@@ -488,6 +488,8 @@ def _tox_distill(args) -> int:
     # soft labels unweighted (match the backend's probabilities); an L2 of 1e-4 kept a word seen in two probes at 0
     cfg = load_config(ClassifierConfig, args.config, args.overrides,
                       defaults={"ngram": 1, "balance": False, "l2": 1e-7, "epochs": 600})
+    if args.per_word < 0 or not 0 <= args.holdout < 1:
+        raise ValueError("--per-word must be 0 or more and --holdout in [0, 1)")
     teacher = ProfanityCheck()  # before reading: a missing backend is said at once
 
     def pieces(inputs):  # comment-sized pieces, each once; a hash holds out the same ones on every run

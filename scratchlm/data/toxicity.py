@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import re
 import zlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -43,14 +43,14 @@ _WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
 class ToxicityConfig:
     word_list: str | None = None
     """Path to a word/phrase list (one per line, '#' comments). None disables the word-list filter."""
-    max_word_density: float = 0.01
+    max_word_density: float = field(default=0.01, metadata={"range": (0.0, 1.0)})
     """Drop a document when listed terms / words exceeds this (1 per 100 words). 0 reproduces C4's rule
     (any listed word drops the page), which removes much harmless text."""
     classifier: str | None = "builtin"
     """The classifier: "builtin" (shipped with the package, numpy only), "profanity-check" (the alt-profanity-check
     backend: pip install 'scratchlm[toxicity]'), or a folder from `scratchlm data toxicity train|distill`. None
     disables it. On in the web preset; off in books, code, chat and none (PRESETS)."""
-    classifier_threshold: float = 0.5
+    classifier_threshold: float = field(default=0.5, metadata={"range": (0.0, 1.0)})
     """Drop a document when the classifier's P(toxic) is at least this."""
 
 
@@ -234,8 +234,8 @@ class ToxicityClassifier:
             meta = json.loads((p / "classifier.json").read_text())
             p = p / "weights.npz"
         else:
-            raise FileNotFoundError(f"{p} holds no classifier.json: train one with `scratchlm data toxicity train`, "
-                                    "or use builtin")
+            raise FileNotFoundError(f"toxicity classifier {str(path)!r} is not builtin, profanity-check or a folder "
+                                    "with classifier.json: train one with `scratchlm data toxicity train|distill`")
         clf = cls(ClassifierConfig(**meta["config"]))
         with np.load(p) as z:
             clf.w, clf.b = z["w"].astype(np.float64), float(z["b"])
