@@ -143,7 +143,7 @@ def test_gutenberg_books_keep_90_percent_of_their_bytes_with_no_flags(tmp_path):
 # ---------------------------------------------------------------------------------------------------- cutting text
 
 def test_chapter_split_finds_documents(tmp_path, monkeypatch):
-    import scratchlm.data.sources as sources
+    import scratchlm.data.chapters as chapter_split
 
     def docs(text, name="a.txt", **kw):
         f = tmp_path / name
@@ -168,7 +168,7 @@ def test_chapter_split_finds_documents(tmp_path, monkeypatch):
     # the choice is made on a bounded look-ahead (here: two headings in the first 4 KB); where it ends, mid-chapter
     # or mid-paragraph, changes nothing
     for ahead in (4000, 4321):
-        monkeypatch.setattr(sources, "LOOKAHEAD_BYTES", ahead)
+        monkeypatch.setattr(chapter_split, "LOOKAHEAD_BYTES", ahead)
         assert docs(chapters) == got
         assert docs("\n\n".join([para] * 9 + ["The end."])) == plain
 

@@ -21,6 +21,9 @@ keeping every document read before the fault. Bytes that are not valid UTF-8 are
 so that normalisation (normalize.py) can count them and then replace or drop them; consumers that need no
 normalisation get them replaced by U+FFFD and counted (`read_sources(replace_invalid=True)`, SourceCorpus).
 
+How plain text is cut into documents when it is a book lives in chapters.py; how a chat-shaped row (instruction,
+conversation, preference) is read as text, in chat_rows.py.
+
 SourceCorpus hands the same readers to the tokenizer's parallel chunk counter (scratchlm/tokenizer/corpus.py):
 uncompressed text and JSONL are cut into ~1 MB byte ranges that worker processes parse side by side, everything
 else is one task per file.
@@ -39,6 +42,9 @@ import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator
+
+from .chapters import chapter_documents
+from .chat_rows import CHAT_KEYS, chat_text
 
 TEXT_SUFFIXES = {".txt", ".text", ".md", ".rst", ".jsonl", ".ndjson", ".json", ".parquet", ""}
 # source code, read as plain text, one document per file (text_split="auto"), and filtered with the `code` preset
@@ -301,79 +307,11 @@ def _read_text(f, path: str, cfg: SourceConfig, problems: list[Problem]) -> Iter
         yield {"id": f"{path}:{k}", "text": _decode(buf.strip(b"\r\n"))}
 
 
-# A chapter heading: the first line of a paragraph such as "CHAPTER I.", "Chapter 3", "CHAPTER 1. Loomings.",
-# "BOOK THE FIRST", "Letter 4", "PART II", a bare "IV." or "12", or a Markdown "#"/"##" heading
-_NUMBER = (r"(?:\d{1,4}|[ivxlcdm]{1,8}|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|the\s+\w+|"
-           r"first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|tenth|last)")
-_HEADING = re.compile(r"(?:(?:chapter|book|part|volume|act|scene|canto|stave|letter|section)\s+" + _NUMBER
-                      + r"\b.{0,70}|(?:[ivxlc]{1,8}|\d{1,3})\.?|#{1,2}\s.{1,100}|(?:prologue|epilogue|preface)\W{0,2})",
-                      re.IGNORECASE)
-LOOKAHEAD_BYTES = 4 << 20
-"""text_split="chapter" reads this much of a file ahead to decide how to cut it (chapters or not, paragraphs or
-lines), so memory stays bounded however long the file."""
-
-
-def is_heading(line: str) -> bool:
-    return _HEADING.fullmatch(line.strip()) is not None
-
-
 def _read_chapters(f, path: str, cfg: SourceConfig, problems: list[Problem]) -> Iterator[dict]:
-    """Documents of at least min_doc_chars: chapters where the text has chapter headings, else blank-line
-    paragraphs joined in order (lines, for text that has no blank line at all). A short last piece joins the
-    document before it. The first LOOKAHEAD_BYTES decide which, so a file is never held whole."""
-    lines = _read_lines(f, path, cfg, problems)
-    ahead, size = [], 0
-    for item in lines:
-        ahead.append(item)
-        size += len(item[1]) + 1
-        if size >= LOOKAHEAD_BYTES:
-            break
-    by_line = len(ahead) > 1 and all(line.strip() for _, line in ahead)  # no blank line: a line is a paragraph
-    chapters = sum(map(_starts_chapter, _paragraphs(ahead, by_line, cfg.max_doc_bytes))) >= 2
-    limit = max(cfg.min_doc_chars, 1)
-    ready, doc, size, k = None, [], 0, 0
-    for para in _paragraphs(itertools.chain(ahead, lines), by_line, cfg.max_doc_bytes):
-        full = size >= limit and (not chapters or _starts_chapter(para))
-        if doc and (full or size + len(para) > cfg.max_doc_bytes):
-            if ready is not None:
-                yield {"id": f"{path}:{k}", "text": _decode(ready)}
-                k += 1
-            ready, doc, size = b"\n\n".join(doc), [], 0
-        doc.append(para)
-        size += len(para) + 2
-    tail = b"\n\n".join(doc)
-    if ready is not None and size < limit and len(ready) + size <= cfg.max_doc_bytes:
-        ready, tail = ready + b"\n\n" + tail, b""  # a short last piece belongs to the document before it
-    for text in (ready, tail):
-        if text is not None and text.strip():
-            yield {"id": f"{path}:{k}", "text": _decode(text)}
-            k += 1
-
-
-def _starts_chapter(para: bytes) -> bool:
-    return is_heading(_decode(para.split(b"\n", 1)[0]))
-
-
-def _paragraphs(lines, by_line: bool, max_bytes: int) -> Iterator[bytes]:
-    """Blank-line-separated paragraphs of (n, line) items (each non-blank line, when by_line); a paragraph is cut
-    at a line once it reaches max_bytes, so none is held whole however long."""
-    para: list[bytes] = []
-    size = 0
-    for _, line in lines:
-        if line.strip() and not by_line:
-            if para and size + len(line) > max_bytes:
-                yield b"\n".join(para)
-                para, size = [], 0
-            para.append(line)
-            size += len(line) + 1
-            continue
-        if para:
-            yield b"\n".join(para)
-            para, size = [], 0
-        if by_line and line.strip():
-            yield line
-    if para:
-        yield b"\n".join(para)
+    """text_split = "chapter": chapters, or paragraphs joined to min_doc_chars (chapters.py)."""
+    docs = chapter_documents(_read_lines(f, path, cfg, problems), cfg.min_doc_chars, cfg.max_doc_bytes)
+    for k, text in enumerate(docs):
+        yield {"id": f"{path}:{k}", "text": _decode(text)}
 
 
 def _pieces(f, buf: bytes, path: str, cfg: SourceConfig, problems: list[Problem]) -> Iterator[dict]:
@@ -413,67 +351,6 @@ def _record_texts(record, path: str, where: str, cfg: SourceConfig, problems: li
         problems.append(Problem(path, "missing_field", f"{where}no string field {cfg.text_field!r} "
                                 "(choose one with --text-field)", line))
     return found
-
-
-# --------------------------------------------------------------------------------------------------
-# chat-shaped records: instruction, conversation and preference data read as text
-
-CHAT_KEYS = {"messages", "conversations", "conversation", "instruction", "prompt", "question", "chosen"}
-ROLES = {"user": "User", "human": "User", "assistant": "Assistant", "gpt": "Assistant", "bot": "Assistant",
-         "model": "Assistant", "system": "System", "tool": "Tool", "function": "Tool"}
-
-
-def _turn(m) -> str | None:
-    """"Role: content" of one message ({"role", "content"} as OpenAI, or {"from", "value"} as ShareGPT)."""
-    if isinstance(m, str):
-        return m
-    if not isinstance(m, dict):
-        return None
-    role, content = m.get("role", m.get("from")), m.get("content", m.get("value"))
-    if isinstance(content, list):  # OpenAI content parts: keep the text ones
-        content = "\n".join(p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
-    if not isinstance(role, str) or not isinstance(content, str):
-        return None
-    return f"{ROLES.get(role.lower(), role.capitalize())}: {content}"
-
-
-def _turns(value) -> list[str] | None:
-    items = value if isinstance(value, list) else [value]
-    turns = [_turn(m) for m in items]
-    return None if not turns or None in turns else turns
-
-
-def chat_text(record) -> str | None:
-    """The text of a record in a chat shape, turns as "User: ..." / "Assistant: ..." separated by blank lines, or
-    None for any other record. Shapes: messages/conversations (OpenAI, ShareGPT), instruction [+ input] + output
-    (Alpaca), prompt + completion/response, question + answer, and preference pairs (prompt +) chosen [+ rejected],
-    of which only the chosen answer is text: the rejected one is the answer not to learn."""
-    if not isinstance(record, dict):
-        return None
-    turns = None
-    for key in ("messages", "conversations", "conversation"):
-        if isinstance(record.get(key), list):
-            turns = _turns(record[key])
-            break
-    else:
-        prompt = next((record[k] for k in ("instruction", "prompt", "question") if record.get(k) is not None), None)
-        answer = next((record[k] for k in ("output", "completion", "response", "answer", "chosen")
-                       if record.get(k) is not None), None)
-        if prompt is not None and answer is not None:
-            extra = record.get("input")
-            if isinstance(prompt, str):
-                asked = [f"User: {prompt}" + (f"\n\n{extra}" if isinstance(extra, str) and extra.strip() else "")]
-            else:
-                asked = _turns(prompt)  # conversational prompt (TRL): a list of messages
-            said = [f"Assistant: {answer}"] if isinstance(answer, str) else _turns(answer)
-            turns = asked + said if asked and said else None
-        elif isinstance(record.get("chosen"), str) and "rejected" in record:
-            return record["chosen"].strip()  # a whole dialogue as one string (Anthropic HH: "\n\nHuman: ...")
-    if turns is not None and isinstance(record.get("chosen"), (dict, list)) and "conversations" in record:
-        turns += _turns(record["chosen"]) or []  # ShareGPT preference: the conversation, then the chosen answer
-    if turns is None:
-        return None
-    return "\n\n".join(t for t in turns if t.split(": ", 1)[-1].strip())  # "" when every turn is blank: removed
 
 
 def _docs(texts: list[tuple[str, str]], rid, record, where: str, cfg: SourceConfig) -> Iterator[dict]:
