@@ -178,3 +178,22 @@ def test_ray_runs_every_stage_and_writes_the_same_files_as_local(tmp_path):
                                val_fraction=cfg.val_fraction, seed=cfg.seed, progress=False, num_workers=1)
     for entry in plain["shards"]["train"]:
         assert (tmp_path / "plain" / entry["bin"]).read_bytes() == (tmp_path / "ray" / entry["bin"]).read_bytes()
+
+
+def test_tokenizer_batches_stay_full_when_train_and_val_interleave(tmp_path):
+    """A batch was cut at every change of split: at a 10% val fraction that made ~6-document batches (one task and
+    one lengths array each, so the tokenize stage ran at a third of the encoder's speed and its driver grew ~100
+    bytes per document). Each split now fills its own batch; each split keeps its document order."""
+    from scratchlm.data.shards import _batches, is_val_document, write_shards_split
+    from scratchlm.tokenizer import train_bpe_from_texts
+
+    docs = builtin_corpus(600_000)
+    pairs = [("val" if is_val_document(d, 0.1) else "train", d) for d in docs]
+    batches = list(_batches(pairs, 64))
+    assert len(batches) <= len(docs) // 64 + 2
+    for split in ("train", "val"):
+        assert [t for s, b in batches if s == split for t in b] == [d for s, d in pairs if s == split]
+    tok = train_bpe_from_texts(docs[:100], vocab_size=300)
+    a = write_shards_split(tmp_path / "a", docs, tok, progress=False, num_workers=1, batch_size=64, shard_tokens=20_000)
+    b = write_shards_split(tmp_path / "b", docs, tok, progress=False, num_workers=1, batch_size=7, shard_tokens=20_000)
+    assert a["shards"] == b["shards"] and len(a["shards"]["train"]) > 3  # same files, byte for byte (sha256)

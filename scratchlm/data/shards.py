@@ -133,21 +133,23 @@ def encode_task(tokenizer, texts: list[str], dtype_name: str) -> tuple[np.ndarra
 
 
 def _batches(items: Iterable[tuple[str, str]], batch_size: int) -> Iterator[tuple[str, list[str]]]:
-    """Group (split, text) pairs into same-split batches, in order. Empty texts are dropped."""
-    split, batch = None, []
+    """Group (split, text) pairs into same-split batches; each split keeps its order. Empty texts are dropped.
+
+    Each split fills its own batch: cutting one batch at every change of split gave ~6-document batches at a 10%
+    val fraction (a task and a lengths array per 6 documents: a third of the encoder's speed, ~100 bytes per
+    document held until the shard closed)."""
+    pending: dict[str, list[str]] = {}
     for s, text in items:
         if not text:
             continue
-        if s != split and batch:
-            yield split, batch
-            batch = []
-        split = s
+        batch = pending.setdefault(s, [])
         batch.append(text)
         if len(batch) >= batch_size:
-            yield split, batch
-            batch = []
-    if batch:
-        yield split, batch
+            yield s, batch
+            pending[s] = []
+    for s, batch in pending.items():
+        if batch:
+            yield s, batch
 
 
 def _ordered_map(fn, batches, num_workers: int, tokenizer, dtype: np.dtype, executor=None):
