@@ -145,12 +145,17 @@ def child(spec: dict) -> None:
 
         def imap(self, fn, tasks, window=None):
             t = time.perf_counter()
-            n = 0
-            for r in super().imap(fn, tasks, window):
-                n += 1
-                if n % 2000 == 0:
-                    print(f"  [{spec['label']}] tokenize      {n * 256:,} documents ...", flush=True)
-                yield r
+            docs = [0, 0]  # documents sent, documents at the last progress line
+
+            def counted():
+                for task in tasks:  # (tokenizer, texts, dtype)
+                    docs[0] += len(task[1])
+                    if docs[0] - docs[1] >= 250_000:
+                        docs[1] = docs[0]
+                        print(f"  [{spec['label']}] tokenize      {docs[0]:,} documents sent ...", flush=True)
+                    yield task
+
+            yield from super().imap(fn, counted(), window)
             self.times["tokenize"] = time.perf_counter() - t
             print(f"  [{spec['label']}] tokenize      {self.times['tokenize']:8.1f} s", flush=True)
 
