@@ -67,3 +67,13 @@ def seed_everything(seed: int) -> None:
         torch.manual_seed(seed)
     except ImportError:  # pragma: no cover
         pass
+
+
+def quiet_rank_fails(seconds: float = 5.0) -> int:
+    """Exit code 2 for a rank other than 0 that failed a check every rank fails alike (rank 0 prints the one-line
+    error). torchrun stops the other workers as soon as one exits, so a quiet rank that left at once could stop rank 0
+    before it had printed (seen in CI under load); it waits a few seconds first, being about to fail anyway."""
+    import time
+
+    time.sleep(seconds)
+    return 2

@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from scratchlm.cli.common import add_common
+from scratchlm.cli.common import add_common, quiet_rank_fails
 
 log = logging.getLogger("scratchlm")
 
@@ -278,7 +278,7 @@ def handler(args) -> int:
     except (ValueError, FileNotFoundError, FileExistsError):
         if main_rank:
             raise  # the one-line "error: ..." and exit code 2 of scratchlm.cli.main
-        return 2  # every rank failed the same check: rank 0 says it once
+        return quiet_rank_fails()  # every rank failed the same check: rank 0 says it once
     summary.pop("sample", None)
     if args.quiet <= 0 and main_rank:
         print(json.dumps(summary, indent=2))

@@ -9,7 +9,7 @@ import argparse
 import json
 from pathlib import Path
 
-from scratchlm.cli.common import add_common
+from scratchlm.cli.common import add_common, quiet_rank_fails
 
 EXAMPLES = """\
 examples:
@@ -109,7 +109,7 @@ def handler(args) -> int:
     except (ValueError, FileNotFoundError, FileExistsError):
         if main_rank:
             raise  # the one-line "error: ..." and exit code 2 of scratchlm.cli.main
-        return 2  # every rank failed the same check: rank 0 says it once
+        return quiet_rank_fails()  # every rank failed the same check: rank 0 says it once
     if main_rank:
         print_summary(summary, args.quiet)
     return 0
