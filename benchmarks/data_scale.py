@@ -12,7 +12,8 @@ printed for every size.
 
 Per size, scratchlm.data.pipeline.run_pipeline (web filters, exact + MinHash dedup, tokenize) runs in a child
 process with --workers local workers. Printed per stage: wall time and MB/s per core (the stage's input bytes /
-wall / workers); the growth of each stage's time per doubling of the input (goal <= 2.1x); and the whole run's
+wall / workers) and CPU seconds (the process tree's user + system time, which other programs on the cores do not
+inflate); the growth of each stage's wall and CPU time per doubling of the input (goal <= 2.1x); and the whole run's
 peak memory, two ways: the largest single process (getrusage: the driver and every worker) and the sum over the
 process tree (PSS from /proc every 0.5 s: shared pages counted once). The driver's peak is its VmHWM; a worker's
 is getrusage(RUSAGE_CHILDREN), which counts the pages it shares with the driver it was forked from.
@@ -133,18 +134,20 @@ def child(spec: dict) -> None:
         def __init__(self, workers):
             super().__init__(workers, progress=False)
             self.times: dict[str, float] = {}
+            self.cpu: dict[str, float] = {}
             self.t0 = time.perf_counter()
 
         def map(self, fn, tasks, desc=""):
-            t = time.perf_counter()
-            out = super().map(fn, tasks, desc)
+            t, c = time.perf_counter(), cpu_seconds()
+            out = super().map(fn, tasks, desc)  # the pool is joined here, so its workers' CPU time is counted
             self.times[desc] = self.times.get(desc, 0.0) + time.perf_counter() - t
+            self.cpu[desc] = self.cpu.get(desc, 0.0) + cpu_seconds() - c
             print(f"  [{spec['label']}] {desc:13s} {self.times[desc]:8.1f} s  ({len(tasks)} tasks; "
                   f"{time.perf_counter() - self.t0:.0f} s so far)", flush=True)
             return out
 
         def imap(self, fn, tasks, window=None):
-            t = time.perf_counter()
+            t, c = time.perf_counter(), cpu_seconds()
             docs = [0, 0]  # documents sent, documents at the last progress line
 
             def counted():
@@ -157,6 +160,7 @@ def child(spec: dict) -> None:
 
             yield from super().imap(fn, counted(), window)
             self.times["tokenize"] = time.perf_counter() - t
+            self.cpu["tokenize"] = cpu_seconds() - c
             print(f"  [{spec['label']}] tokenize      {self.times['tokenize']:8.1f} s", flush=True)
 
     ex = TimingExecutor(spec["workers"])
@@ -172,13 +176,20 @@ def child(spec: dict) -> None:
     filtered_bytes = report["bytes_in"] - sum(r["bytes"] or 0 for k, r in report["removed"].items()
                                               if k not in ("exact_duplicate", "near_duplicate"))
     Path(spec["result"]).write_text(json.dumps({
-        "times": ex.times, "wall": wall, "max_rss_mb": max(self_rss, child_rss) / 1024,
+        "times": ex.times, "cpu": ex.cpu, "wall": wall, "cpu_total": cpu_seconds(), "max_rss_mb": max(self_rss, child_rss) / 1024,
         "driver_rss_mb": self_rss / 1024, "worker_rss_mb": child_rss / 1024,
         "docs_in": report["docs_in"], "bytes_in": report["bytes_in"], "docs_filtered": filtered,
         "bytes_filtered": filtered_bytes, "docs_out": report["docs_out"], "bytes_out": report["bytes_out"],
         "exact_removed": report["dedup"]["exact_removed"], "near": report["dedup"]["near"],
         "tokens": report.get("tokens"), "preset": report.get("config", {}).get("preset"),
     }))
+
+
+def cpu_seconds() -> float:
+    """User + system CPU time of this process and its joined workers: unlike wall time, it does not grow when other
+    programs share the cores, so its growth per doubling is the one to trust on a busy machine."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 class TreeMemory(threading.Thread):
@@ -395,6 +406,13 @@ def stage_times(r: dict) -> dict:
             "write": t.get("write", 0), "tokenize": t.get("tokenize", 0), "total": r["wall"]}
 
 
+def stage_cpu(r: dict) -> dict:
+    c = r.get("cpu", {})
+    return {"filter": c.get("filter", 0), "exact": c.get("exact hashes", 0) + c.get("exact dedup", 0),
+            "minhash": c.get("minhash", 0), "lsh": c.get("lsh", 0), "clusters": c.get("clusters", 0),
+            "write": c.get("write", 0), "tokenize": c.get("tokenize", 0), "total": r.get("cpu_total", 0)}
+
+
 def stage_bytes(r: dict) -> dict:
     """Each stage's input: filter reads the raw text; dedup the filters' survivors; tokenize the clean text."""
     b = {"filter": r["bytes_in"], "tokenize": r["bytes_out"], "total": r["bytes_in"]}
@@ -446,9 +464,11 @@ def main() -> None:
         r["load_after"] = open("/proc/loadavg").read().split()[:3]
         results[gb] = r
         t, b = stage_times(r), stage_bytes(r)
-        print(f"   {'stage':10s}{'seconds':>9s}{'MB/s/core':>11s}")
+        c = stage_cpu(r)
+        print(f"   {'stage':10s}{'seconds':>9s}{'MB/s/core':>11s}{'CPU s':>9s}{'MB/CPU-s':>10s}")
         for s in [s for s, _ in STAGES] + ["total"]:
-            print(f"   {s:10s}{t[s]:9.1f}{b[s] / 1e6 / max(t[s], 1e-9) / args.workers:11.2f}")
+            print(f"   {s:10s}{t[s]:9.1f}{b[s] / 1e6 / max(t[s], 1e-9) / args.workers:11.2f}"
+                  f"{c[s]:9.1f}{b[s] / 1e6 / max(c[s], 1e-9):10.2f}")
         print(f"   filtered to {r['docs_filtered']:,} documents; exact duplicates {r['exact_removed']:,} "
               f"({r['exact_removed'] / max(r['docs_filtered'], 1):.1%}), near duplicates {r['near']['removed']:,} "
               f"({r['near']['removed'] / max(r['docs_filtered'], 1):.1%}; {r['near']['documents_in_pairs']:,} documents "
@@ -464,7 +484,12 @@ def main() -> None:
             ta, tb = stage_times(results[a]), stage_times(results[b])
             k = results[b]["bytes_in"] / results[a]["bytes_in"]
             per = {s: (tb[s] / ta[s]) ** (1 / max(1e-9, math.log2(k))) for s in ta if ta[s] > 0.5}
-            print(f"  {a:g} -> {b:g} GB ({k:.2f}x bytes): " + ", ".join(f"{s} {v:.2f}x" for s, v in per.items()))
+            print(f"  {a:g} -> {b:g} GB ({k:.2f}x bytes), wall: " + ", ".join(f"{s} {v:.2f}x" for s, v in per.items()))
+            ca, cb = stage_cpu(results[a]), stage_cpu(results[b])
+            per = {s: (cb[s] / ca[s]) ** (1 / max(1e-9, math.log2(k))) for s in ca if ca[s] > 0.5}
+            if per:
+                print(f"  {'':>{len(f'{a:g} -> {b:g} GB ({k:.2f}x bytes)')}}  CPU:  "
+                      + ", ".join(f"{s} {v:.2f}x" for s, v in per.items()))
     if peer:
         first = results[sizes[0]]
         t, b = stage_times(first), stage_bytes(first)
