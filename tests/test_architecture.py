@@ -9,7 +9,7 @@ import ast
 from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[1] / "scratchlm"
-SHARED = {"config", "runs", "device"}  # top-level infrastructure modules
+SHARED = {"config", "runs", "device", "stats"}  # top-level infrastructure modules
 
 # stage -> the stages it may import (transitively closed by hand); shared infrastructure is allowed to all but
 # tokenizer/ and model/, which import nothing of ours so they can be lifted out on their own.

@@ -36,6 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
+from scratchlm.stats import wilson_interval
+
 _WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
 
 
@@ -349,16 +351,6 @@ def distill(texts: list[str], teacher, cfg: ClassifierConfig | None = None, clea
 
 # --------------------------------------------------------------------------------------------------
 # measuring: intervals and agreement
-
-def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval for a proportion k/n (Wilson 1927): honest at small n and at 0 or 1."""
-    if n == 0:
-        return 0.0, 1.0
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z / (1 + z * z / n) * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
-
 
 def f1_interval(pred, labels, n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
     """95% percentile bootstrap interval of F1 (no closed form: it mixes precision's and recall's denominators)."""
