@@ -306,7 +306,9 @@ def test_report_card_is_rebuilt_from_the_run_folder_alone(tmp_path, tok, model):
     first = write_report(tmp_path).read_text()
     assert (tmp_path / "plots" / "loss.png").is_file()  # drawn from metrics.jsonl, as it was missing
     for needle in ("## Summary", f"{model.num_params():,}", "81,920", "## Loss curves", "plots/loss.png",
-                   "| hellaswag | acc_norm 0.4000, acc 0.3000 |", "Once upon a time", "What is 2 + 3?",
+                   "| hellaswag | acc_norm 40.0% (n=10, 95% 16.8-68.7%), acc 30.0% (n=10, 95% 10.8-60.3%) |",
+                   "| gsm8k | exact_match 50.0% (n=2, 95% 9.5-90.5%) |", "95% Wilson interval", "Once upon a time",
+                   "What is 2 + 3?",
                    "seq_len = 128", "10.0 s"):
         assert needle in first, needle
     flops = flops_per_token(model.config, 128) * 40 * 2048
@@ -321,6 +323,35 @@ def test_report_card_is_rebuilt_from_the_run_folder_alone(tmp_path, tok, model):
 def test_results_table():
     text = format_table({"hellaswag": {"task": "hellaswag", "acc": 0.25, "acc_norm": 0.3, "n": 400,
                                        "checkpoint": "runs/x/checkpoints/step_0000010"}})
-    assert "acc_norm 0.3000, acc 0.2500" in text and "step_0000010" in text and "400" in text
+    assert "acc_norm 30.0% (n=400, 95% 25.7-34.7%), acc 25.0% (n=400" in text and "step_0000010" in text
     md = format_table({"gsm8k": {"task": "gsm8k", "exact_match": 0.125, "n": 8}}, markdown=True)
-    assert md.splitlines()[2] == "| gsm8k | exact_match 0.1250 | 8 |  |"
+    assert md.splitlines()[2] == "| gsm8k | exact_match 12.5% (n=8, 95% 2.2-47.1%) | 8 |  |"
+    # a stored interval is shown as stored; a metric that is not a proportion prints as a number
+    stored = {"task": "tinyworld", "accuracy": 0.124, "n": 500, "accuracy_ci": [0.098, 0.156]}
+    assert format_table({"tinyworld": stored}).splitlines()[1].split()[1:7] == \
+        ["accuracy", "12.4%", "(n=500,", "95%", "9.8-15.6%)", "500"]
+    assert "bpb 1.2346" in format_table({"bpb": {"task": "bpb", "bpb": 1.23456, "tokens": 10}})
+
+
+def test_accuracies_are_stored_with_n_and_a_wilson_interval(tok, model):
+    from scratchlm.eval.tinyworld import evaluate_tinyworld, load_tinyworld_tasks
+    from scratchlm.stats import count_of, wilson_interval
+
+    tasks = load_tinyworld_tasks("val", n=20)
+    answers = {t["instruction"].strip(): t["output"] for t in tasks[:5]}  # the first 5 answered right
+
+    def reply(prompt):
+        return " " + answers.get(prompt.rsplit("Question: ", 1)[1].rsplit("\nAnswer:", 1)[0], "no idea")
+
+    r = evaluate_tinyworld(_ReplyEngine(tok, reply, max_seq_len=4096), tasks)
+    assert (r["n"], r["correct"], r["accuracy"]) == (20, 5, 0.25)
+    assert r["accuracy_ci"] == list(wilson_interval(5, 20))
+    for kind, k in r["by_kind"].items():
+        assert k["accuracy_ci"] == list(wilson_interval(k["correct"], k["n"])), kind
+    problems = [{"question": "What is 2 + 3?", "answer": "#### 5", "gold": "5"}] * 4
+    g = evaluate_gsm8k(_ReplyEngine(tok, lambda p: "#### 5", max_seq_len=4096), problems)
+    assert (g["n"], g["correct"], g["exact_match_ci"]) == (4, 4, list(wilson_interval(4, 4)))
+    items = [Item("Cats: The cat", ["liked milk.", "flew away.", "is a car.", "sang loudly."], 0)] * 3
+    h = evaluate_hellaswag(model, tok, items)
+    assert h["acc_ci"] == list(wilson_interval(count_of(h["acc"], 3), 3))
+    assert h["acc_norm_ci"] == list(wilson_interval(count_of(h["acc_norm"], 3), 3))

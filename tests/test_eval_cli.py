@@ -13,6 +13,7 @@ from scratchlm.cli.main import main
 from scratchlm.inference.chat_template import CHAT_TEMPLATE
 from scratchlm.model import ModelConfig, Transformer
 from scratchlm.runs import checkpoint_dir, save_model
+from scratchlm.stats import format_proportion, wilson_interval
 
 TEXT = "Once upon a time there was a little cat. The cat liked milk. Tom has 3 apples. He gives 1 to Mia. "
 
@@ -55,8 +56,9 @@ def test_eval_tasks_save_results_and_report(run, tmp_path, capsys):
     hs.write_text("Cats: The cat\n0\nliked milk.\nflew away.\nis a car.\nsang loudly.\n" * 3)
     assert main(["eval", "--run", str(run), "--task", "hellaswag", "--data", str(hs), "--limit", "2", "-q"]) == 0
     out = capsys.readouterr().out
-    assert "acc_norm" in out and "hellaswag" in out
-    assert json.loads((run / "eval" / "hellaswag.json").read_text())["n"] == 2
+    assert "acc_norm" in out and "hellaswag" in out and "(n=2, 95% " in out  # every accuracy with n and interval
+    saved = json.loads((run / "eval" / "hellaswag.json").read_text())
+    assert saved["n"] == 2 and len(saved["acc_ci"]) == 2 and len(saved["acc_norm_ci"]) == 2
 
     gsm = tmp_path / "test.jsonl"
     gsm.write_text(json.dumps({"question": "Tom has 3 apples. He gives 1 to Mia. How many?", "answer": "3-1=2\n#### 2"}) + "\n")
@@ -64,15 +66,26 @@ def test_eval_tasks_save_results_and_report(run, tmp_path, capsys):
                  "--max-new-tokens", "4", "--json"]) == 0
     g = _json(capsys)
     assert g["n"] == 1 and g["mode"] == "base" and g["exact_match"] in (0.0, 1.0)
+    assert g["exact_match_ci"] == list(wilson_interval(g["correct"], 1))
 
     assert main(["eval", "--run", str(run), "--task", "tinyworld", "--limit", "3", "--max-new-tokens", "4",
                  "--chat", "yes", "--json"]) == 0
-    assert _json(capsys)["mode"] == "chat"
+    t = _json(capsys)
+    assert t["mode"] == "chat" and t["n"] == 3 and t["accuracy_ci"] == list(wilson_interval(t["correct"], 3))
+    assert json.loads((run / "eval" / "tinyworld.json").read_text())["accuracy_ci"] == t["accuracy_ci"]
+    assert main(["eval", "--run", str(run), "--task", "tinyworld", "--limit", "3", "--max-new-tokens", "4",
+                 "--no-save", "-q"]) == 0
+    out = capsys.readouterr().out  # the table, then one line per kind of task, each with its own n
+    assert f"accuracy {format_proportion(t['correct'], 3)}" in out
+    kinds = [line for line in out.splitlines() if line.startswith("  ")]
+    assert kinds and all("% (n=" in line and ", 95% " in line for line in kinds)
 
     assert main(["eval", "--run", str(run), "--report"]) == 0
     report = (run / "report.md").read_text()
     for task in ("bpb", "gsm8k", "hellaswag", "tinyworld"):
         assert f"| {task} |" in report
+    assert f"| tinyworld | accuracy {format_proportion(t['correct'], 3)} |" in report
+    assert f"| gsm8k | exact_match {format_proportion(g['correct'], 1)} |" in report
 
 
 def test_eval_bad_input_exits_2(run, tmp_path, capsys):

@@ -174,7 +174,8 @@ def test_run_data_from_a_demo_folder(tmp_path):
     assert any("Planner" in t for t in titles["scaling"])
     plan = dict(run.panels["scaling"][0].rows)
     assert plan["parameters N"].replace(",", "").isdigit()
-    assert run.panels["eval"][0].rows == [("sft", "tinyworld", "accuracy 0.25", "40")]
+    # an accuracy carries n and its 95% interval, computed from n for a result saved without one
+    assert run.panels["eval"][0].rows == [("sft", "tinyworld", "accuracy 25.0% (n=40, 95% 14.2-40.2%)", "40")]
     assert "Once upon a time Max ran." in run.panels["inference"][0].body
 
 

@@ -198,7 +198,7 @@ TASKS = {"bpb": _bpb, "hellaswag": _hellaswag, "gsm8k": _gsm8k, "tinyworld": _ti
 
 
 def handler(args) -> int:
-    from scratchlm.eval.results import format_table, save_result
+    from scratchlm.eval.results import format_metrics, format_table, save_result
 
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be at least 1, got {args.limit}")
@@ -223,6 +223,8 @@ def handler(args) -> int:
                   f"[{result['checkpoint']}, window {result['seq_len']}, stride {result['stride']}]")
         else:
             print(format_table({task: result}))
+            for kind, r in result.get("by_kind", {}).items():  # tinyworld: each kind is its own, smaller sample
+                print(f"  {kind}: {format_metrics(task, {'task': task, **r})}")
     if args.report:
         from scratchlm.eval.report import write_report
         from scratchlm.eval.results import run_dir_of

@@ -23,6 +23,7 @@ import re
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
+from .results import proportion_fields
 from .scoring import generate_in_batches
 
 # a number as people write it: optional sign and dollar sign (either order), thousands commas, decimals
@@ -152,6 +153,7 @@ def evaluate_gsm8k(engine, problems: list[dict], chat: bool = False, shots: list
             examples.append({"question": p["question"], "reply": reply, "pred": pred, "gold": p["gold"], "correct": ok})
     n = len(problems)
     em = correct / n
-    return {"task": "gsm8k", "n": n, "exact_match": em, "exact_match_stderr": math.sqrt(em * (1 - em) / max(1, n - 1)),
+    return {"task": "gsm8k", "n": n, "correct": correct, **proportion_fields("exact_match", correct, n),
+            "exact_match_stderr": math.sqrt(em * (1 - em) / max(1, n - 1)),
             "mode": "chat" if chat else "base", "shots": len(shots), "shots_used_mean": sum(used) / n,
             "max_new_tokens": max_new_tokens, "examples": examples}

@@ -24,6 +24,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from .results import proportion_fields
 from .scoring import score_continuations, split_context_continuation
 
 
@@ -85,7 +86,8 @@ def load_hellaswag(path: str | Path, limit: int | None = None) -> list[Item]:
 
 
 def evaluate_hellaswag(model, tokenizer, items: list[Item], batch_size: int = 32, progress: bool = False) -> dict:
-    """acc and acc_norm (with binomial standard errors) of `model` on `items`; all endings scored in batches."""
+    """acc and acc_norm (with 95% Wilson intervals and binomial standard errors) of `model` on `items`; all endings
+    scored in batches."""
     requests = []
     for it in items:
         for ending in it.endings:
@@ -102,6 +104,7 @@ def evaluate_hellaswag(model, tokenizer, items: list[Item], batch_size: int = 32
         correct_norm += int(max(range(len(norm)), key=norm.__getitem__) == it.label)
     n = len(items)
     acc, acc_norm = correct / n, correct_norm / n
-    return {"task": "hellaswag", "n": n, "acc": acc, "acc_norm": acc_norm,
+    return {"task": "hellaswag", "n": n, **proportion_fields("acc", correct, n),
+            **proportion_fields("acc_norm", correct_norm, n),
             "acc_stderr": math.sqrt(acc * (1 - acc) / max(1, n - 1)),
             "acc_norm_stderr": math.sqrt(acc_norm * (1 - acc_norm) / max(1, n - 1)), "chance": 0.25}

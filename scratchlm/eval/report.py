@@ -154,7 +154,9 @@ def build_report(run_dir: str | Path) -> str:
     results = load_results(run)
     out += ["## Evaluations", ""]
     if results:
-        out += [format_table(results, markdown=True), "", "Full results: `eval/<task>.json`.", ""]
+        out += [format_table(results, markdown=True), "",
+                "Accuracies are shares of n items with their 95% Wilson interval: two that overlap are within noise. "
+                "Full results: `eval/<task>.json`.", ""]
     else:
         out += ["None yet: run `scratchlm eval --run " + str(run) + " --task hellaswag` (or bpb, gsm8k, tinyworld).", ""]
 

@@ -2,6 +2,10 @@
 
 Every task returns a flat dict of numbers plus a few descriptive fields; `save_result` writes it (with the
 checkpoint it came from) into the run folder, so the report card can be rebuilt from files alone.
+
+An accuracy is a proportion of n items, so it never prints alone: "accuracy 12.4% (n=500, 95% 9.8-15.6%)", with
+the Wilson interval each task stores as `<metric>_ci` (scratchlm/stats.py); results saved before tasks stored one
+get it computed from n.
 """
 
 from __future__ import annotations
@@ -10,10 +14,18 @@ import json
 from pathlib import Path
 
 from scratchlm.runs import atomic_write_json
+from scratchlm.stats import count_of, format_proportion, wilson_interval
 
 # The number each task is judged by, first; the table shows these columns when present.
 HEADLINE = {"bpb": ("bpb", "perplexity", "loss"), "hellaswag": ("acc_norm", "acc"), "gsm8k": ("exact_match",),
             "tinyworld": ("accuracy",)}
+# Metrics that are a share of the task's n items: printed with n and a 95% interval.
+PROPORTIONS = {"accuracy", "acc", "acc_norm", "exact_match"}
+
+
+def proportion_fields(key: str, correct: int, n: int) -> dict:
+    """{key: correct / n, key_ci: [lo, hi]}: how a task stores an accuracy, with its 95% Wilson interval."""
+    return {key: correct / n if n else 0.0, f"{key}_ci": list(wilson_interval(correct, n))}
 
 
 def run_dir_of(run_or_ckpt: str | Path) -> Path:
@@ -71,11 +83,25 @@ def headline(task: str, result: dict) -> list[tuple[str, object]]:
     return [(k, result[k]) for k in keys if k in result]
 
 
+def format_metric(key: str, value, result: dict) -> str:
+    """"accuracy 12.4% (n=500, 95% 9.8-15.6%)" for a proportion of the result's n items, else "bpb 1.2345"."""
+    n = result.get("n")
+    if key in PROPORTIONS and isinstance(n, int) and n > 0 and isinstance(value, (int, float)):
+        ci = result.get(f"{key}_ci")
+        return f"{key} {format_proportion(count_of(value, n), n, tuple(ci) if ci else None)}"
+    return f"{key} {_fmt(value)}"
+
+
+def format_metrics(task: str, result: dict) -> str:
+    """The task's headline metrics on one line ("-" when it has none)."""
+    return ", ".join(format_metric(k, v, result) for k, v in headline(task, result)) or "-"
+
+
 def format_table(results: dict[str, dict], markdown: bool = False) -> str:
     """One row per task: task | metrics | n | checkpoint. Plain text for the terminal, or Markdown."""
     rows = [("task", "metrics", "n", "checkpoint")]
     for task, r in results.items():
-        metrics = ", ".join(f"{k} {_fmt(v)}" for k, v in headline(task, r)) or "-"
+        metrics = format_metrics(task, r)
         n = r.get("n", r.get("tokens", ""))
         ckpt = Path(str(r.get("checkpoint", ""))).name
         rows.append((task, metrics, _fmt(n) if n != "" else "", ckpt))

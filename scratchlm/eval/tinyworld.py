@@ -18,6 +18,7 @@ import itertools
 import math
 from collections import defaultdict
 
+from .results import proportion_fields
 from .scoring import generate_in_batches
 
 
@@ -70,8 +71,10 @@ def evaluate_tinyworld(engine, tasks: list[dict], chat: bool = False, max_new_to
         total[t["kind"]] += 1
         if len(examples) < n_examples:
             examples.append({"question": t["instruction"], "reply": reply.strip(), "answer": t["answer"], "correct": ok})
-    n = len(tasks)
-    acc = sum(right.values()) / n
-    return {"task": "tinyworld", "n": n, "accuracy": acc, "accuracy_stderr": math.sqrt(acc * (1 - acc) / max(1, n - 1)),
-            "by_kind": {k: {"n": total[k], "accuracy": right[k] / total[k]} for k in sorted(total)},
+    n, correct = len(tasks), sum(right.values())
+    acc = correct / n
+    return {"task": "tinyworld", "n": n, "correct": correct, **proportion_fields("accuracy", correct, n),
+            "accuracy_stderr": math.sqrt(acc * (1 - acc) / max(1, n - 1)),
+            "by_kind": {k: {"n": total[k], "correct": right[k], **proportion_fields("accuracy", right[k], total[k])}
+                        for k in sorted(total)},
             "mode": "chat" if chat else "base", "examples": examples}

@@ -257,12 +257,12 @@ def demo_generate_panels(demo: dict) -> list[Panel]:
 
 
 def eval_panels(results: dict[str, dict[str, dict]]) -> list[Panel]:
-    from scratchlm.eval.results import headline
+    from scratchlm.eval.results import format_metrics
 
     rows = []
     for part, tasks in results.items():
         for task, r in tasks.items():
-            metrics = ", ".join(f"{k} {_short(v)}" for k, v in headline(task, r)) or "-"
+            metrics = format_metrics(task, r)  # accuracies with n and their 95% interval
             rows.append((part, task, metrics, _short(r.get("n", r.get("tokens", "")))))
     return [Panel("table", "Evaluation results (RUN/eval/*.json)", header=("run", "task", "metrics", "n"),
                   rows=rows)] if rows else []
