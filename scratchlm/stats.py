@@ -42,7 +42,7 @@ def wilson_interval(k: int, n: int, z: float = Z95) -> tuple[float, float]:
 
 def count_of(rate: float, n: int) -> int:
     """How many of n items a stored rate stands for (results keep the rate; the interval needs the count)."""
-    return int(round(float(rate) * n))
+    return round(float(rate) * n)
 
 
 def difference_interval(k1: int, n1: int, k2: int, n2: int, z: float = Z95) -> tuple[float, float]:

@@ -271,6 +271,27 @@ def test_tinyworld_tasks_graded_like_the_rl_reward(tok):
     assert r["accuracy"] == 0.0 and r["mode"] == "chat"
 
 
+def test_tinyworld_eval_holds_500_distinct_held_out_tasks(monkeypatch):
+    import itertools
+
+    from scratchlm.data.tinyworld import iter_tasks, tasks as tasks_module
+    from scratchlm.eval.tinyworld import load_tinyworld_tasks
+
+    tasks = load_tinyworld_tasks("val", n=500, seed=0)
+    prompts = {(t["instruction"], t["input"]) for t in tasks}
+    assert len(tasks) == 500 and len(prompts) == 500  # the raw stream repeats: ~375 distinct in its first 500
+    assert {t["split"] for t in tasks} == {"val"} and {t["kind"] for t in tasks} == {"arithmetic", "fact", "story_qa"}
+    train = {(t["instruction"], t["input"]) for t in itertools.islice(iter_tasks("train", 0), 20_000)}
+    assert not prompts & train  # held out: no prompt of the eval is a training task
+    assert load_tinyworld_tasks("val", n=500, seed=0) == tasks  # the same tasks for the same seed
+    assert load_tinyworld_tasks("val", n=100, seed=0) == tasks[:100]  # a smaller eval is a prefix of a larger one
+
+    one = next(iter_tasks("val", 0))
+    monkeypatch.setattr(tasks_module, "iter_tasks", lambda split, seed: itertools.repeat(one))
+    with pytest.raises(ValueError, match="distinct prompts"):
+        load_tinyworld_tasks("val", n=3)
+
+
 # ----------------------------------------------------------------------------- results and report card
 
 def _fake_run(root: Path, tok, model) -> Path:

@@ -26,8 +26,8 @@ def test_wilson_interval_refuses_an_impossible_count():
 
 
 def test_toxicity_uses_the_shared_wilson_interval():
-    from scratchlm.data import toxicity
     from scratchlm import stats
+    from scratchlm.data import toxicity
 
     assert toxicity.wilson_interval is stats.wilson_interval  # one definition, imported, not a copy
 

@@ -155,8 +155,8 @@ def build_report(run_dir: str | Path) -> str:
     out += ["## Evaluations", ""]
     if results:
         out += [format_table(results, markdown=True), "",
-                "Accuracies are shares of n items with their 95% Wilson interval: two that overlap are within noise. "
-                "Full results: `eval/<task>.json`.", ""]
+                ("Accuracies are shares of n items with their 95% Wilson interval: two that overlap are within "
+                 "noise. Full results: `eval/<task>.json`."), ""]
     else:
         out += ["None yet: run `scratchlm eval --run " + str(run) + " --task hellaswag` (or bpb, gsm8k, tinyworld).", ""]
 

@@ -3,9 +3,9 @@
     tasks = load_tinyworld_tasks("val", n=200)
     result = evaluate_tinyworld(engine, tasks, chat=True)   # {"accuracy": ..., "by_kind": {...}, ...}
 
-The tasks come from scratchlm.data.tinyworld.iter_tasks (deterministic for a split and seed; the val split
-uses only held-out stories, sums and questions, so a model cannot have memorised them), and a reply is graded
-by the same check_answer that gives RL its reward. That makes this the eval that moves first on a tiny model:
+The tasks come from scratchlm.data.tinyworld.distinct_tasks (deterministic for a split and seed; the val split
+uses only held-out stories, sums and questions, so a model cannot have memorised them; no prompt comes twice, so
+n tasks are n measurements), and a reply is graded by the same check_answer that gives RL its reward. That makes this the eval that moves first on a tiny model:
 the demo reports it, and RL can watch it rise.
 
 A chat model gets the task as a user turn (the Alpaca layout used in SFT: instruction, then the story); a base
@@ -14,7 +14,6 @@ model gets "story\\n\\nQuestion: ...\\nAnswer:" and its first line is taken as t
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections import defaultdict
 
@@ -23,11 +22,12 @@ from .scoring import generate_in_batches
 
 
 def load_tinyworld_tasks(split: str = "val", n: int = 200, seed: int = 0) -> list[dict]:
-    from scratchlm.data.tinyworld import iter_tasks
+    """n different tasks (no prompt twice) of a split, the same ones for the same seed."""
+    from scratchlm.data.tinyworld import distinct_tasks
 
     if split not in ("train", "val"):
         raise ValueError(f"TinyWorld split must be train or val, got {split!r}")
-    return list(itertools.islice(iter_tasks(split, seed), n))
+    return distinct_tasks(split, n, seed)
 
 
 def task_prompt(tokenizer, task: dict, chat: bool) -> list[int]:

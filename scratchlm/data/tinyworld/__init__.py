@@ -11,7 +11,8 @@ Pure Python: no torch.
 """
 
 from scratchlm.data.tinyworld.corpus import VERSION, iter_documents, iter_records, parse_size, synthesize
-from scratchlm.data.tinyworld.tasks import check_answer, iter_instructions, iter_preferences, iter_tasks
+from scratchlm.data.tinyworld.tasks import (check_answer, distinct_tasks, iter_instructions, iter_preferences,
+                                            iter_tasks)
 
 __all__ = ["VERSION", "iter_documents", "iter_records", "parse_size", "synthesize", "check_answer",
-           "iter_instructions", "iter_preferences", "iter_tasks"]
+           "distinct_tasks", "iter_instructions", "iter_preferences", "iter_tasks"]

@@ -271,3 +271,28 @@ def iter_tasks(split: str = "train", seed: int = 0) -> Iterator[dict]:
             rec = {"kind": "story_qa", "instruction": q, "input": s.text, "question": q, "answer": a, "output": sent}
         yield {"id": f"tinyworld-{split}-{i:06d}", **rec, "split": split}
         i += 1
+
+
+def distinct_tasks(split: str = "val", n: int = 500, seed: int = 0) -> list[dict]:
+    """The first n tasks of iter_tasks(split, seed) whose prompt (instruction and input) has not come before.
+
+    An accuracy over n tasks is only worth n if the tasks differ: a repeated prompt gets the same greedy reply and
+    counts twice. The stream repeats, because val holds only 49 fact questions and 44 reserved sums: 500 draws
+    give ~375 distinct prompts. Here every task is new. The fact questions run out first, so past ~200 tasks facts
+    are fewer than the stream's quarter (49 of 500), and the arithmetic prompts are 44 sums, each worded several
+    ways: an eval's per-kind counts say how many of each it holds.
+    """
+    seen: set[tuple[str, str]] = set()
+    out: list[dict] = []
+    limit = 20 * n + 1000  # the stream never runs dry (stories are plentiful); this only bounds a broken one
+    for i, t in enumerate(iter_tasks(split, seed)):
+        if len(out) == n:
+            break
+        if i >= limit:
+            raise ValueError(f"TinyWorld's {split} tasks gave only {len(out)} distinct prompts in {limit} draws; "
+                             f"ask for fewer than {n}")
+        key = (t["instruction"], t["input"])
+        if key not in seen:
+            seen.add(key)
+            out.append(t)
+    return out
