@@ -19,7 +19,17 @@ examples:
   scratchlm generate --run runs/pretrain --prompts-file prompts.txt --json > out.jsonl
   scratchlm generate --run runs/pretrain --draft runs/draft --temperature 0 --prompt "Lily" --stats
   scratchlm generate --run runs/sft --chat --prompt "What is the capital of France?"
+  scratchlm generate --run runs/sft_tools --chat --tools calculator --prompt "What is 12 times 7?"
 """
+
+
+def add_tool_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("tools")
+    g.add_argument("--tools", action="append", default=[], metavar="NAME",
+                   help="offer a built-in tool to the model and run its calls (repeatable; built in: calculator). "
+                        "Models learn to call it from tool conversations in SFT (docs/tools.md)")
+    g.add_argument("--max-tool-calls", type=int, default=4, metavar="N",
+                   help="rounds of tool calls per answer before the model must answer in words (default: 4)")
 
 
 def add_sampling_flags(p: argparse.ArgumentParser, temperature: float = 0.8, top_p: float = 0.95,
@@ -72,6 +82,7 @@ def register(subparsers) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object per prompt instead of plain text")
     p.add_argument("--stats", action="store_true", help="print tokens/s (and speculative acceptance) to stderr")
     add_sampling_flags(p)
+    add_tool_flags(p)
     g = p.add_argument_group("speculative decoding")
     g.add_argument("--draft", type=Path, metavar="RUN", help="a small draft model's run (same tokenizer)")
     g.add_argument("--prompt-lookup", action="store_true", help="draft by copying n-grams from the context")
@@ -107,9 +118,20 @@ def handler(args: argparse.Namespace) -> int:
         raise ValueError("use either --draft or --prompt-lookup, not both")
     if args.batch_size < 1 or args.gamma < 1:
         raise ValueError(f"--batch-size and --gamma must be >= 1, got {args.batch_size} and {args.gamma}")
+    if args.tools and not args.chat:
+        raise ValueError("--tools needs --chat: tools are offered and called in the chat template")
+    if args.tools and (args.draft is not None or args.prompt_lookup):
+        raise ValueError("--tools runs plain decoding; drop --draft / --prompt-lookup")
+    if args.max_tool_calls < 0:
+        raise ValueError(f"--max-tool-calls must be >= 0, got {args.max_tool_calls}")
+    from scratchlm.inference.tools import builtin_tools
+
+    tools = builtin_tools(args.tools)
     params = sampling_from_args(args)
     engine = load_engine_from_args(args)
     prompts = [args.prompt] if args.prompt is not None else read_prompts(args.prompts_file)
+    if tools:
+        return generate_with_tools(args, engine, prompts, params, tools)
 
     def encode(text: str) -> list[int]:
         if args.chat:
@@ -183,4 +205,39 @@ def handler(args: argparse.Namespace) -> int:
             lines.append(f"plain decoding: {base:.2f} s -> speedup {base / max(seconds, 1e-9):.2f}x"
                          + (f", identical output: {same}" if params.greedy else ""))
         print("\n".join(lines), file=sys.stderr)
+    return 0
+
+
+def generate_with_tools(args: argparse.Namespace, engine, prompts: list[str], params, tools) -> int:
+    """--chat --tools: each prompt is a user turn; the model's calls run and it goes on until it answers."""
+    import time
+
+    from scratchlm.inference.tools import chat_with_tools_batch, final_answer
+
+    def show_call(name: str, arguments: dict, result: str) -> None:
+        if stream:
+            args_text = ", ".join(f"{k}={v!r}" for k, v in arguments.items())
+            sys.stdout.write(f"[{name}({args_text}) -> {result}]\n")
+
+    def show(text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    stream = len(prompts) == 1 and not args.json
+    t0 = time.perf_counter()
+    convs = [[{"role": "user", "content": p}] for p in prompts]
+    results = chat_with_tools_batch(engine, convs, params, tools, args.max_tool_calls, max(1, args.batch_size),
+                                    on_text=show if stream else None, on_tool=show_call)
+    seconds = time.perf_counter() - t0
+    if stream:
+        sys.stdout.write("\n")
+    for prompt, new in zip(prompts, results):
+        if args.json:
+            calls = sum(len(m.get("tool_calls", [])) for m in new)
+            print(json.dumps({"prompt": prompt, "completion": final_answer(new), "tool_calls": calls,
+                              "messages": new}, ensure_ascii=False))
+        elif not stream:
+            print(f"{final_answer(new)}\n")
+    if args.stats:
+        print(f"{len(prompts)} prompt(s) with tools in {seconds:.2f} s", file=sys.stderr)
     return 0

@@ -9,7 +9,9 @@ Files, one concept each:
     detokenizer.py    UTF-8-safe streaming text and stop-string hold-back
     engine.py         batched prefill + decode against the model's static KV cache
     speculative.py    draft-model and prompt-lookup speculative decoding
-    chat_template.py  the ChatML-like template (text, ids, Jinja for Hugging Face)
+    chat_template.py  the ChatML-like template (text, ids, Jinja for Hugging Face), tool calls and results
+    tools.py          the loop that runs a model's tool calls; the built-in tools
+    calculator.py     the calculator tool: arithmetic parsed by hand, never eval
     quant.py          weight-only int8
     loading.py        model + tokenizer from a run folder
     batcher.py        one model thread serving queued requests in batches

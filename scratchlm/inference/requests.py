@@ -1,8 +1,8 @@
 """What a request to the OpenAI-compatible server may say, checked field by field before any work is done.
 
 Every field is checked for type, finiteness and range, with a 400 naming it (APIError); fields this server does
-not implement are refused by name rather than ignored, since a client must never believe that its `tools` or
-`logit_bias` took effect. server.py turns APIError into OpenAI's error JSON.
+not implement are refused by name rather than ignored, since a client must never believe that its
+`response_format` or `logit_bias` took effect. server.py turns APIError into OpenAI's error JSON.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ OFF_VALUES = {  # OpenAI features we do not implement, accepted only with the va
     "function_call": ["none", "auto"], "response_format": [{"type": "text"}], "best_of": [1], "modalities": [["text"]],
 }
 WHY_UNSUPPORTED = {
-    "tools": "function calling is not implemented", "tool_choice": "function calling is not implemented",
-    "functions": "function calling is not implemented", "function_call": "function calling is not implemented",
+    "tools": "tools are offered on /v1/chat/completions", "tool_choice": "tools are offered on /v1/chat/completions",
+    "functions": "the deprecated form; send 'tools'", "function_call": "the deprecated form; send 'tool_choice'",
     "response_format": 'only {"type": "text"}: there is no JSON mode or structured output',
     "logit_bias": "logits are not biased", "best_of": "use n and pick yourself",
 }
@@ -36,7 +36,7 @@ SAMPLING_FIELDS = {"model", "n", "stream", "stream_options", "temperature", "top
                    "repetition_penalty", "frequency_penalty", "presence_penalty", "stop", "seed", "ignore_eos",
                    "max_tokens", "logprobs"}
 COMPLETION_FIELDS = SAMPLING_FIELDS | {"prompt", "echo", "suffix"}
-CHAT_FIELDS = SAMPLING_FIELDS | {"messages", "max_completion_tokens", "top_logprobs"}
+CHAT_FIELDS = SAMPLING_FIELDS | {"messages", "max_completion_tokens", "top_logprobs", "tools", "tool_choice"}
 
 
 class APIError(Exception):
@@ -149,3 +149,24 @@ def check_context(n_prompt: int, max_tokens: int, context: int) -> None:
                             f"{n_prompt + max_tokens} tokens ({n_prompt} in the prompt, {max_tokens} for the "
                             "completion). Please reduce the prompt or max_tokens.",
                        param="max_tokens" if n_prompt < context else "prompt", code="context_length_exceeded")
+
+
+def tool_settings(body: dict) -> tuple[list[dict] | None, bool]:
+    """(the tools to offer the model, or None; whether it may make several calls at once) from `tools`,
+    `tool_choice` and `parallel_tool_calls`. "required" and a named function would need decoding constrained to
+    a call, which this server does not do: they are refused rather than treated as "auto"."""
+    from .chat_template import validate_tools
+
+    tools = body.get("tools")
+    if tools is not None:
+        try:
+            validate_tools(tools)
+        except ValueError as e:
+            raise APIError(400, str(e), param="tools") from None
+    choice = body.get("tool_choice")
+    if choice is not None and choice not in ("auto", "none"):
+        raise APIError(400, f"'tool_choice' {json.dumps(choice)[:80]} is not supported by this server (a forced "
+                            "call needs constrained decoding); use 'auto' or 'none'", param="tool_choice",
+                       code="unsupported_parameter")
+    parallel = get_field(body, "parallel_tool_calls", bool, True)
+    return (tools or None) if choice != "none" else None, parallel

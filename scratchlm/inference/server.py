@@ -14,8 +14,14 @@ Errors are OpenAI-shaped, `{"error": {"message", "type", "param", "code"}}`, wit
 404 unknown model or route, 408 body not received within the read timeout, 413 body too large, 500 a bug (the
 server stays up either way).
 
+Tools follow OpenAI's protocol: a chat request with `tools` offers them to the model (in the system turn, see
+chat_template.py); a reply that is a well-formed call of an offered tool comes back as `tool_calls` with
+finish_reason "tool_calls" (streamed as tool_calls deltas), the client runs its function and sends the result as a
+`role: "tool"` message in its next request. The server itself runs nothing. `tool_choice` "auto" and "none" are
+honoured; "required" and a named function are refused (they need decoding constrained to a call).
+
 Input is refused rather than guessed at: NaN, Infinity and numbers that overflow to them, JSON nested too deeply,
-content parts that are not text, and every parameter this server does not implement (`tools`, `logit_bias`,
+content parts that are not text, and every parameter this server does not implement (`logit_bias`,
 `response_format` other than text, ...): a client must never believe a setting worked when it was ignored. Fields
 that cannot change the output (`user`, `metadata`, ...) are accepted. A client that is slow to send its request
 (head or body) is cut off after `read_timeout` seconds, so idle connections cannot pile up. The field-by-field
@@ -42,12 +48,13 @@ from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .batcher import BatchWorker
-from .chat_template import chat_stop_token_ids, encode_chat, validate_messages
+from .chat_template import chat_stop_token_ids, encode_chat, parse_tool_calls, validate_messages
 from .detokenizer import token_bytes_fn
 from .engine import Engine, Sequence, TokenEvent
 from .requests import (CHAT_FIELDS, COMPLETION_FIELDS, MAX_LOGPROBS, MAX_SEQUENCES, APIError, check_context,
-                       check_fields, get_field, include_usage, parse_prompts, sampling_params)
+                       check_fields, get_field, include_usage, parse_prompts, sampling_params, tool_settings)
 from .sampling import SamplingParams
+from .tools import ToolCallStream, new_call_id
 
 log = logging.getLogger("scratchlm")
 
@@ -235,10 +242,12 @@ def create_app(engine: Engine, model_id: str = "scratchlm", api_key: str | None 
         body = await read_body(request)
         check_fields(body, CHAT_FIELDS)
         try:
-            messages = validate_messages(body.get("messages"))
+            messages = validate_messages(body.get("messages"), require_ids=True)
         except ValueError as e:
             raise APIError(400, str(e), param="messages") from None
-        ids = encode_chat(tok, messages)
+        tools, parallel = tool_settings(body)
+        tool_names = {t["function"]["name"] for t in tools or []}
+        ids = encode_chat(tok, messages, tools=tools)
         room = engine.max_seq_len - len(ids)
         max_tokens = get_field(body, "max_completion_tokens", int, None, 1, engine.max_seq_len)
         max_tokens = get_field(body, "max_tokens", int, max_tokens, 1, engine.max_seq_len)
@@ -261,18 +270,41 @@ def create_app(engine: Engine, model_id: str = "scratchlm", api_key: str | None 
                 return None
             return {"content": [_chat_token_lp(tok, e) for e in evs if e.token_id >= 0]}
 
+        def tool_calls(s: Sequence) -> tuple[str, list[dict]] | None:
+            """(content, OpenAI tool_calls) if this reply calls offered tools, else None: it is text."""
+            parsed = parse_tool_calls(s.text) if tools and s.finish_reason == "stop" else None
+            if parsed is None or not all(c["name"] in tool_names for c in parsed[1]):
+                return None
+            calls = parsed[1] if parallel else parsed[1][:1]
+            return parsed[0], [{"id": new_call_id(), "type": "function",
+                                "function": {"name": c["name"], "arguments": json.dumps(c["arguments"],
+                                                                                       ensure_ascii=False)}}
+                               for c in calls]
+
         if stream:
             async def events() -> AsyncIterator[str]:
                 head = {"id": rid, "object": "chat.completion.chunk", "created": ts, "model": model_id}
+                held = [ToolCallStream() for _ in range(n)] if tools else None  # a call is sent whole, at the end
                 for i in range(n):
                     yield _sse({**head, "choices": [{"index": i, "delta": {"role": "assistant", "content": ""},
                                                      "logprobs": None, "finish_reason": None}]})
                 async for i, evs, finish in _generate(worker, seqs, max_tokens):
                     text = "".join(e.text for e in evs)
+                    if held is not None:
+                        text = held[i].push(text)
                     if text or want_lp:
                         yield _sse({**head, "choices": [{"index": i, "delta": {"content": text},
                                                          "logprobs": chat_lp(evs), "finish_reason": None}]})
                     if finish is not None:
+                        calls = tool_calls(seqs[i]) if held is not None else None
+                        if calls is not None:
+                            deltas = [{"index": k, **c} for k, c in enumerate(calls[1])]
+                            yield _sse({**head, "choices": [{"index": i, "delta": {"tool_calls": deltas},
+                                                             "logprobs": None, "finish_reason": None}]})
+                            finish = "tool_calls"
+                        elif held is not None and (rest := held[i].flush()):
+                            yield _sse({**head, "choices": [{"index": i, "delta": {"content": rest},
+                                                             "logprobs": None, "finish_reason": None}]})
                         yield _sse({**head, "choices": [{"index": i, "delta": {}, "logprobs": None,
                                                          "finish_reason": _finish(finish)}]})
                 if with_usage:
@@ -285,8 +317,12 @@ def create_app(engine: Engine, model_id: str = "scratchlm", api_key: str | None 
         choices = []
         for i, s in enumerate(seqs):
             evs = [TokenEvent(t, "", lp, top) for t, lp, top in zip(s.token_ids, s.token_logprobs, s.top_logprobs)]
-            choices.append({"index": i, "message": {"role": "assistant", "content": s.text},
-                            "logprobs": chat_lp(evs), "finish_reason": _finish(s.finish_reason)})
+            message, finish = {"role": "assistant", "content": s.text}, _finish(s.finish_reason)
+            calls = tool_calls(s)
+            if calls is not None:
+                message = {"role": "assistant", "content": calls[0] or None, "tool_calls": calls[1]}
+                finish = "tool_calls"
+            choices.append({"index": i, "message": message, "logprobs": chat_lp(evs), "finish_reason": finish})
         return {"id": rid, "object": "chat.completion", "created": ts, "model": model_id, "choices": choices,
                 "usage": _usage(seqs, len(ids))}
 

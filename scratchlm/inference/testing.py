@@ -71,3 +71,46 @@ class MarkovLM(nn.Module):
         if last_only:
             idx = idx[:, -1:]
         return self.table[idx]  # (B, T, V)
+
+
+class ScriptedLM(nn.Module):
+    """A model that writes a scripted reply: `reply(prompt_text) -> str`, then <|im_end|> (with ByteTokenizer).
+
+    It sees each row's whole prompt at prefill (kept per row, since decode steps feed one token) and puts all
+    probability on the next character of the reply, so greedy and sampled decoding both give exactly the reply.
+    The engine, the KV cache bookkeeping, the batcher and the server around it are the real ones: this stands in
+    only for a trained model's judgement, where a test needs a model that reliably does one thing (e.g. call a
+    tool) that a tiny trained model does only sometimes."""
+
+    def __init__(self, tokenizer: ByteTokenizer, reply, max_seq_len: int = 1024):
+        super().__init__()
+        self.tok, self.reply = tokenizer, reply
+        self.end_id = tokenizer.special_tokens["<|im_end|>"]
+        self.anchor = nn.Parameter(torch.zeros(1), requires_grad=False)  # the engine reads the device from it
+        self.config = SimpleNamespace(vocab_size=tokenizer.vocab_size, max_seq_len=max_seq_len, n_layers=1,
+                                      n_kv_heads=1, head_dim=1)
+        self._rows: list[tuple[list[int], list[int]]] = []  # per row: (prompt ids, reply ids)
+        self._fed: list[int] = []  # tokens fed to each row since its prompt
+
+    def _script(self, prompt: list[int]) -> list[int]:
+        text = self.tok.decode(prompt)
+        return list(self.reply(text).encode("utf-8")) + [self.end_id]
+
+    def forward(self, idx: torch.Tensor, positions: torch.Tensor | None = None, cache=None,
+                valid: torch.Tensor | None = None, last_only: bool = False) -> torch.Tensor:
+        B, T = idx.shape
+        if cache is None or cache.length == 0:  # a prefill: remember each row's prompt and its reply
+            rows = [[int(t) for t, ok in zip(idx[b], valid[b] if valid is not None else [True] * T) if ok]
+                    for b in range(B)]
+            self._rows = [(r, self._script(r)) for r in rows]
+            self._fed = [0] * B
+        else:
+            self._fed = [k + T for k in self._fed]
+        if cache is not None:
+            cache.begin(T, positions, valid)
+            cache.commit()
+        logits = torch.full((B, 1 if last_only else T, self.config.vocab_size), -30.0)
+        for b, (_, reply) in enumerate(self._rows):
+            k = self._fed[b]
+            logits[b, -1, reply[min(k, len(reply) - 1)]] = 30.0
+        return logits

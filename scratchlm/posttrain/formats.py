@@ -3,6 +3,8 @@
 SFT, JSON (a list) or JSONL (one object per line), each record in one of:
     Alpaca:    {"instruction": ..., "input": "" or context, "output": ..., ["system": ...]}
     OpenAI:    {"messages": [{"role": "user", "content": ...}, {"role": "assistant", "content": ...}, ...]}
+               with tools: {"tools": [...], "messages": [..., {"role": "assistant", "tool_calls": [...]},
+               {"role": "tool", "content": ...}, ...]} (OpenAI's shapes; docs/tools.md)
     ShareGPT:  {"conversations": [{"from": "human", "value": ...}, {"from": "gpt", "value": ...}, ...]}
 Preferences:
     Alpaca-with-preference: {"instruction", "input", "chosen", "rejected"}        (LLMs-from-scratch ch07)
@@ -19,7 +21,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from scratchlm.inference.chat_template import alpaca_prompt
+from scratchlm.inference.chat_template import alpaca_prompt, validate_messages, with_tools
 
 log = logging.getLogger("scratchlm")
 
@@ -85,7 +87,12 @@ def _sharegpt(turns: list, where: str) -> list[dict]:
 
 def to_messages(rec: dict, where: str = "record") -> list[dict]:
     """Any supported SFT record -> OpenAI messages (ending with an assistant turn)."""
-    if "messages" in rec:
+    if "messages" in rec and _uses_tools(rec):  # kept whole: tool calls, results and the offered tools
+        try:
+            msgs = with_tools(validate_messages(rec["messages"]), rec.get("tools"))
+        except ValueError as e:
+            raise ValueError(f"{where}: {e}") from None
+    elif "messages" in rec:
         msgs = _sharegpt(rec["messages"], where)
     elif "conversations" in rec:
         msgs = _sharegpt(rec["conversations"], where)
@@ -97,6 +104,12 @@ def to_messages(rec: dict, where: str = "record") -> list[dict]:
     if not any(m["role"] == "assistant" for m in msgs):
         raise ValueError(f"{where}: no assistant turn to learn from")
     return msgs
+
+
+def _uses_tools(rec: dict) -> bool:
+    msgs = rec["messages"] if isinstance(rec["messages"], list) else []
+    return bool(rec.get("tools")) or any(isinstance(m, dict) and (m.get("tool_calls") or m.get("role") == "tool")
+                                         for m in msgs)
 
 
 def load_sft(path: str | Path) -> list[list[dict]]:

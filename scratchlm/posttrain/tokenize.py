@@ -6,7 +6,8 @@ A conversation becomes the ids of the one chat template (scratchlm/inference/cha
                                                                        ^^^^^^^^^^^^ trained
 Only the assistant's reply and its closing <|im_end|> are targets (SFT "completion-only" loss, the TRL default):
 the model learns to answer and to stop, not to predict the user's question. Every other target is -100, which
-cross_entropy ignores. `assistant_only=False` trains on every token instead.
+cross_entropy ignores. `assistant_only=False` trains on every token instead. A tool call is an assistant reply
+(trained); a tool's result is not (the model must learn to read it, not to predict it).
 
 The reply is encoded on its own, after "<|im_start|>" + encode("assistant\\n"): exactly the ids a chat prompt
 ends with at inference time (encode_chat(..., add_generation_prompt=True)), so training sees the boundary the
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
-from scratchlm.inference.chat_template import chat_special_ids, validate_messages
+from scratchlm.inference.chat_template import chat_special_ids, turn_text, validate_messages
 
 IGNORE = -100  # F.cross_entropy's default ignore_index
 
@@ -52,11 +53,11 @@ def encode_chat_with_mask(tokenizer, messages: list[dict], assistant_only: bool 
     for m in validate_messages(messages):
         if m["role"] == "assistant":
             head = [start] + tokenizer.encode("assistant\n")
-            body = tokenizer.encode(m["content"]) + [end]
+            body = tokenizer.encode(turn_text(m)) + [end]  # a tool call is a reply to learn too
             ids += head + body + nl
             target += [not assistant_only] * len(head) + [True] * len(body) + [not assistant_only] * len(nl)
         else:
-            seg = [start] + tokenizer.encode(f"{m['role']}\n{m['content']}") + [end] + nl
+            seg = [start] + tokenizer.encode(f"{m['role']}\n{turn_text(m)}") + [end] + nl  # tool results: context
             ids += seg
             target += [not assistant_only] * len(seg)
     if add_generation_prompt:
