@@ -161,7 +161,12 @@ def test_ray_runs_every_stage_and_writes_the_same_files_as_local(tmp_path):
     cfg = PipelineConfig(shard_docs=80)
     local = run_pipeline([str(tmp_path / "in")], tmp_path / "local", cfg, str(tmp_path / "tok"),
                          LocalExecutor(2, progress=False), progress=False)
+    import signal
+
+    before = signal.getsignal(signal.SIGTERM)
     ray_ex = RayExecutor(workers=2, progress=False)
+    # ray.init installs a SIGTERM handler that calls sys.exit; the executor gives this process its own back
+    assert signal.getsignal(signal.SIGTERM) is before
     try:
         rep = run_pipeline([str(tmp_path / "in")], tmp_path / "ray", cfg, str(tmp_path / "tok"), ray_ex, progress=False)
     finally:

@@ -23,6 +23,8 @@ from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from typing import Callable, Iterable, Iterator, Sequence
 
+from scratchlm.tokenizer.base import default_signals
+
 
 def default_workers() -> int:
     return max(1, min(8, os.cpu_count() or 1))
@@ -59,7 +61,7 @@ class LocalExecutor:
                     out.append(fn(*t))
                     bar and bar.update(1)
                 return out
-            with ProcessPoolExecutor(min(self.workers, len(tasks)), mp_context=_fork()) as pool:
+            with ProcessPoolExecutor(min(self.workers, len(tasks)), mp_context=_fork(), initializer=default_signals) as pool:
                 futures = [pool.submit(fn, *t) for t in tasks]
                 for f in futures:
                     f.result()
@@ -74,7 +76,7 @@ class LocalExecutor:
             for t in tasks:
                 yield fn(*t)
             return
-        with ProcessPoolExecutor(self.workers, mp_context=_fork()) as pool:
+        with ProcessPoolExecutor(self.workers, mp_context=_fork(), initializer=default_signals) as pool:
             pending: deque = deque()
             for t in tasks:
                 pending.append(pool.submit(fn, *t))
@@ -105,7 +107,13 @@ class RayExecutor:
                       "include_dashboard": False}
             if address is None:
                 kwargs["num_cpus"] = workers or default_workers()
+            import signal
+            import threading
+
+            previous = signal.getsignal(signal.SIGTERM)
             ray.init(**kwargs)
+            if previous is not None and threading.current_thread() is threading.main_thread():  # ray.init puts its own SIGTERM handler (sys.exit) on this process and never
+                signal.signal(signal.SIGTERM, previous)  # takes it off: a stop-on-signal run and forks inherit it
             self._started = True
         # the tokenizer's window: as many batches in flight as the cluster has CPUs, twice over
         self.workers = max(1, int(ray.cluster_resources().get("CPU", workers or default_workers())))

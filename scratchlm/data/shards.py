@@ -51,6 +51,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from scratchlm.runs import atomic_write, atomic_write_json
+from scratchlm.tokenizer.base import default_signals
 
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)  # 1: one train.bin / val.bin per split
@@ -86,6 +87,7 @@ def _load(tokenizer):
 
 def _init_worker(tokenizer) -> None:
     global _WORKER_TOKENIZER
+    default_signals()  # a fork keeps the parent's signal handlers (see tokenizer.base.default_signals)
     _WORKER_TOKENIZER = _load(tokenizer)
 
 

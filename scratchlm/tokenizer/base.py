@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -71,7 +72,8 @@ class Tokenizer:
 
         ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
         chunksize = max(1, len(texts) // (num_workers * 8))
-        with ctx.Pool(num_workers, initializer=_set_worker_tokenizer, initargs=(self, allowed_special)) as pool:
+        pool = ctx.Pool(num_workers, initializer=_set_worker_tokenizer, initargs=(self, allowed_special))
+        with finishing(pool):
             return pool.map(_worker_encode, texts, chunksize=chunksize)
 
     def __len__(self) -> int:
@@ -83,7 +85,34 @@ _WORKER: tuple | None = None
 
 def _set_worker_tokenizer(tok: Tokenizer, allowed_special) -> None:
     global _WORKER
+    default_signals()
     _WORKER = (tok, allowed_special)
+
+
+@contextlib.contextmanager
+def finishing(pool):
+    """Run a multiprocessing pool's work, then let its workers leave on their own (close + join): `with Pool()`
+    would stop them with SIGTERM, which a worker may not obey (see default_signals). On an error, terminate."""
+    try:
+        yield pool
+    except BaseException:
+        pool.terminate()
+        raise
+    else:
+        pool.close()
+    finally:
+        pool.join()
+
+
+def default_signals() -> None:
+    """For a forked pool worker: SIGTERM and SIGINT do what they do by default again. A fork inherits the parent's
+    Python handlers (a training run's stop-on-signal, Ray's, a server's); one that catches SIGTERM and returns makes
+    Pool.terminate(), which every `with Pool()` calls on exit, wait forever for a worker that will not stop (seen in
+    CI: the suite hung in encode_batch after a test had left such a handler installed)."""
+    import signal
+
+    for s in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(s, signal.SIG_DFL)
 
 
 def _worker_encode(text: str) -> list[int]:

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import regex
 
+from .base import default_signals, finishing
 from .pretokenize import SPECIAL_TOKENS, special_splitter
 
 TEXT_SUFFIXES = {".txt", ".text", ".md", ".rst"}
@@ -192,6 +193,11 @@ def _init_worker(pattern: str, corpus) -> None:
     _CORPUS = corpus
 
 
+def _init_pool_worker(pattern: str, corpus) -> None:
+    default_signals()  # a fork keeps the parent's signal handlers: see base.default_signals
+    _init_worker(pattern, corpus)
+
+
 def _count_task(task) -> tuple[Counter, dict, int]:
     counts: Counter = Counter()
     report = new_report()
@@ -244,7 +250,8 @@ def count_words(inputs, pattern: str, num_workers: int | None = None, progress: 
 
         # fork starts workers in milliseconds; spawn (macOS/Windows default) re-imports us and pickles the corpus
         ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
-        with ctx.Pool(num_workers, initializer=_init_worker, initargs=(pattern, corpus)) as pool:
+        pool = ctx.Pool(num_workers, initializer=_init_pool_worker, initargs=(pattern, corpus))
+        with finishing(pool):
             for result in pool.imap_unordered(_count_task, tasks):
                 add(result)
     if bar is not None:
