@@ -12,6 +12,7 @@ import pytest
 from scratchlm.cli.main import main
 from scratchlm.plan.sizing import (LADDER, count_params, ladder_config, nearest_shape, parse_count, parse_duration,
                                    size_for_budget)
+from scratchlm.train.recipe import learning_rate
 
 
 def _cli(*args) -> int:
@@ -88,6 +89,12 @@ def test_dry_run_shows_what_is_read_and_the_sized_model(shards, capsys):
     _, cfg = _dry_run(capsys, "--data", data, "--tokens", "300k", "--set", "model.d_model=128",
                       "--set", "train.lr=1e-3")
     assert cfg["model"]["d_model"] == 128 and cfg["train"]["lr"] == 1e-3
+    # ... and the plan printed says so: the model trained, with the planner's choice beside it, its learning rate
+    out, cfg = _dry_run(capsys, "--data", data, "--tokens", "300k", "--set", "model.d_model=128",
+                        "--set", "model.n_heads=4")
+    line = next(x for x in out.splitlines() if x.startswith("# model:"))
+    assert "d_model 128" in line and "as --set" in line and f"d_model {expected.d_model}," in line, line
+    assert cfg["train"]["lr"] == learning_rate(128)
 
 
 def _train_tokens(data: Path) -> int:

@@ -81,6 +81,7 @@ class AutoSize:
     tokens_per_sec: float  # measured at the chosen shape (time budgets only)
     data_tokens: int
     batch_tokens: int
+    final: ModelConfig | None = None  # the model trained: the planner's, unless --set model.* changed it
 
     @property
     def expected_steps(self) -> int:
@@ -96,6 +97,11 @@ class AutoSize:
                  f"{m.n_heads} heads), sized by {why}",
                  f"tokens: {s.tokens / 1e6:.1f}M ({s.epochs:.2f} epochs of the data), {s.flops:.3g} FLOPs (6ND)",
                  f"steps: about {self.expected_steps:,} of {self.batch_tokens:,} tokens"]
+        f = self.final
+        if f is not None and (f.d_model, f.n_layers, f.n_heads) != (m.d_model, m.n_layers, m.n_heads):
+            lines[0] = (f"model: {count_params(f) / 1e6:.2f}M parameters (d_model {f.d_model}, {f.n_layers} layers, "
+                        f"{f.n_heads} heads) as --set; the planner's choice was {s.params / 1e6:.2f}M (d_model "
+                        f"{m.d_model}, {m.n_layers} layers, {m.n_heads} heads), sized by {why}")
         if self.tokens_per_sec:
             lines.append(f"speed: {self.tokens_per_sec:,.0f} tokens/s measured at this size on this machine")
         return "\n".join(lines)
@@ -150,4 +156,10 @@ def auto_config(data: dict, vocab_size: int, data_tokens: int, seconds: float | 
                        "n_kv_heads": model.n_kv_heads, "max_seq_len": seq_len},
              "train": {"lr": learning_rate(model.d_model), "warmup_steps": min(500, max(10, steps // 50)),
                        "ckpt_every": max(50, steps // 10), **budget}}
-    return resolved(device, sized), AutoSize(sizing, tps, data_tokens, batch_tokens)
+    cfg = resolved(device, sized)
+    shape = lambda m: (m.d_model, m.n_layers, m.n_heads)  # noqa: E731
+    if shape(cfg.model) != shape(model):  # a --set model.* wins over the planner: its learning rate follows too
+        if not any(o.strip().startswith("train.lr=") for o in overrides or []):
+            sized["train"]["lr"] = learning_rate(cfg.model.d_model)
+            cfg = resolved(device, sized)
+    return cfg, AutoSize(sizing, tps, data_tokens, batch_tokens, cfg.model)
