@@ -227,6 +227,22 @@ class _ReplyEngine:
         return [SimpleNamespace(text=self.reply(self.tokenizer.decode(p))) for p in prompts]
 
 
+def test_generation_batches_prompts_of_similar_length_and_keeps_the_callers_order():
+    from scratchlm.eval.scoring import generate_in_batches
+
+    batches = []
+
+    class Recorder:
+        def generate(self, prompts, params):
+            batches.append([len(p) for p in prompts])
+            return [SimpleNamespace(text=f"{len(p)} ids") for p in prompts]
+
+    prompts = [[1] * k for k in (5, 1, 4, 2, 3)]
+    # a batch shares one padded context: a long prompt beside short ones would cut their replies short
+    assert generate_in_batches(Recorder(), prompts, None, batch_size=2) == ["5 ids", "1 ids", "4 ids", "2 ids", "3 ids"]
+    assert batches == [[1, 2], [3, 4], [5]]
+
+
 def test_gsm8k_grading_and_few_shot_prompts(tok):
     problems = [{"question": "What is 2 + 3?", "answer": "2 + 3 = 5\n#### 5", "gold": "5"},
                 {"question": "What is 10 - 4?", "answer": "#### 6", "gold": "6"}]
