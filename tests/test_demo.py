@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+from scratchlm.stats import format_proportion
+
 
 def test_demo_quick_end_to_end(tmp_path):
     out = tmp_path / "demo"
@@ -24,6 +26,22 @@ def test_demo_quick_end_to_end(tmp_path):
         assert (out / run / "DONE").exists(), run
     assert (out / "tokenizer" / "tokenizer.json").exists() and (out / "pretrain" / "report.md").exists()
     assert "<html" in (out / "guide.html").read_text()[:500].lower()
+    # every task accuracy carries n and its 95% interval; each stage is compared with the one before it
+    table = report["steps"]["eval"]["table"]
+    for run in ("pretrain", "sft", "dpo", "rl"):
+        r, saved = table[run], json.loads((out / run / "eval" / "tinyworld.json").read_text())
+        assert r["tasks_n"] == saved["n"] == 8 and r["task_accuracy_ci"] == [round(x, 4) for x in saved["accuracy_ci"]]
+        line = f"{format_proportion(r['tasks_correct'], 8)}"
+        assert proc.stdout.count(line) >= 2, (run, line)  # in the eval step and in the final summary
+        assert f"accuracy {line}" in (out / run / "report.md").read_text()
+    comparisons = report["steps"]["eval"]["comparisons"]
+    assert [(c["from"], c["to"]) for c in comparisons] == [("pretrain", "sft"), ("sft", "dpo"), ("dpo", "rl")]
+    for c in comparisons:
+        a, b = table[c["from"]]["task_accuracy_ci"], table[c["to"]]["task_accuracy_ci"]
+        assert c["within_noise"] == (a[0] <= b[1] and b[0] <= a[1])
+        assert f"{c['from']} -> {c['to']}: {c['text']}" in proc.stdout
+        assert ("within noise" in c["text"]) == c["within_noise"]
+    assert "TinyWorld tasks (the same 8 held-out tasks for every model; 95% Wilson intervals)" in proc.stdout
     # a finished demo is not overwritten by accident
     again = subprocess.run([sys.executable, "-m", "scratchlm", "demo", "--quick", "--out", str(out)],
                            capture_output=True, text=True, timeout=120)

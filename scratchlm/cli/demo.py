@@ -66,13 +66,15 @@ class DemoSizes:
     rl_time: float = 120.0
     rl_group: int = 8
     eval_tasks: int = 100
+    held_out_tasks: int = 500    # distinct held-out TinyWorld tasks each model is scored on in the eval step: 95%
+                                 # intervals of about +-3 points at 12%, so a change of ~7 points is more than noise
 
 
 QUICK = DemoSizes(corpus="400KB", vocab_size=512, target_preset="llama-tiny", target_overrides=(),
                   target_time=12.0, draft_preset="llama-tiny",
                   draft_overrides=(("n_layers", 1), ("d_model", 32), ("n_heads", 2), ("n_kv_heads", 1)),
                   draft_time=4.0, seq_len=128, micro_batch=8, sample_tokens=32, spec_tokens=32,
-                  sft_time=5.0, dpo_time=4.0, rl_time=5.0, rl_group=4, eval_tasks=8)
+                  sft_time=5.0, dpo_time=4.0, rl_time=5.0, rl_group=4, eval_tasks=8, held_out_tasks=8)
 
 
 def register(subparsers) -> None:
@@ -248,10 +250,12 @@ def run(args) -> int:
     from scratchlm.eval.report import write_report
     from scratchlm.eval.results import save_result
     from scratchlm.eval.tinyworld import evaluate_tinyworld, load_tinyworld_tasks
+    from scratchlm.stats import format_proportion
 
-    with Step(report, "eval", "bits per byte on held-out text, TinyWorld task accuracy") as info:
+    with Step(report, "eval", f"bits per byte on held-out text, TinyWorld task accuracy on {sizes.held_out_tasks} "
+                              "held-out tasks") as info:
         val_text = "\n\n".join(val_docs)[: 20_000 if args.quick else 100_000]
-        tasks = load_tinyworld_tasks("val", sizes.eval_tasks, seed)
+        tasks = load_tinyworld_tasks("val", sizes.held_out_tasks, seed)
         table = {}
         for name in ("pretrain", "sft", "dpo", "rl"):
             model, _ = load_model(runs_out[name], device="cpu", dtype="float32")
@@ -262,9 +266,17 @@ def run(args) -> int:
             save_result(runs_out[name], "bpb", bpb)
             save_result(runs_out[name], "tinyworld", tw)
             write_report(runs_out[name])
-            table[name] = {"bpb": round(bpb["bpb"], 4), "task_accuracy": round(tw["accuracy"], 3)}
-            print(f"   {name:<9} bits/byte {bpb['bpb']:.3f}   TinyWorld tasks {tw['accuracy']:.1%}")
+            table[name] = {"bpb": round(bpb["bpb"], 4), "task_accuracy": round(tw["accuracy"], 4),
+                           "tasks_n": tw["n"], "tasks_correct": tw["correct"],
+                           "task_accuracy_ci": [round(x, 4) for x in tw["accuracy_ci"]]}
+            accuracy = format_proportion(tw["correct"], tw["n"])
+            line = f"   {name:<9} bits/byte {bpb['bpb']:.3f}   TinyWorld tasks {accuracy}"
+            if len(table) > 1:
+                c = _stage_comparisons(table)[-1]
+                line += f"   vs {c['from']}: {c['text']}"
+            print(line, flush=True)
         info["table"] = table
+        info["comparisons"] = _stage_comparisons(table)
 
     # 8. generation: samples, then speculative decoding against plain greedy ------------------------------------
 
@@ -318,6 +330,31 @@ def _fmt(v) -> str:
     return str(v)
 
 
+def _stage_comparisons(table: dict) -> list[dict]:
+    """Each stage's task accuracy against the stage before it (same tasks): the change and its 95% interval, or
+    "within noise" when the two accuracies' intervals overlap (scratchlm/stats.py)."""
+    from scratchlm.stats import compare_proportions
+
+    names = list(table)
+    out = []
+    for a, b in zip(names, names[1:]):
+        ta, tb = table[a], table[b]
+        c = compare_proportions(ta["tasks_correct"], ta["tasks_n"], tb["tasks_correct"], tb["tasks_n"])
+        out.append({"from": a, "to": b, "diff": round(c["diff"], 4), "diff_ci": [round(x, 4) for x in c["diff_ci"]],
+                    "within_noise": c["within_noise"], "text": c["text"]})
+    return out
+
+
+def _task_accuracy_lines(table: dict) -> list[str]:
+    """The summary's TinyWorld block: each model's accuracy with n and its interval, and each step of the chain."""
+    from scratchlm.stats import format_proportion
+
+    w = max(len(k) for k in table)
+    lines = [f"  {k:<{w}}  {format_proportion(v['tasks_correct'], v['tasks_n'])}" for k, v in table.items()]
+    lines += [f"  {c['from']} -> {c['to']}: {c['text']}" for c in _stage_comparisons(table)]
+    return lines
+
+
 def _print_summary(report: dict, out: Path) -> None:
     steps = report["steps"]
     print("\n" + "=" * 72)
@@ -346,7 +383,8 @@ def _print_summary(report: dict, out: Path) -> None:
                     pairs[k[:-7]] = (v, info[k[:-7] + "_after"])
             detail = ", ".join(f"{k} {_fmt(a)} -> {_fmt(b)}" for k, (a, b) in pairs.items())
         elif name == "eval":
-            detail = "; ".join(f"{k}: {v['bpb']:.3f} bpb, {v['task_accuracy']:.0%} tasks" for k, v in info["table"].items())
+            detail = "bits/byte " + ", ".join(f"{k} {v['bpb']:.3f}" for k, v in info["table"].items())
+            detail += "; TinyWorld task accuracy below"
         elif name == "guide":
             detail = info["html"]
         elif name == "generate":
@@ -357,6 +395,11 @@ def _print_summary(report: dict, out: Path) -> None:
     w = max(len(r[0]) for r in rows)
     for name, secs, detail in rows:
         print(f"  {name:<{w}}  {secs:>8}  {detail}")
+    table = steps.get("eval", {}).get("table")
+    if table:
+        n = next(iter(table.values()))["tasks_n"]
+        print(f"\nTinyWorld tasks (the same {n} held-out tasks for every model; 95% Wilson intervals):")
+        print("\n".join(_task_accuracy_lines(table)))
     print(f"\nartifacts in {out}/: " + ", ".join(sorted(p.name for p in out.iterdir() if not p.name.startswith("."))))
     print(f"report: {out / 'report.json'}")
     print(f"guide:  {out / 'guide.html'} (open it in a browser)")
