@@ -254,6 +254,10 @@ def test_tool_ids_are_required_where_asked():
     no_ids[2] = {**no_ids[2], "tool_calls": [{k: v for k, v in no_ids[2]["tool_calls"][0].items() if k != "id"}]}
     no_ids[3] = {k: v for k, v in no_ids[3].items() if k != "tool_call_id"}
     assert validate_messages(no_ids)[3]["tool_call_id"] is None  # SFT data may leave ids out
+    two = {**no_ids[2], "tool_calls": no_ids[2]["tool_calls"] * 2}  # results then answer the calls in order
+    assert len(validate_messages(no_ids[:2] + [two, no_ids[3], no_ids[3]])) == 5
+    with pytest.raises(ValueError, match="answers more tool calls"):
+        validate_messages(no_ids[:2] + [two] + [no_ids[3]] * 3)
     with pytest.raises(ValueError, match="id must be a string"):
         validate_messages(no_ids, require_ids=True)  # the server: OpenAI's rule
 

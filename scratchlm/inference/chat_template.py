@@ -162,7 +162,7 @@ def _validate_calls(calls: Any, where: str, require_ids: bool) -> list[dict]:
         if not isinstance(f, dict) or c.get("type", "function") != "function":
             raise ValueError(f"{w} must be {{'id': ..., 'type': 'function', 'function': {{'name', 'arguments'}}}}")
         cid = c.get("id")
-        if (cid is None and require_ids) or (cid is not None and not isinstance(cid, str)) or cid in ids:
+        if (cid is None and require_ids) or (cid is not None and (not isinstance(cid, str) or cid in ids)):
             raise ValueError(f"{w}.id must be a string unique within the message")
         ids.add(cid)
         name, args = f.get("name"), f.get("arguments", {})
