@@ -242,6 +242,8 @@ def run(args) -> int:
             info["run"] = str(out / name)
 
     # 7. evaluation: the same held-out measurements for every model of the chain --------------------------------
+    import torch
+
     from scratchlm.inference.engine import Engine
     from scratchlm.inference.loading import load_model, load_tokenizer_for
     from scratchlm.inference.sampling import SamplingParams
@@ -261,8 +263,16 @@ def run(args) -> int:
             model, _ = load_model(runs_out[name], device="cpu", dtype="float32")
             tok = load_tokenizer_for(runs_out[name])
             bpb = bits_per_byte(model, tok, val_text, seq_len=sizes.seq_len)
-            tw = evaluate_tinyworld(Engine(model, tok), tasks, chat=name != "pretrain",
-                                    max_new_tokens=24 if args.quick else 32)
+            # Decoding a model this small is thousands of tiny matmuls: on two threads each one waits at a
+            # barrier, and while another program holds the second core it waits for that core (500 tasks on the
+            # demo's model: 19 s on one thread, 297 s on two beside other jobs). Generation runs on one thread.
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                tw = evaluate_tinyworld(Engine(model, tok), tasks, chat=name != "pretrain",
+                                        max_new_tokens=24 if args.quick else 32)
+            finally:
+                torch.set_num_threads(threads)
             save_result(runs_out[name], "bpb", bpb)
             save_result(runs_out[name], "tinyworld", tw)
             write_report(runs_out[name])
