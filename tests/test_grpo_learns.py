@@ -1,0 +1,131 @@
+"""GRPO learns: on a task whose answer the base model samples sometimes but never says greedily, the RL stage
+(`run_grpo`, the same code as `scratchlm rl`) takes held-out greedy accuracy from below 20% to above 80%.
+
+The task: "Ravi has 5 hats. How many hats does Ravi have?" -> "5". The base is a tiny model (2 layers, 64 wide)
+trained in the fixture to read the number, then given a habit: it puts 60% of its probability on "7" and ~30% on
+the right number. Greedy, it says 7 (right only on the 1 prompt in 9 whose answer is 7); sampled, a group of 8
+replies holds the right number most of the time. That is what RL meets in a real model (pass@8 well above
+pass@1), at a size that trains in seconds. Held-out prompts are (name, number, item) combinations that GRPO never
+samples. Seeds 0, 1 and 2 all reach 100% in 40 steps (docs/LOG.md).
+
+It fails when the policy gradient's sign is flipped (12% -> 12%), when the advantages are zero (12% -> 12%) or
+paired with the wrong replies (12% -> 36%). Advantages divided by the group's std but not centred still pass: that
+is REINFORCE without a baseline, a valid if noisier estimator; test_posttrain.py checks the normalisation by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+NAMES = ("Mia", "Leo", "Ava", "Sam", "Zoe", "Max", "Ivy", "Kai", "Lily", "Noah", "Emma", "Jake", "Rosa", "Luke",
+         "Ravi", "Ben")
+ITEMS = ("apples", "shells", "balls", "stones", "books", "cups", "hats", "kites")
+RIGHT, SEVEN = 0.3, 0.6  # the base's probability of the right number and of "7" (the rest: spread)
+
+
+def question(name: str, n: int, item: str) -> str:
+    return f"{name} has {n} {item}. How many {item} does {name} have?"
+
+
+def split_prompts(seed: int = 0) -> tuple[list[tuple], list[tuple]]:
+    combos = [(name, n, item) for name in NAMES for n in range(1, 10) for item in ITEMS]
+    random.Random(seed).shuffle(combos)
+    return combos[200:], combos[:200]  # train, held-out
+
+
+def write_tasks(path: Path, combos: list[tuple]) -> None:
+    with open(path, "w") as f:
+        for c in combos:
+            f.write(json.dumps({"instruction": question(*c), "answer": str(c[1])}) + "\n")
+
+
+def build_base(root: Path, seed: int = 0) -> Path:
+    """A run folder (tokenizer with the chat template + a checkpoint) holding the base model with the habit.
+
+    Two phases of supervised training: 180 steps on right replies teach it to read the number (copying appears
+    only after ~150 steps), then 60 steps on soft labels (RIGHT, SEVEN, the rest spread) give it the habit. Replies
+    sampled with those shares left the right number 3-14% instead of ~30% after as many steps (tried)."""
+    from scratchlm.inference.chat_template import CHAT_TEMPLATE, chat_special_ids, encode_chat
+    from scratchlm.model import ModelConfig, Transformer
+    from scratchlm.posttrain.loop import masked_nll
+    from scratchlm.posttrain.tokenize import IGNORE, example_from_ids, pad_batch
+    from scratchlm.runs import checkpoint_dir, save_model
+    from scratchlm.tokenizer import train_bpe_from_texts
+
+    train_set, _ = split_prompts(seed)
+    tok = train_bpe_from_texts([question(*c) for c in train_set], vocab_size=300)
+    tok.save(root / "tokenizer", chat_template=CHAT_TEMPLATE)
+    im_end = chat_special_ids(tok)[2]
+    prompt_ids = {c: encode_chat(tok, [{"role": "user", "content": question(*c)}], add_generation_prompt=True)
+                  for c in train_set}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a shared machine's second thread costs more than it gives (docs/LOG.md)
+    torch.manual_seed(seed)
+    model = Transformer(ModelConfig.from_preset("llama-tiny", vocab_size=tok.vocab_size, max_seq_len=64, n_layers=2))
+    digit_ids = torch.tensor([tok.encode(str(n))[0] for n in range(1, 10)])
+    rng = random.Random(seed)
+
+    def train(steps: int, lr: float, habit: bool) -> None:
+        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)  # fresh moments for each phase
+        for _ in range(steps):
+            rows = [rng.choice(train_set) for _ in range(32)]
+            batch = pad_batch([example_from_ids(prompt_ids[c], tok.encode(str(c[1])) + [im_end], 64) for c in rows],
+                              tok.pad_id)
+            logits = model(batch.x)  # (B, T, V)
+            if not habit:
+                loss = masked_nll(logits, batch.y) / batch.n_targets
+            else:
+                # soft labels at the number: the expected gradient of sampled replies, without their noise
+                at = (batch.y != IGNORE).int().argmax(1)  # (B,) the position that predicts the number
+                logp = torch.log_softmax(logits[torch.arange(len(rows)), at].float(), -1)[:, digit_ids]  # (B, 9)
+                target = torch.full((len(rows), 9), (1 - RIGHT - SEVEN) / 9)
+                target[torch.arange(len(rows)), torch.tensor([c[1] - 1 for c in rows])] += RIGHT
+                target[:, 7 - 1] += SEVEN
+                y = batch.y.clone()
+                y[torch.arange(len(rows)), at] = IGNORE  # the reply still closes after the number
+                loss = -(target * logp).sum(1).mean() + masked_nll(logits, y) / len(rows)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+    train(180, 3e-3, habit=False)  # reads the number: the copy appears after ~150 steps
+    train(60, 1e-3, habit=True)    # the habit: 7
+    torch.set_num_threads(threads)
+    save_model(checkpoint_dir(root, 1), model.eval(), model.config.to_dict())
+    return root
+
+
+def grpo_config(root: Path, overrides: tuple[str, ...] = ()):
+    from scratchlm.posttrain import GRPOConfig, load_stage_config
+
+    return load_stage_config(GRPOConfig, None, [
+        f"base={root / 'base'}", f"data={root / 'tasks.jsonl'}", "task=tinyworld",
+        "grpo.prompts_per_step=4", "grpo.group_size=8", "grpo.max_new_tokens=4", "grpo.eval_tasks=200",
+        "train.max_steps=40", "train.lr=1e-3", "grpo.kl_coef=0",
+        "train.num_threads=1", "train.device=cpu", "train.progress=false", "train.tensorboard=false", *overrides])
+
+
+@pytest.fixture(scope="module")
+def rl_run(tmp_path_factory) -> tuple[Path, dict]:
+    """The base built, then GRPO on the training prompts: (run folder, summary)."""
+    from scratchlm.posttrain import run_grpo
+
+    root = tmp_path_factory.mktemp("grpo_learns")
+    (root / "base").mkdir()
+    build_base(root / "base")
+    train, val = split_prompts()
+    write_tasks(root / "tasks.jsonl", train)
+    write_tasks(root / "tasks_val.jsonl", val)  # the *_val twin: GRPO's held-out set
+    summary = run_grpo(grpo_config(root), root / "rl")
+    return root / "rl", summary
+
+
+def test_grpo_raises_heldout_accuracy_from_below_20_to_above_80_percent(rl_run):
+    _, summary = rl_run
+    assert summary["val_accuracy_before"] < 0.20, summary
+    assert summary["val_accuracy_after"] > 0.80, summary
