@@ -76,24 +76,30 @@ def evaluate(engine, tasks: list[dict], tools: dict, max_new_tokens: int) -> dic
     params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0)
     convs = [alpaca_prompt(t) for t in tasks]
     results = chat_with_tools_batch(engine, convs, params, tools, max_rounds=2, batch_size=32)
-    right = called = exact_call = errors = 0
+    right = called = exact_call = copied = errors = 0
+    by_kind: dict[str, list[int]] = {}
     examples = []
     for t, new in zip(tasks, results):
         reply = final_answer(new)
         ok = check_answer(reply, t["answer"], t["question"])
         right += ok
+        by_kind.setdefault(t["kind"], [0, 0])[0] += ok
+        by_kind[t["kind"]][1] += 1
         calls = [c["function"]["arguments"] for m in new for c in m.get("tool_calls", [])]
+        results_ = [m["content"] for m in new if m["role"] == "tool"]
         called += bool(calls)
-        errors += any(m["role"] == "tool" and m["content"].startswith("error:") for m in new)
+        errors += any(r.startswith("error:") for r in results_)
         if calls:
             try:
                 exact_call += calculate(str(calls[0].get("expression"))) == t["answer"]
             except CalculatorError:
                 pass
+            # did the answer repeat what the tool said (right or wrong)? separates reading the problem from copying
+            copied += bool(results_) and check_answer(reply, results_[-1])
         if len(examples) < 4:
             examples.append({"question": t["instruction"][:120], "turns": new, "answer": t["answer"], "correct": ok})
     return {"n": len(tasks), "right": right, "called": called, "call_gives_answer": exact_call,
-            "tool_errors": errors, "examples": examples}
+            "answer_repeats_result": copied, "tool_errors": errors, "by_kind": by_kind, "examples": examples}
 
 
 def main() -> int:
@@ -141,8 +147,10 @@ def main() -> int:
         rows[label] = evaluate(engine, tasks, tools, args.max_new_tokens)
         r = rows[label]
         print(f"{label:38s} {format_proportion(r['right'], r['n'])}   calls {r['called']}/{r['n']}, "
-              f"call = answer {r['call_gives_answer']}, tool errors {r['tool_errors']}  ({time.time() - t0:.0f} s)",
-              flush=True)
+              f"call = answer {r['call_gives_answer']}, answer repeats result {r['answer_repeats_result']}, "
+              f"tool errors {r['tool_errors']}  ({time.time() - t0:.0f} s)", flush=True)
+        for kind, (k, n) in sorted(r["by_kind"].items()):
+            print(f"    {kind:12s} {format_proportion(k, n)}")
     keys = list(rows)
     for a, b in ((0, 1), (2, 1), (0, 2), (4, 3)):
         ra, rb = rows[keys[a]], rows[keys[b]]
