@@ -46,3 +46,22 @@ def test_demo_quick_end_to_end(tmp_path):
     again = subprocess.run([sys.executable, "-m", "scratchlm", "demo", "--quick", "--out", str(out)],
                            capture_output=True, text=True, timeout=120)
     assert again.returncode == 2 and "--overwrite" in again.stderr
+
+
+def test_demo_data_keeps_tinyworld_sums(tmp_path):
+    """The RL stage's tasks are half sums, so the demo's pretraining text must keep TinyWorld's arithmetic
+    documents: the books preset alone removed 76% of them (issue 19); the demo's limits keep them all but a few."""
+    from itertools import islice
+
+    from scratchlm.cli.demo import demo_data_config
+    from scratchlm.data.pipeline import iter_clean_texts, run_pipeline
+    from scratchlm.data.tinyworld.corpus import iter_records
+
+    docs = list(islice(iter_records("train", 0), 1500))
+    (tmp_path / "train.txt").write_text("\n\n".join(d.text for d in docs) + "\n")
+    report = run_pipeline([str(tmp_path / "train.txt")], tmp_path / "data", demo_data_config(), progress=False)
+    kept = set(iter_clean_texts(report["clean_files"]))
+    sums = [d.text for d in docs if d.kind == "arithmetic"]
+    assert len(sums) >= 100
+    assert sum(t in kept for t in sums) >= 0.95 * len(sums)
+    assert len(kept) >= 0.97 * len(docs)

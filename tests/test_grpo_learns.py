@@ -111,21 +111,91 @@ def grpo_config(root: Path, overrides: tuple[str, ...] = ()):
 
 
 @pytest.fixture(scope="module")
-def rl_run(tmp_path_factory) -> tuple[Path, dict]:
-    """The base built, then GRPO on the training prompts: (run folder, summary)."""
-    from scratchlm.posttrain import run_grpo
-
+def toy(tmp_path_factory) -> Path:
+    """The base built and the tasks written: root/base, root/tasks.jsonl, root/tasks_val.jsonl."""
     root = tmp_path_factory.mktemp("grpo_learns")
     (root / "base").mkdir()
     build_base(root / "base")
     train, val = split_prompts()
     write_tasks(root / "tasks.jsonl", train)
     write_tasks(root / "tasks_val.jsonl", val)  # the *_val twin: GRPO's held-out set
-    summary = run_grpo(grpo_config(root), root / "rl")
-    return root / "rl", summary
+    return root
+
+
+@pytest.fixture(scope="module")
+def rl_run(toy) -> tuple[Path, dict]:
+    """GRPO on the training prompts: (run folder, summary)."""
+    from scratchlm.posttrain import run_grpo
+
+    summary = run_grpo(grpo_config(toy, ("train.eval_every=10",)), toy / "rl")
+    return toy / "rl", summary
 
 
 def test_grpo_raises_heldout_accuracy_from_below_20_to_above_80_percent(rl_run):
     _, summary = rl_run
     assert summary["val_accuracy_before"] < 0.20, summary
     assert summary["val_accuracy_after"] > 0.80, summary
+
+
+def test_rl_logs_reward_clip_kl_and_heldout_accuracy_with_its_n(rl_run):
+    from scratchlm.runs import read_jsonl
+
+    run, summary = rl_run
+    rows = read_jsonl(run / "metrics.jsonl")
+    train = [r for r in rows if "reward" in r]
+    assert [r["step"] for r in train] == list(range(1, 41))
+    for r in train:  # kl is tracked although kl_coef is 0 (grpo.track_kl)
+        assert {"reward", "reward_std", "reward_zero_std", "clip_frac", "kl", "accuracy"} <= set(r), r
+    val = [r for r in rows if "val_accuracy" in r]
+    assert [r["step"] for r in val] == [0, 10, 20, 30, 40]  # the base, every eval_every steps, the end
+    assert all(r["val_n"] == 200 and r["val_correct"] == round(r["val_accuracy"] * 200) for r in val)
+    assert summary["val_n"] == 200
+    assert (run / "plots" / "reward.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_rl_hands_on_its_best_checkpoint(rl_run):
+    import json
+
+    from scratchlm.runs import read_jsonl, resolve_checkpoint
+
+    run, summary = rl_run
+    val = [r for r in read_jsonl(run / "metrics.jsonl") if "val_accuracy" in r]
+    best = max(r["val_accuracy"] for r in val)
+    ckpt = resolve_checkpoint(run)  # what --base of a later stage, eval and the demo load
+    meta = json.loads((ckpt / "meta.json").read_text())
+    assert meta["val_accuracy"] == best == summary["val_accuracy_after"]
+    assert meta["step"] == summary["best_step"] and meta["step"] in [r["step"] for r in val if r["val_accuracy"] == best]
+
+
+def test_rl_that_never_beats_the_base_hands_on_the_base(toy, tmp_path):
+    # rewarded for 7 when the number is not 7 and for 8 when it is, scored on the right number: no step can gain
+    # a prompt (the base already says 7 everywhere, and only 7-prompts are right), some may lose one; a tie keeps
+    # the earlier checkpoint
+    from safetensors.torch import load_file
+
+    from scratchlm.posttrain import run_grpo
+    from scratchlm.runs import checkpoint_dir, resolve_checkpoint
+
+    train, _ = split_prompts()
+    with open(tmp_path / "wrong.jsonl", "w") as f:
+        f.writelines(json.dumps({"instruction": question(*c), "answer": "8" if c[1] == 7 else "7"}) + "\n"
+                     for c in train)
+    (tmp_path / "wrong_val.jsonl").write_bytes((toy / "tasks_val.jsonl").read_bytes())
+    cfg = grpo_config(toy, (f"data={tmp_path / 'wrong.jsonl'}", "train.max_steps=20", "train.eval_every=5"))
+    summary = run_grpo(cfg, tmp_path / "rl")
+    assert summary["val_accuracy_final"] <= summary["val_accuracy_before"] == summary["val_accuracy_after"], summary
+    assert summary["best_step"] == 0
+    handed_on = load_file(resolve_checkpoint(tmp_path / "rl") / "model.safetensors")
+    base = load_file(resolve_checkpoint(toy / "base") / "model.safetensors")
+    assert handed_on.keys() == base.keys() and all(torch.equal(handed_on[k], base[k]) for k in base)
+    final = load_file(checkpoint_dir(tmp_path / "rl", summary["steps"]) / "model.safetensors")
+    assert any(not torch.equal(final[k], base[k]) for k in base)  # the policy did move: what it hands on is not it
+
+
+def test_minibatches_must_split_the_prompts(toy, tmp_path):
+    from scratchlm.posttrain.grpo import GRPOTrainer
+
+    cfg = grpo_config(toy, ("grpo.prompts_per_step=6", "grpo.minibatches=4"))
+    with pytest.raises(ValueError, match="grpo.prompts_per_step = 6 is not a multiple of grpo.minibatches = 4"):
+        GRPOTrainer(cfg, tmp_path / "rl")
+    assert not (tmp_path / "rl").exists()  # refused before anything is written

@@ -130,7 +130,7 @@ class GRPOOptions:
     """Completions sampled per prompt. Advantages are rewards normalised inside each group, so a group needs
     both successes and failures to teach anything: 8-16 is typical."""
     prompts_per_step: int = field(default=4, metadata={"range": (1, None)})
-    """Prompts per optimizer step (each with group_size completions)."""
+    """Prompts per rollout batch (each with group_size completions), shared by its `minibatches` optimizer steps."""
     max_new_tokens: int = field(default=48, metadata={"range": (1, None)})
     """Longest completion sampled."""
     temperature: float = field(default=1.0, metadata={"range": (0.0, None)})
@@ -140,13 +140,21 @@ class GRPOOptions:
     clip_eps: float = field(default=0.2, metadata={"range": (0.0, 1.0)})
     """PPO clip: the ratio pi/pi_old is clipped to [1 - eps, 1 + eps] where that would increase the objective."""
     kl_coef: float = field(default=0.04, metadata={"range": (0.0, None)})
-    """Weight of the KL penalty to the reference (DeepSeekMath: 0.04; 0 = no reference, saves a forward)."""
+    """Weight of the KL penalty to the reference (DeepSeekMath: 0.04; 0 = no penalty)."""
+    track_kl: bool = True
+    """Log the KL to the reference even when kl_coef is 0 (one more forward per rollout batch; without LoRA, a
+    copy of the weights). How far the policy has moved is the first thing to look at when RL goes wrong."""
     updates_per_batch: int = field(default=1, metadata={"range": (1, None)})
-    """Optimizer steps on each batch of rollouts (> 1 makes the policy leave pi_old, where clipping acts)."""
+    """Passes (PPO epochs) over each batch of rollouts. With more than one optimizer step per batch (this x
+    minibatches), later steps start from a policy that has left pi_old: that is where clipping acts."""
+    minibatches: int = field(default=1, metadata={"range": (1, None)})
+    """Optimizer steps per pass over a rollout batch, each on an equal share of its groups (prompts_per_step must
+    be a multiple). More steps per rollout reuse each expensive generation."""
     scale_rewards: bool = True
     """Divide advantages by the group's reward std (GRPO); false: mean-centring only (Dr. GRPO)."""
     eval_tasks: int = field(default=100, metadata={"range": (1, None)})
-    """Held-out tasks for the greedy task accuracy before/after."""
+    """Held-out tasks scored greedily before training, every train.eval_every steps and at the end; the best
+    checkpoint by this accuracy (the base included) is the run's best, which later stages load."""
 
 
 @dataclass

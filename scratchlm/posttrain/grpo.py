@@ -15,17 +15,29 @@ policy that sampled the replies (pi_old), with an optional KL penalty towards th
 The mean is over all reply tokens of the batch (token-level, as DAPO recommends), so long replies are not
 down-weighted per token. A group whose replies all get the same reward has zero advantage: it teaches nothing,
 which is why rewards must sometimes differ inside a group (sample at temperature 1, G >= 8).
+
+Each rollout batch serves updates_per_batch x minibatches optimizer steps (PPO's epochs and minibatches): the
+first step is on-policy (ratio 1, nothing to clip), the later ones start from a policy that has moved, which is
+what the clip is for. Logged per step: reward (mean) and reward_std (within groups), reward_zero_std (the share
+of groups that teach nothing), clip_frac, kl (to the reference); every train.eval_every steps: greedy held-out
+accuracy with its n. The best checkpoint by that accuracy, the base (step 0) included, is what the run hands on.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import random
 from contextlib import nullcontext
 from pathlib import Path
 
 import torch
+
+from scratchlm.runs import read_jsonl
+from scratchlm.stats import format_proportion
+from scratchlm.train.checkpoint import mark_best, read_best
+from scratchlm.train.metrics import plot_rl
 
 from .lora import adapters_disabled
 from .loop import PostTrainer, chat_replies, prompt_fits
@@ -62,16 +74,23 @@ def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, mas
     objective = torch.minimum(unclipped, clipped)
     per_token = -objective
     stats = {"clip_frac": float(((clipped < unclipped).float() * mask).sum() / n)}
-    if ref_logp is not None and kl_coef > 0:
+    if ref_logp is not None:
         d = ref_logp - logp
         kl = torch.exp(d) - d - 1  # (B, T)
-        per_token = per_token + kl_coef * kl
         stats["kl"] = float((kl.detach() * mask).sum() / n)
+        if kl_coef > 0:
+            per_token = per_token + kl_coef * kl
     return (per_token * mask).sum() / n, stats
 
 
 class GRPOTrainer(PostTrainer):
     stage = "rl"
+
+    def check_layout(self) -> None:  # before anything is written
+        g = self.cfg.grpo
+        if g.prompts_per_step % g.minibatches:
+            raise ValueError(f"grpo.prompts_per_step = {g.prompts_per_step} is not a multiple of grpo.minibatches = "
+                             f"{g.minibatches}; make it one (each minibatch takes whole groups)")
 
     def build(self) -> None:
         cfg, g = self.cfg, self.cfg.grpo
@@ -90,11 +109,12 @@ class GRPOTrainer(PostTrainer):
         if not self.train_tasks:
             raise ValueError("no task prompt fits in the model's context")
         log.info("rl: %d train / %d held-out tasks (%s)", len(self.train_tasks), len(self.val_tasks), cfg.task)
+        self.use_ref = g.kl_coef > 0 or g.track_kl
         self.ref_model = None
-        if g.kl_coef > 0 and not self.lora:
+        if self.use_ref and not self.lora:
             self.ref_model = copy.deepcopy(self.model).eval().requires_grad_(False)
         self.epoch, self.cursor, self.order = 0, 0, None
-        self.buffer, self.buffer_left = None, 0
+        self.buffer, self.queue = None, []  # the current rollout batch, and the row slices of its steps still to do
 
     def reward(self, tasks: list[dict], replies: list[dict]) -> torch.Tensor:
         if self.cfg.task == "reward-model":
@@ -139,11 +159,11 @@ class GRPOTrainer(PostTrainer):
         batch = pad_batch(exs, self.pad_id).to(self.device)
         with torch.no_grad():
             old = None
-            if g.updates_per_batch > 1:  # with one update, pi_old == pi: its log-probs are logp.detach()
+            if g.updates_per_batch * g.minibatches > 1:  # one step per batch: pi_old == pi, logp.detach()
                 with self.autocast():
                     old = token_logps(self.model(batch.x), batch.y)
             ref = None
-            if g.kl_coef > 0:
+            if self.use_ref:
                 ctx = adapters_disabled(self.model) if self.lora else nullcontext()
                 with ctx, self.autocast():
                     ref = token_logps((self.ref_model or self.model)(batch.x), batch.y)
@@ -154,21 +174,27 @@ class GRPOTrainer(PostTrainer):
 
     def train_step(self) -> dict:
         g = self.cfg.grpo
-        if self.buffer_left == 0:
-            self.buffer, self.buffer_left = self.rollout(), g.updates_per_batch
-        self.buffer_left -= 1
+        if not self.queue:
+            self.buffer = self.rollout()
+            n = g.prompts_per_step // g.minibatches * g.group_size  # rows per optimizer step: whole groups
+            self.queue = [slice(i, i + n) for _ in range(g.updates_per_batch)
+                          for i in range(0, g.prompts_per_step * g.group_size, n)]
+        rows = self.queue.pop(0)
         rb = self.buffer
-        batch = rb["batch"]
+        x, y = rb["batch"].x[rows], rb["batch"].y[rows]
         self.model.train()
         with self.autocast():
-            logp = token_logps(self.model(batch.x), batch.y)  # (B, T)
-        old = rb["old"] if rb["old"] is not None else logp.detach()
-        loss, stats = grpo_loss(logp, old, rb["adv"], batch.y != IGNORE, g.clip_eps, rb["ref"], g.kl_coef)
+            logp = token_logps(self.model(x), y)  # (b, T)
+        old = rb["old"][rows] if rb["old"] is not None else logp.detach()
+        ref = rb["ref"][rows] if rb["ref"] is not None else None
+        loss, stats = grpo_loss(logp, old, rb["adv"][rows], y != IGNORE, g.clip_eps, ref, g.kl_coef)
         loss.backward()
-        r = rb["rewards"]
-        row = {"loss": loss.item(), "reward": r.mean().item(), "reward_std": r.view(-1, g.group_size).std(1).mean().item(),
-               **stats, "closed": rb["closed"], "reply_len": rb["reply_len"], "epoch": self.epoch,
-               "n_tokens": int((batch.x != self.pad_id).sum())}
+        r = rb["rewards"].view(-1, g.group_size)  # (P, G)
+        std = r.std(1)
+        row = {"reward": r.mean().item(), "reward_std": std.mean().item(),
+               "reward_zero_std": (std == 0).float().mean().item(), "loss": loss.item(), **stats,
+               "closed": rb["closed"], "reply_len": rb["reply_len"], "epoch": self.epoch,
+               "n_tokens": int((x != self.pad_id).sum())}
         if rb["correct"] is not None:
             row["accuracy"] = (rb["correct"] > 0.5).float().mean().item()
         return row
@@ -179,29 +205,68 @@ class GRPOTrainer(PostTrainer):
         replies = chat_replies(self.model, self.tokenizer, [t["prompt"] for t in self.val_tasks],
                                self.cfg.grpo.max_new_tokens, temperature=0.0)
         r = self.reward(self.val_tasks, replies)
-        key = "val_reward" if self.cfg.task == "reward-model" else "val_accuracy"
-        return {key: r.mean().item(), "val_closed": sum(x["closed"] for x in replies) / len(replies),
-                "samples": [{"prompt": t["prompt"][-1]["content"][:160], "reply": x["text"][:160],
-                             "answer": t["answer"]} for t, x in zip(self.val_tasks[:3], replies[:3])]}
+        n = len(self.val_tasks)
+        ev = {"val_n": n, "val_closed": sum(x["closed"] for x in replies) / n}
+        if self.cfg.task == "reward-model":
+            ev["val_reward"] = r.mean().item()
+            log.info("rl step %d: held-out mean reward-model score %.3f (n=%d)", self.step, ev["val_reward"], n)
+        else:
+            k = int((r > 0.5).sum())
+            ev.update({"val_accuracy": k / n, "val_correct": k})
+            log.info("rl step %d: held-out accuracy %s", self.step, format_proportion(k, n))
+        ev["samples"] = [{"prompt": t["prompt"][-1]["content"][:160], "reply": x["text"][:160], "answer": t["answer"]}
+                         for t, x in zip(self.val_tasks[:3], replies[:3])]
+        return ev
 
     def score(self, ev: dict) -> float:
         return -ev.get("val_accuracy", ev.get("val_reward", 0.0))
 
+    def evaluate_base(self) -> dict:
+        """Score the base before the first step and keep it as checkpoint 0, the best so far: a run none of whose
+        steps beats the base on held-out tasks hands on the base. On resume: the step-0 row of metrics.jsonl."""
+        if self.step > 0:
+            return next((r for r in read_jsonl(self.run_dir / "metrics.jsonl") if r.get("step") == 0), {})
+        ev = self._eval()
+        if ev:
+            self.best = self.score(ev)
+            mark_best(self.run_dir, self.save({"base": True}), self.best)
+        return ev
+
+    def best_meta(self) -> dict:
+        """meta.json of the checkpoint the run hands on (checkpoints/best.json): its step and held-out scores."""
+        best = read_best(self.run_dir)
+        if best is None:
+            return {}
+        return json.loads((self.run_dir / "checkpoints" / best["checkpoint"] / "meta.json").read_text())
+
+    def plot(self) -> None:
+        super().plot()
+        plot_rl(self.run_dir)
+
 
 def run_grpo(cfg, run_dir: str | Path, resume: bool = False, overwrite: bool = False, verbose: bool = True) -> dict:
-    """GRPO from cfg.base on cfg.task into run_dir; returns held-out task accuracy (greedy) before and after."""
+    """GRPO from cfg.base on cfg.task into run_dir. The summary holds the held-out greedy accuracy (or mean
+    reward-model score) before (the base), after (the checkpoint the run hands on: the best by that score, the base
+    included) and at the final step, with the number of held-out tasks."""
     t = GRPOTrainer(cfg, run_dir, resume=resume, overwrite=overwrite)
-    before = t.evaluate()
+    before = t.evaluate_base()
     summary = t.fit()
-    after = t.last_eval_full
+    final = t.last_eval_full
+    best = t.best_meta()
     key = "val_reward" if cfg.task == "reward-model" else "val_accuracy"
-    summary.update({f"{key}_before": before.get(key), f"{key}_after": after.get(key),
-                    "samples_after": after.get("samples", [])})
+    summary.update({f"{key}_before": before.get(key), f"{key}_after": best.get(key), f"{key}_final": final.get(key),
+                    "val_n": final.get("val_n"), "best_step": best.get("step"), "samples_after": final.get("samples", [])})
+    if key == "val_accuracy":
+        summary.update({"val_correct_before": before.get("val_correct"), "val_correct_after": best.get("val_correct")})
     if verbose and before:
-        what = "mean reward-model score" if key == "val_reward" else "task accuracy (greedy)"
-        fmt = "{:.3f}" if key == "val_reward" else "{:.0%}"
-        print(f"GRPO effect (held-out, {len(t.val_tasks)} {cfg.task} tasks): {what} "
-              f"{fmt.format(before[key])} -> {fmt.format(after[key])}")
+        n = final["val_n"]
+        if key == "val_reward":
+            show = "mean reward-model score {:.3f}".format
+        else:
+            show = lambda a: "task accuracy (greedy) " + format_proportion(round(a * n), n)  # noqa: E731
+        print(f"GRPO effect (held-out, {n} {cfg.task} tasks): {show(before[key])} -> {show(best[key])}")
+        kept = "the base (no step beat it)" if best.get("step") == 0 else f"step {best.get('step')}"
+        print(f"   handed on: {kept}; final step {t.step}: {show(final[key])}")
         for s in summary["samples_after"]:
             print(f"   user: {s['prompt'][:100]!r}\n   assistant: {s['reply'][:120]!r}  (answer {s['answer']})")
     return t.finish(summary)

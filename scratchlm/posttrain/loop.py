@@ -166,6 +166,10 @@ class PostTrainer:
     def extra_state(self) -> dict:
         return {}
 
+    def plot(self) -> None:
+        """The run's plots/ (rank 0, at the end of fit)."""
+        plot_loss(self.run_dir)
+
     def load_extra_state(self, state: dict) -> None:
         pass
 
@@ -438,12 +442,14 @@ class PostTrainer:
         bar.close()
         final = self._eval(final=True)
         ckpt = self.save({"final": True})
-        if self.is_main and (self.score(final) <= self.best or read_best(self.run_dir) is None):
+        # strictly better, as in the loop: on a tie the earlier checkpoint stays (RL's held-out accuracy ties often;
+        # a run that only matches its base hands on the base)
+        if self.is_main and (self.score(final) < self.best or read_best(self.run_dir) is None):
             self.best = min(self.best, self.score(final))
             mark_best(self.run_dir, ckpt, self.best)
         self.metrics.close()
         if self.is_main:
-            plot_loss(self.run_dir)
+            self.plot()
         summary = {"run_dir": str(self.run_dir), "stage": self.stage, "base": str(self.cfg.base),
                    "stopped_by": stopped_by, "steps": self.step, "elapsed": round(self.elapsed, 2),
                    "trainable_params": n_train, "bad_steps": self.bad_steps, "checkpoint": str(ckpt),

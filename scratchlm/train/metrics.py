@@ -172,3 +172,57 @@ def plot_loss(run_dir: str | Path) -> Path | None:
     atomic_write(out, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
     plt.close(fig)
     return out
+
+
+def plot_rl(run_dir: str | Path) -> Path | None:
+    """plots/reward.png for an RL run: mean training reward per step (raw and a running mean) with the held-out
+    accuracy (greedy, 95% Wilson interval from its n) on top; KL to the reference and clip fraction underneath."""
+    from scratchlm.stats import wilson_interval
+
+    run_dir = Path(run_dir)
+    rows = read_jsonl(run_dir / "metrics.jsonl")
+    train = [r for r in rows if "reward" in r]
+    val = [r for r in rows if "val_accuracy" in r or "val_reward" in r]
+    if not train and not val:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax, ax2) = plt.subplots(2, 1, figsize=(8, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1.3]})
+    if train:
+        steps, reward = [r["step"] for r in train], [r["reward"] for r in train]
+        ax.plot(steps, reward, lw=0.8, alpha=0.35, color="C0", label="train reward (mean per step)")
+        k = max(1, len(reward) // 20)  # running mean over ~5% of the run
+        smooth = [sum(reward[max(0, i - k + 1): i + 1]) / len(reward[max(0, i - k + 1): i + 1]) for i in range(len(reward))]
+        ax.plot(steps, smooth, lw=1.8, color="C0", label=f"train reward (running mean of {k})")
+    if val:
+        key = "val_accuracy" if "val_accuracy" in val[-1] else "val_reward"
+        xs, ys = [r["step"] for r in val], [r[key] for r in val]
+        n = val[-1].get("val_n")
+        if key == "val_accuracy" and n:
+            ci = [wilson_interval(round(y * n), n) for y in ys]
+            err = [[y - lo for y, (lo, _) in zip(ys, ci)], [hi - y for y, (_, hi) in zip(ys, ci)]]
+            ax.errorbar(xs, ys, yerr=err, fmt="o-", color="C3", lw=1.5, capsize=3,
+                        label=f"held-out accuracy, greedy (n={n}, 95% interval)")
+        else:
+            ax.plot(xs, ys, "o-", color="C3", lw=1.5, label=key.replace("_", " "))
+    ax.set_ylabel("reward / accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    ax.set_title(f"{run_dir.name}: reward")
+    for key, color in (("kl", "C2"), ("clip_frac", "C4")):
+        pts = [(r["step"], r[key]) for r in train if key in r]
+        if pts:
+            ax2.plot(*zip(*pts), lw=1, color=color, label={"kl": "KL to reference", "clip_frac": "clip fraction"}[key])
+    ax2.set_xlabel("step")
+    ax2.grid(alpha=0.3)
+    if ax2.lines:
+        ax2.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    out = run_dir / "plots" / "reward.png"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(out, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+    plt.close(fig)
+    return out
