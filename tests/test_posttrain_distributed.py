@@ -164,3 +164,86 @@ def test_dpo_matches_single_process(prefs, variant):
     d_ref, d_got = (json.loads((r / "DONE").read_text()) for r in (single, run))
     assert d_got["pref_acc_after"] == d_ref["pref_acc_after"]
     assert math.isclose(d_got["val_loss_after"], d_ref["val_loss_after"], rel_tol=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------- GRPO
+RL_SETS = ("task=tinyworld", "grpo.prompts_per_step=4", "grpo.group_size=8", "grpo.max_new_tokens=4",
+           "grpo.eval_tasks=40", "grpo.minibatches=2", "grpo.clip_eps=0.02", "grpo.kl_coef=0.04", "train.max_steps=4", "train.lr=1e-3",
+           "train.eps=1e-5", "train.log_every=1", "train.eval_every=2", "train.device=\"cpu\"",
+           "train.dtype=\"float32\"", "train.num_threads=1", "train.seed=3", "train.tensorboard=false",
+           "train.progress=false")
+
+
+def rl(base: Path, data: Path, out: Path, *sets: str, nproc: int = 1):
+    launcher = [sys.executable, "-m", "scratchlm"] if nproc == 1 else \
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", "scratchlm"]
+    cmd = [*launcher, "rl", "--base", str(base), "--data", str(data), "--out", str(out), "-q"]
+    cmd += [a for s in (*RL_SETS, *sets) for a in ("--set", s)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def rl_toy(tmp_path_factory):
+    """test_grpo_learns's base (reads the number, greedily says 7) and its tasks: rewards that differ inside
+    groups from the first step, so the advantages, the clip and the KL all carry weight."""
+    from test_grpo_learns import build_base, split_prompts, write_tasks
+
+    root = tmp_path_factory.mktemp("rldist")
+    (root / "base").mkdir()
+    build_base(root / "base")
+    train, val = split_prompts()
+    write_tasks(root / "tasks.jsonl", train)
+    write_tasks(root / "tasks_val.jsonl", val)
+    rl(root / "base", root / "tasks.jsonl", root / "rl_single")
+    return root
+
+
+@pytest.mark.parametrize("layout", ["parallel.dp=2", "parallel.fsdp=2"])
+def test_grpo_matches_single_process(rl_toy, layout):
+    """GRPO over 2 ranks: each rolls out 2 of the step's 4 prompts (1 of each minibatch's 2), with the seeds one
+    process uses for them, so the replies, rewards and advantages are the same; the loss is divided by the
+    reply tokens of both ranks. Two optimizer steps per rollout (grpo.minibatches=2) make the second one
+    off-policy, so the pi_old forward and (clip_eps 0.02) the clip are in play; kl_coef > 0 brings the reference
+    in."""
+    from scratchlm.inference.loading import load_model
+
+    run = rl_toy / ("rl_" + layout.split(".")[1].replace("=", ""))
+    rl(rl_toy / "base", rl_toy / "tasks.jsonl", run, layout, nproc=2)
+    single = rl_toy / "rl_single"
+    rows = {r: [x for x in read_jsonl(r / "metrics.jsonl") if "reward" in x] for r in (single, run)}
+    ref, got = rows[single], rows[run]
+    assert [r["step"] for r in got] == [1, 2, 3, 4], "metrics rows duplicated (not rank 0 alone?)"
+    assert 0 < ref[0]["reward"] < 1 and ref[0]["reward_zero_std"] < 1  # groups with something to teach
+    for step, (a, b) in enumerate(zip(ref, got), 1):
+        for key in ("reward", "reward_std", "accuracy", "closed", "reply_len"):  # the same replies
+            assert a[key] == b[key], f"step {step}: {key} {b[key]} vs {a[key]}"
+        for key in ("loss", "clip_frac", "kl"):
+            tol = 1e-6 if step == 1 else 1e-4
+            assert math.isclose(a[key], b[key], rel_tol=tol, abs_tol=1e-6), f"step {step}: {key} {b[key]} vs {a[key]}"
+    assert any(r["clip_frac"] > 0 for r in ref) and any(r["kl"] > 0 for r in ref)
+    val = {r: [(x["step"], x["val_correct"]) for x in read_jsonl(r / "metrics.jsonl") if "val_correct" in x]
+           for r in (single, run)}
+    assert val[run] == val[single] and [s for s, _ in val[run]] == [0, 2, 4]
+    d_ref, d_got = (json.loads((r / "DONE").read_text()) for r in (single, run))
+    assert (d_got["best_step"], d_got["val_accuracy_after"]) == (d_ref["best_step"], d_ref["val_accuracy_after"])
+    logits = []
+    for r in (single, run):
+        model, cfg = load_model(r / "checkpoints" / "step_0000004", device="cpu", dtype="float32")
+        x = torch.randint(0, cfg.vocab_size, (2, 16), generator=torch.Generator().manual_seed(1))
+        with torch.no_grad():
+            logits.append(model(x))
+    torch.testing.assert_close(logits[1], logits[0], rtol=1e-3, atol=1e-3)
+
+
+def test_grpo_prompts_must_split_over_the_ranks(rl_toy):
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "scratchlm"]
+    cmd = [*launcher, "rl", "--base", str(rl_toy / "base"), "--data", str(rl_toy / "tasks.jsonl"),
+           "--out", str(rl_toy / "rl_bad"), "-q"] + [a for s in (*RL_SETS, "parallel.dp=2") for a in ("--set", s)]
+    cmd[cmd.index("grpo.prompts_per_step=4")] = "grpo.prompts_per_step=6"
+    proc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode != 0
+    assert "grpo.prompts_per_step = 6 is not a multiple of grpo.minibatches = 2 x 2 data-parallel ranks" in proc.stderr
+    assert not (rl_toy / "rl_bad").exists()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from scratchlm.cli.sft import add_stage_args, list_keys, load_stage, print_summary
+from scratchlm.cli.sft import add_stage_args, list_keys, load_stage, run_stage
 
 EXAMPLES = """\
 examples:
@@ -45,6 +45,4 @@ def handler(args) -> int:
         return list_keys(DPOConfig)
     from scratchlm.posttrain import run_dpo
 
-    cfg = load_stage(args, DPOConfig)
-    print_summary(run_dpo(cfg, args.out, resume=args.resume, overwrite=args.overwrite), args.quiet)
-    return 0
+    return run_stage(run_dpo, load_stage(args, DPOConfig), args)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from scratchlm.cli.sft import add_stage_args, list_keys, load_stage, print_summary
+from scratchlm.cli.sft import add_stage_args, list_keys, load_stage, print_summary, run_stage
 
 EXAMPLES = """\
 examples:
@@ -17,6 +17,10 @@ examples:
 
   # GSM8K (../shared/data/gsm8k), answers matched on the last number
   scratchlm rl --base runs/sft-gsm8k --task gsm8k --set grpo.max_new_tokens=256
+
+  # two processes (CPU: gloo, GPUs: NCCL), each rolling out half of every step's prompts
+  torchrun --standalone --nproc_per_node 2 -m scratchlm rl --base runs/sft --task tinyworld \\
+      --set parallel.dp=2 --set grpo.prompts_per_step=8 --set train.max_time=300
 
   # rewards from a reward model trained with `scratchlm reward`
   scratchlm reward --base runs/sft --data runs/tw/preferences.jsonl --out runs/rm
@@ -64,9 +68,7 @@ def handler(args) -> int:
         return list_keys(GRPOConfig)
     from scratchlm.posttrain import run_grpo
 
-    cfg = load_stage(args, GRPOConfig, {"task": args.task})
-    print_summary(run_grpo(cfg, args.out, resume=args.resume, overwrite=args.overwrite), args.quiet)
-    return 0
+    return run_stage(run_grpo, load_stage(args, GRPOConfig, {"task": args.task}), args)
 
 
 def reward_handler(args) -> int:

@@ -96,16 +96,21 @@ def handler(args) -> int:
         return list_keys(SFTConfig)
     from scratchlm.posttrain import run_sft
 
+    return run_stage(run_sft, load_stage(args, SFTConfig), args)
+
+
+def run_stage(run, cfg, args) -> int:
+    """run(cfg, out, ...) for a stage command, in one process or as one of torchrun's: there only rank 0 logs,
+    shows progress and prints the summary, and a check every rank fails is reported once, by rank 0."""
     import logging
     import os
 
-    cfg = load_stage(args, SFTConfig)
-    main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun: only rank 0 talks
+    main_rank = os.environ.get("RANK", "0") == "0"
     if not main_rank:
         logging.getLogger("scratchlm").setLevel(logging.WARNING)
         cfg.train.progress = False
     try:
-        summary = run_sft(cfg, args.out, resume=args.resume, overwrite=args.overwrite)
+        summary = run(cfg, args.out, resume=args.resume, overwrite=args.overwrite)
     except (ValueError, FileNotFoundError, FileExistsError):
         if main_rank:
             raise  # the one-line "error: ..." and exit code 2 of scratchlm.cli.main

@@ -176,6 +176,9 @@ class GRPOConfig:
     grpo: GRPOOptions = field(default_factory=GRPOOptions)
     lora: LoRAConfig = field(default_factory=LoRAConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    """Under torchrun: data-parallel layout (dp: DDP, fsdp: FSDP2); each rank rolls out grpo.prompts_per_step / N
+    prompts. tp and pp are not supported here."""
 
 
 STAGE_DEFAULTS = {

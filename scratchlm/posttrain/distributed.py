@@ -1,8 +1,9 @@
-"""Post-training under torchrun: SFT and DPO spread over data-parallel ranks (DDP or FSDP2), the same training
-as one process. (The reward model and GRPO run in one process and refuse torchrun.)
+"""Post-training under torchrun: SFT, DPO and GRPO spread over data-parallel ranks (DDP or FSDP2), the same
+training as one process. (The reward model runs in one process and refuses torchrun.)
 
     torchrun --standalone --nproc_per_node 2 -m scratchlm sft --base RUN --data FILE --set parallel.fsdp=2
     torchrun --standalone --nproc_per_node 2 -m scratchlm dpo --base RUN --data PAIRS --set parallel.fsdp=2
+    torchrun --standalone --nproc_per_node 2 -m scratchlm rl --base RUN --task tinyworld --set parallel.dp=2
 
 What changes with N data-parallel ranks (and what does not):
 - sft.grad_accum / dpo.grad_accum count the micro-batches of one optimizer step over *all* ranks; every rank
@@ -11,6 +12,10 @@ What changes with N data-parallel ranks (and what does not):
 - SFT divides the loss by the target tokens of the whole step, counted on every rank and all-reduced (DPO: the
   mean over the step's pairs); the gradient wrappers average over ranks, so each rank scales its loss by N (a
   sum over ranks, as in one process). Logged numbers are all-reduced sums of the ranks' shares.
+- GRPO: every rank draws the step's same P prompts and rolls out its own P/N of them (an equal part of every
+  minibatch), each reply with its own seed (prompt index, reply index), so N ranks sample the replies one process
+  samples; advantages are computed inside each group (a group never spans ranks); the loss is divided by the
+  reply tokens of the step on all ranks. Under FSDP each rank samples with a full copy gathered from the shards.
 - only rank 0 writes; checkpoints hold the full (LoRA-merged) model.safetensors that inference reads, gathered
   from the shards by every rank. Evaluation runs on rank 0 on that gathered copy (FSDP) or on its own replica
   (DDP); its numbers are broadcast so every rank takes the same decisions.
@@ -98,6 +103,14 @@ def all_reduce_sum(ctx, value: float | int) -> float:
     t = torch.tensor([float(value)], dtype=torch.float64, device=ctx.device)
     dist.all_reduce(t, group=ctx.data_group)
     return t.item()
+
+
+def all_gather_rows(ctx, t: torch.Tensor) -> torch.Tensor:
+    """Every data-parallel rank's (n, ...) tensor, concatenated in rank order (each rank holds the same n)."""
+    t = t.to(ctx.device)
+    parts = [torch.empty_like(t) for _ in range(ctx.dp_size)]
+    dist.all_gather(parts, t.contiguous(), group=ctx.data_group)
+    return torch.cat(parts).cpu()
 
 
 def broadcast(ctx, obj):

@@ -63,10 +63,14 @@ def token_logps(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, mask: torch.Tensor,
-              clip_eps: float = 0.2, ref_logp: torch.Tensor | None = None, kl_coef: float = 0.0):
-    """Clipped surrogate + KL penalty. logp/old_logp/ref_logp/mask: (B, T); adv: (B,). Returns (loss, stats)."""
+              clip_eps: float = 0.2, ref_logp: torch.Tensor | None = None, kl_coef: float = 0.0,
+              n_tokens: float | None = None):
+    """Clipped surrogate + KL penalty. logp/old_logp/ref_logp/mask: (B, T); adv: (B,). Returns (loss, stats).
+
+    Sums over reply tokens divided by n_tokens: this batch's reply tokens by default; under torchrun, those of
+    the step on every rank, so that the ranks' shares add up to the one-process mean."""
     mask = mask.float()
-    n = mask.sum().clamp_min(1)
+    n = mask.sum().clamp_min(1) if n_tokens is None else max(float(n_tokens), 1.0)
     ratio = torch.exp(logp - old_logp)  # (B, T)
     a = adv[:, None]
     unclipped = ratio * a
@@ -86,11 +90,13 @@ def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, mas
 class GRPOTrainer(PostTrainer):
     stage = "rl"
 
-    def check_layout(self) -> None:  # before anything is written
-        g = self.cfg.grpo
-        if g.prompts_per_step % g.minibatches:
-            raise ValueError(f"grpo.prompts_per_step = {g.prompts_per_step} is not a multiple of grpo.minibatches = "
-                             f"{g.minibatches}; make it one (each minibatch takes whole groups)")
+    def check_layout(self) -> None:  # before anything is written (every rank raises the same error)
+        g, n = self.cfg.grpo, self.dp_size
+        if g.prompts_per_step % (g.minibatches * n):
+            what = f"grpo.minibatches = {g.minibatches}" + (f" x {n} data-parallel ranks" if n > 1 else "")
+            raise ValueError(f"grpo.prompts_per_step = {g.prompts_per_step} is not a multiple of {what}; make it "
+                             "one (each minibatch takes whole groups" + (", the same number on every rank)" if n > 1
+                                                                          else ")"))
 
     def build(self) -> None:
         cfg, g = self.cfg, self.cfg.grpo
@@ -145,13 +151,52 @@ class GRPOTrainer(PostTrainer):
             self.cursor += 1
         return out
 
+    def my_prompts(self) -> list[int]:
+        """Indices (into the step's P prompts) that this rank rolls out, in the order of its minibatches.
+
+        Minibatch m of one process is prompts [m P/M, (m+1) P/M); under N ranks each takes an equal part of every
+        minibatch, so minibatch m over all ranks is the same prompts as in one process."""
+        g, n = self.cfg.grpo, self.dp_size
+        r = 0 if self.ctx is None else self.ctx.dp_rank
+        per_mb, per_rank = g.prompts_per_step // g.minibatches, g.prompts_per_step // g.minibatches // n
+        return [m * per_mb + r * per_rank + i for m in range(g.minibatches) for i in range(per_rank)]
+
+    def policy_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (B, T, V) of the policy being trained: through the DDP / FSDP wrapper when there is one."""
+        if self.wrapped is None:
+            return self.model(x)
+        return self.wrapped(x, x)  # PackedForward(x, y): unpacked rows, y unused
+
+    def rollout_model(self) -> torch.nn.Module:
+        """The model that samples: the policy itself, or under FSDP a full copy gathered from the shards (the
+        engine runs the model's parts with a KV cache, which sharded parameters cannot)."""
+        if self.ctx is None or self.ctx.degrees["fsdp"] == 1:
+            return self.model
+        from scratchlm.model import ModelConfig, Transformer
+
+        from .distributed import full_state_dict, merge_lora_dict
+
+        sd = full_state_dict(self.model)  # collective
+        if self.lora:
+            sd = merge_lora_dict(sd, self.lora.alpha / self.lora.rank)
+        if getattr(self, "_sampler", None) is None:
+            self._sampler = Transformer(ModelConfig.from_dict(self.model_config)).to(self.device).eval()
+        self._sampler.load_state_dict(sd, strict=False)  # strict off: RoPE buffers are rebuilt, not saved
+        return self._sampler
+
     def rollout(self) -> dict:
-        """Sample G replies for each of P prompts, score them, and freeze pi_old / reference log-probs."""
+        """Sample G replies for each of this rank's prompts, score them, and freeze pi_old / reference log-probs.
+
+        Reply i of prompt p is sampled with seed base + p G + i, whichever rank holds it, so N ranks draw the
+        replies one process draws."""
         g = self.cfg.grpo
-        tasks = [t for t in self.next_tasks() for _ in range(g.group_size)]  # (P * G,) grouped
-        replies = chat_replies(self.model, self.tokenizer, [t["prompt"] for t in tasks], g.max_new_tokens,
-                               temperature=g.temperature, top_k=g.top_k, seed=self.tc.seed * 100003 + self.step * 997,
-                               batch_size=len(tasks))
+        step_tasks = self.next_tasks()  # the step's P prompts, the same on every rank
+        mine = self.my_prompts()
+        tasks = [step_tasks[p] for p in mine for _ in range(g.group_size)]  # (P/N * G,) grouped
+        base = self.tc.seed * 100003 + self.step * 997
+        seeds = [base + p * g.group_size + i for p in mine for i in range(g.group_size)]
+        replies = chat_replies(self.rollout_model(), self.tokenizer, [t["prompt"] for t in tasks], g.max_new_tokens,
+                               temperature=g.temperature, top_k=g.top_k, seeds=seeds, batch_size=len(tasks))
         rewards = self.reward(tasks, replies)
         adv = group_advantages(rewards, g.group_size, scale=g.scale_rewards)
         exs = [example_from_ids(r["prompt_ids"], r["ids"] or [self.pad_id], self.model.config.max_seq_len)
@@ -161,40 +206,62 @@ class GRPOTrainer(PostTrainer):
             old = None
             if g.updates_per_batch * g.minibatches > 1:  # one step per batch: pi_old == pi, logp.detach()
                 with self.autocast():
-                    old = token_logps(self.model(batch.x), batch.y)
+                    old = token_logps(self.policy_logits(batch.x), batch.y)
             ref = None
             if self.use_ref:
-                ctx = adapters_disabled(self.model) if self.lora else nullcontext()
-                with ctx, self.autocast():
-                    ref = token_logps((self.ref_model or self.model)(batch.x), batch.y)
-        correct = rewards if self.cfg.task != "reward-model" else None
-        return {"batch": batch, "adv": adv.to(self.device), "old": old, "ref": ref, "rewards": rewards,
-                "correct": correct, "closed": sum(r["closed"] for r in replies) / len(replies),
-                "reply_len": sum(len(r["ids"]) for r in replies) / len(replies)}
+                with self.autocast():
+                    if self.ref_model is not None:
+                        ref = token_logps(self.ref_model(batch.x), batch.y)
+                    else:  # LoRA: the reference is the policy with its adapters off
+                        with adapters_disabled(self.model):
+                            ref = token_logps(self.policy_logits(batch.x), batch.y)
+        # every rank's rewards (for the logged statistics; each rank's groups are whole, so its advantages are
+        # already right) and the reply statistics of the whole step
+        all_rewards, closed, reply_len = rewards, sum(r["closed"] for r in replies), sum(len(r["ids"]) for r in replies)
+        if self.ctx is not None:
+            from .distributed import all_gather_rows, all_reduce_sum
+
+            all_rewards = all_gather_rows(self.ctx, rewards)
+            closed, reply_len = all_reduce_sum(self.ctx, closed), all_reduce_sum(self.ctx, reply_len)
+        n = len(all_rewards)
+        return {"batch": batch, "adv": adv.to(self.device), "old": old, "ref": ref, "rewards": all_rewards,
+                "correct": all_rewards if self.cfg.task != "reward-model" else None,
+                "closed": closed / n, "reply_len": reply_len / n}
 
     def train_step(self) -> dict:
         g = self.cfg.grpo
         if not self.queue:
             self.buffer = self.rollout()
-            n = g.prompts_per_step // g.minibatches * g.group_size  # rows per optimizer step: whole groups
-            self.queue = [slice(i, i + n) for _ in range(g.updates_per_batch)
-                          for i in range(0, g.prompts_per_step * g.group_size, n)]
+            local = len(self.my_prompts()) * g.group_size
+            n = local // g.minibatches  # this rank's rows per optimizer step: whole groups
+            self.queue = [slice(i, i + n) for _ in range(g.updates_per_batch) for i in range(0, local, n)]
         rows = self.queue.pop(0)
         rb = self.buffer
         x, y = rb["batch"].x[rows], rb["batch"].y[rows]
+        mask = y != IGNORE
+        n_tokens, n_in = int(mask.sum()), int((x != self.pad_id).sum())
+        if self.ctx is not None:  # the step's reply tokens on every rank: the one-process normaliser
+            from .distributed import all_reduce_sum
+
+            n_tokens, n_in = all_reduce_sum(self.ctx, n_tokens), all_reduce_sum(self.ctx, n_in)
         self.model.train()
         with self.autocast():
-            logp = token_logps(self.model(x), y)  # (b, T)
+            logp = token_logps(self.policy_logits(x), y)  # (b, T)
         old = rb["old"][rows] if rb["old"] is not None else logp.detach()
         ref = rb["ref"][rows] if rb["ref"] is not None else None
-        loss, stats = grpo_loss(logp, old, rb["adv"][rows], y != IGNORE, g.clip_eps, ref, g.kl_coef)
-        loss.backward()
+        loss, stats = grpo_loss(logp, old, rb["adv"][rows], mask, g.clip_eps, ref, g.kl_coef, n_tokens=n_tokens)
+        # DDP / FSDP average gradients over the ranks; each rank's share is already divided by the global count
+        (loss * self.dp_size).backward()
+        if self.ctx is not None:  # the shares add up to the one-process figures
+            from .distributed import all_reduce_sum
+
+            loss = torch.tensor(all_reduce_sum(self.ctx, loss.item()))
+            stats = {k: all_reduce_sum(self.ctx, v) for k, v in stats.items()}
         r = rb["rewards"].view(-1, g.group_size)  # (P, G)
         std = r.std(1)
         row = {"reward": r.mean().item(), "reward_std": std.mean().item(),
                "reward_zero_std": (std == 0).float().mean().item(), "loss": loss.item(), **stats,
-               "closed": rb["closed"], "reply_len": rb["reply_len"], "epoch": self.epoch,
-               "n_tokens": int((x != self.pad_id).sum())}
+               "closed": rb["closed"], "reply_len": rb["reply_len"], "epoch": self.epoch, "n_tokens": int(n_in)}
         if rb["correct"] is not None:
             row["accuracy"] = (rb["correct"] > 0.5).float().mean().item()
         return row
@@ -229,7 +296,9 @@ class GRPOTrainer(PostTrainer):
         ev = self._eval()
         if ev:
             self.best = self.score(ev)
-            mark_best(self.run_dir, self.save({"base": True}), self.best)
+            ckpt = self.save({"base": True})  # collective under torchrun
+            if self.is_main:
+                mark_best(self.run_dir, ckpt, self.best)
         return ev
 
     def best_meta(self) -> dict:
@@ -251,6 +320,8 @@ def run_grpo(cfg, run_dir: str | Path, resume: bool = False, overwrite: bool = F
     t = GRPOTrainer(cfg, run_dir, resume=resume, overwrite=overwrite)
     before = t.evaluate_base()
     summary = t.fit()
+    if not t.is_main:  # rank 0 reports and writes DONE
+        return t.finish(summary)
     final = t.last_eval_full
     best = t.best_meta()
     key = "val_reward" if cfg.task == "reward-model" else "val_accuracy"

@@ -78,7 +78,7 @@ class PostTrainer:
 
             self.ctx = start_posttrain(cfg.parallel, self.tc.device)
         elif int(os.environ.get("WORLD_SIZE", "1")) > 1:  # N copies of a one-process stage would race on run_dir
-            raise ValueError(f"scratchlm {self.stage} runs in one process (only sft and dpo spread over "
+            raise ValueError(f"scratchlm {self.stage} runs in one process (only sft, dpo and rl spread over "
                              "torchrun's processes); launch it without torchrun")
         self.is_main = self.ctx is None or self.ctx.is_main
         self.dp_size = 1 if self.ctx is None else self.ctx.dp_size
@@ -288,7 +288,11 @@ class PostTrainer:
             ckpt = save_checkpoint(self.run_dir, self.step, weights, self.model_config, state, meta=meta,
                                    keep_last=self.tc.keep_last)
         self._barrier()
-        if self.sharded_optimizer:
+        # Before the first step (GRPO checkpoints its base) there is no AdamW state to save, and DCP would make
+        # one by taking a step with zero gradients: Adam's step count would start at 1 and every later update
+        # would shrink (bias correction; 0.73x at the first step). Such a checkpoint holds no optimizer shards, so
+        # an FSDP --resume does not take it (a run killed before its first step starts over with --overwrite).
+        if self.sharded_optimizer and self.optimizer.state:
             # Each rank holds a shard of the AdamW state: every rank writes its own into the checkpoint (DCP,
             # written under a temporary name and renamed when complete). Until then the checkpoint is not
             # resumable, and --resume takes the previous one.
@@ -514,8 +518,10 @@ def prompt_fits(tokenizer, prompt: list[dict], max_seq_len: int, room: int = 16)
 
 @torch.no_grad()
 def chat_replies(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int = 64, temperature: float = 0.0,
-                 top_k: int = 0, seed: int | None = 0, batch_size: int = 32) -> list[dict]:
-    """Generate one assistant reply per chat prompt with the inference engine (KV cache).
+                 top_k: int = 0, seed: int | None = 0, batch_size: int = 32,
+                 seeds: list[int] | None = None) -> list[dict]:
+    """Generate one assistant reply per chat prompt with the inference engine (KV cache). Prompt i samples with
+    its own generator, seeded seeds[i] (else seed + i), so its reply does not depend on the batch it is in.
 
     Returns dicts {"prompt_ids", "ids" (the reply, ending with <|im_end|> when the model closed its turn),
     "text", "closed" (True if the model ended its turn with <|im_end|>)}."""
@@ -532,7 +538,8 @@ def chat_replies(model, tokenizer, prompts: list[list[dict]], max_new_tokens: in
         room = model.config.max_seq_len - max(len(c) for c in chunk)
         params = [SamplingParams(max_new_tokens=max(1, min(max_new_tokens, room - 1)), temperature=temperature,
                                  top_k=top_k, stop_token_ids=[im_end], ignore_eos=True,
-                                 seed=None if seed is None else seed + i + j) for j in range(len(chunk))]
+                                 seed=seeds[i + j] if seeds is not None else None if seed is None else seed + i + j)
+                  for j in range(len(chunk))]
         for ids, s in zip(chunk, engine.generate(chunk, params)):
             closed = s.finish_reason == "stop"
             out.append({"prompt_ids": ids, "ids": s.token_ids + ([im_end] if closed else []), "text": s.text,
