@@ -225,12 +225,12 @@ def run(args) -> int:
     from scratchlm.posttrain import (DPOConfig, GRPOConfig, SFTConfig, load_stage_config, run_dpo, run_grpo,
                                      run_sft)
 
-    common = {"seed": seed, "device": "cpu", "tensorboard": not args.quick, "seq_len": sizes.seq_len}
-    stages = (
+    common = {"seed": seed, "device": "cpu", "tensorboard": not args.quick}
+    stages = (  # (GRPO has no seq_len: its rows are a prompt and up to grpo.max_new_tokens of reply)
         ("sft", SFTConfig, runs_out["pretrain"], corpus / "instructions.jsonl", sizes.sft_time,
-         {"micro_batch_size": sizes.micro_batch, "lr": 1e-3}, {}),
+         {"micro_batch_size": sizes.micro_batch, "lr": 1e-3, "seq_len": sizes.seq_len}, {}),
         ("dpo", DPOConfig, out / "sft", corpus / "preferences.jsonl", sizes.dpo_time,
-         {"micro_batch_size": max(2, sizes.micro_batch // 2), "lr": 1e-4}, {}),
+         {"micro_batch_size": max(2, sizes.micro_batch // 2), "lr": 1e-4, "seq_len": sizes.seq_len}, {}),
         ("rl", GRPOConfig, out / "dpo", None, sizes.rl_time, {"lr": 5e-5},
          {"grpo": {"group_size": sizes.rl_group, "eval_tasks": sizes.eval_tasks, "max_new_tokens": 32}}),
     )

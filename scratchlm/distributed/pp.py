@@ -20,6 +20,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
 
+from scratchlm.model.transformer import run_blocks
+
 
 def split_layers(n_layers: int, pp: int) -> list[tuple[int, int]]:
     """[start, end) layer ranges of the pp stages, as even as possible (earlier stages get the extra layer)."""
@@ -43,6 +45,9 @@ class Stage(nn.Module):
         cfg = self.config = model.config
         self.first, self.last = first, last
         self.layers = nn.ModuleDict({str(i): model.layers[i] for i in range(start, end)})
+        self.start = start
+        # activation checkpointing as the full model has it (train.activation_checkpointing, set before wrapping)
+        self.checkpoint_every = getattr(model, "checkpoint_every", 0)
         tied = model.lm_head is None
         # tok_emb: embedding on the first stage; on the last one (tied weights) the head's matrix.
         self.tok_emb = model.tok_emb if first or (last and tied) else None
@@ -70,8 +75,8 @@ class Stage(nn.Module):
         cos = sin = None
         if self.rope_cos is not None:
             cos, sin = self.rope_cos[:T].to(x.dtype), self.rope_sin[:T].to(x.dtype)  # (T, hd/2)
-        for layer in self.layers.values():
-            x = layer(x, cos, sin)
+        x = run_blocks(self.layers.values(), x, cos, sin, every=self.checkpoint_every if self.training else 0,
+                       first=self.start)
         if self.last:
             h = self.norm(x)
             weight = self.tok_emb.weight if self.lm_head is None else self.lm_head.weight

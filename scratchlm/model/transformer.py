@@ -164,17 +164,16 @@ class Transformer(nn.Module):
             dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
             cos, sin = cos.to(dtype), sin.to(dtype)
         x = self.emb_dropout(x)
-
-        every = self.checkpoint_every
-        use_ckpt = every > 0 and cache is None and self.training and torch.is_grad_enabled()
-        for i, layer in enumerate(self.layers):
-            if use_ckpt and i % every == 0:
-                x = checkpoint(layer, x, cos, sin, attn_mask, is_causal, None, use_reentrant=False)
-            else:
-                x = layer(x, cos, sin, attn_mask, is_causal, cache)
+        x = self.blocks(x, cos, sin, attn_mask, is_causal, cache)
         if cache is not None:
             cache.commit()
         return self.norm(x)
+
+    def blocks(self, x: torch.Tensor, cos, sin, attn_mask=None, is_causal: bool = True, cache=None) -> torch.Tensor:
+        """The residual stream (B, T, d) through every block, with activation checkpointing when it is on: the
+        one loop that the plain forward, packed rows (post-training) and pipeline stages all run."""
+        return run_blocks(self.layers, x, cos, sin, attn_mask, is_causal, cache,
+                          every=self.checkpoint_every if self.training else 0)
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         """Output head: (..., d_model) -> (..., vocab_size)."""
@@ -196,3 +195,17 @@ class Transformer(nn.Module):
         if last_only:
             h = h[:, -1:]
         return self.logits(h)
+
+
+def run_blocks(layers, x: torch.Tensor, cos, sin, attn_mask=None, is_causal: bool = True, cache=None, every: int = 0,
+               first: int = 0) -> torch.Tensor:
+    """x (B, T, d) through `layers` (blocks first, first + 1, ... of the model). every > 0: the activations of
+    every `every`-th block (counted in the whole model, so a pipeline stage checkpoints the blocks the full model
+    would) are recomputed in the backward pass instead of stored; only with gradients on and no KV cache."""
+    use_ckpt = every > 0 and cache is None and torch.is_grad_enabled()
+    for i, layer in enumerate(layers, start=first):
+        if use_ckpt and i % every == 0:
+            x = checkpoint(layer, x, cos, sin, attn_mask, is_causal, None, use_reentrant=False)
+        else:
+            x = layer(x, cos, sin, attn_mask, is_causal, cache)
+    return x

@@ -190,6 +190,13 @@ STAGE_DEFAULTS = {
 }
 
 
+def stage_train_defaults(cls: type) -> TrainConfig:
+    """The [train] section a stage has when nothing is set: pretraining's defaults with the stage's own."""
+    from scratchlm.config import from_dict
+
+    return from_dict(TrainConfig, STAGE_DEFAULTS[cls]["train"])
+
+
 def load_stage_config(cls: type, path: str | Path | None = None, overrides: list[str] | None = None,
                       defaults: dict | None = None):
     """Stage defaults <- `defaults` <- TOML file <- --set overrides -> a validated stage config."""

@@ -103,7 +103,7 @@ class DPOTrainer(PostTrainer):
         collective: a training step under torchrun, where every rank calls it in step: the policy (and a LoRA
         model's reference, adapters off) run through the DDP / FSDP wrapper, whose hooks gather and sync."""
         batch = pad_batch([c for c, _ in pairs] + [r for _, r in pairs], self.pad_id).to(self.device)
-        through_wrapper = collective and self.wrapped is not None
+        through_wrapper = collective  # a training step: the wrapper (torchrun) and torch.compile, when on
         if reference:
             with torch.no_grad(), self._ref_context() as m, self.autocast():
                 if self.ref_model is not None:  # a frozen plain copy: no collective needed

@@ -38,6 +38,7 @@ from scratchlm.runs import read_jsonl
 from scratchlm.stats import format_proportion
 from scratchlm.train.checkpoint import mark_best, read_best
 from scratchlm.train.metrics import plot_rl
+from scratchlm.train.wrap import UNHONOURED_GRPO, UNHONOURED_POSTTRAIN
 
 from .lora import adapters_disabled
 from .loop import PostTrainer, chat_replies, prompt_fits
@@ -161,11 +162,13 @@ class GRPOTrainer(PostTrainer):
         per_mb, per_rank = g.prompts_per_step // g.minibatches, g.prompts_per_step // g.minibatches // n
         return [m * per_mb + r * per_rank + i for m in range(g.minibatches) for i in range(per_rank)]
 
+    def unhonoured(self) -> dict[str, str]:
+        return {**UNHONOURED_POSTTRAIN, **UNHONOURED_GRPO}
+
     def policy_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits (B, T, V) of the policy being trained: through the DDP / FSDP wrapper when there is one."""
-        if self.wrapped is None:
-            return self.model(x)
-        return self.wrapped(x, x)  # PackedForward(x, y): unpacked rows, y unused
+        """Logits (B, T, V) of the policy being trained: through the DDP / FSDP wrapper when there is one, and
+        torch.compile when train.compile is on (PostTrainer.train_forward)."""
+        return self.train_forward(x, x)  # (x, y, ...): unpacked rows, y unused
 
     def rollout_model(self) -> torch.nn.Module:
         """The model that samples: the policy itself, or under FSDP a full copy gathered from the shards (the

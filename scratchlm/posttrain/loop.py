@@ -34,7 +34,10 @@ from scratchlm.device import resolve_device, train_dtype
 from scratchlm.train.metrics import MetricsLogger, plot_loss
 from scratchlm.train.optim import param_groups, set_lr
 from scratchlm.train.schedule import lr_multiplier
-from scratchlm.train.stopping import Interrupted, StopOnSignal, nonfinite_weights_error, weights_finite
+from scratchlm.train.optim import make_adamw
+from scratchlm.train.stopping import (Interrupted, StopOnSignal, TrainingStopped, nonfinite_weights_error,
+                                      weights_finite)
+from scratchlm.train.wrap import UNHONOURED_POSTTRAIN, apply_runtime, compiled, prepare_model, refuse_unhonoured
 
 from .lora import apply_lora, lora_state_dict, merged_state_dict
 
@@ -83,6 +86,10 @@ class PostTrainer:
         self.is_main = self.ctx is None or self.ctx.is_main
         self.dp_size = 1 if self.ctx is None else self.ctx.dp_size
         self.check_layout()
+        # [train] settings this stage has no use for are errors, not silent no-ops (train/wrap.py)
+        from .config import stage_train_defaults
+
+        refuse_unhonoured(self.tc, stage_train_defaults(type(cfg)), self.unhonoured(), f"scratchlm {self.stage}")
         if not resume and not overwrite and not is_done(run_dir) and list_checkpoints(run_dir):
             raise FileExistsError(f"{run_dir} holds an unfinished run; pass --resume to continue it or --overwrite "
                                   "to start over")
@@ -99,8 +106,7 @@ class PostTrainer:
 
         self.device = str(self.ctx.device) if self.ctx is not None else resolve_device(self.tc.device)
         self.device_type = self.device.split(":")[0]
-        if self.tc.num_threads:
-            torch.set_num_threads(self.tc.num_threads)
+        apply_runtime(self.tc)  # threads, deterministic algorithms: as in pretraining
         self.dtype = train_dtype(self.tc.dtype, self.device)
         if self.dtype == torch.float16:
             raise ValueError("train.dtype float16 is not supported in post-training; use bfloat16 or float32")
@@ -120,18 +126,22 @@ class PostTrainer:
             log.info("LoRA rank %d on %d modules", self.lora.rank, len(wrapped))
         else:
             self.lora = None
+        prepare_model(self.model, self.tc)  # activation checkpointing: on the blocks, before any wrapper
         self.build()  # stage-specific: data, extra modules (reward head), reference model
         # DDP / FSDP2 around the model; FSDP makes its parameters sharded DTensors in place, so this comes before
         # the optimizer is built. self.model stays the bare model (for state dicts and rank 0's evaluation).
+        from .distributed import PackedForward, wrap_data_parallel
+
         self.wrapped = None
         if self.ctx is not None:
-            from .distributed import wrap_data_parallel
-
             self.wrapped = wrap_data_parallel(self.model, self.ctx)
+        # what a training step calls: (x, y, positions, doc_ids) -> logits, compiled when train.compile is on
+        self.train_forward = compiled(self.wrapped if self.wrapped is not None else PackedForward(self.model),
+                                      self.tc)
         self.params = [p for p in self.trainable_module().parameters() if p.requires_grad]
         self.optimizer = self.build_optimizer()
 
-        self.step, self.elapsed, self.bad_steps = 0, 0.0, 0
+        self.step, self.elapsed, self.bad_steps, self.bad_in_a_row = 0, 0.0, 0, 0
         self.tokens = 0  # tokens fed to the model in training (prompt + reply), for plots
         self.best = math.inf
         self.last_eval: dict = {}
@@ -146,6 +156,10 @@ class PostTrainer:
     # ------------------------------------------------------------------ hooks for the stages
     def check_layout(self) -> None:
         """Raise ValueError if the stage cannot run on this many data-parallel ranks (before anything is written)."""
+
+    def unhonoured(self) -> dict[str, str]:
+        """[train] settings this stage cannot honour (name -> why): setting one is an error."""
+        return UNHONOURED_POSTTRAIN
 
     def build(self) -> None:
         """Load data and anything else the stage needs (called once the model exists)."""
@@ -187,12 +201,9 @@ class PostTrainer:
             self.ctx.barrier()
 
     def forward(self, batch) -> torch.Tensor:
-        """Logits (B, T, V) of a Batch, through the DDP / FSDP wrapper when there is one (its hooks sync)."""
-        from .packing import forward_batch
-
-        if self.wrapped is None:
-            return forward_batch(self.model, batch)
-        return self.wrapped(batch.x, batch.y, batch.positions, batch.doc_ids)
+        """Logits (B, T, V) of a Batch in a training step: through the DDP / FSDP wrapper when there is one (its
+        hooks sync) and torch.compile when train.compile is on."""
+        return self.train_forward(batch.x, batch.y, batch.positions, batch.doc_ids)
 
     def sync_context(self, last: bool):
         """No gradient communication on accumulation micro-steps but the last (DDP no_sync / FSDP)."""
@@ -241,7 +252,7 @@ class PostTrainer:
             g.pop("names", None)
             g["params"] = [p for p in g["params"] if p.requires_grad]
         groups = [g for g in groups if g["params"]]
-        opt = torch.optim.AdamW(groups, lr=tc.lr, betas=(tc.beta1, tc.beta2), eps=tc.eps)
+        opt = make_adamw(groups, tc.lr, (tc.beta1, tc.beta2), tc.eps, tc.fused_optimizer, self.device_type)
         for g in opt.param_groups:
             g["peak_lr"] = tc.lr
         return opt
@@ -252,6 +263,8 @@ class PostTrainer:
             p = max(p, self.step / tc.max_steps)
         if tc.max_time:
             p = max(p, self.elapsed / tc.max_time)
+        if tc.max_tokens:
+            p = max(p, self.tokens / tc.max_tokens)
         return p
 
     def stop_reason(self) -> str | None:
@@ -259,6 +272,8 @@ class PostTrainer:
             return "max_steps"
         if self.tc.max_time and self.elapsed >= self.tc.max_time:
             return "max_time"
+        if self.tc.max_tokens and self.tokens >= self.tc.max_tokens:
+            return "max_tokens"
         return None
 
     def train_state(self) -> dict:
@@ -376,11 +391,18 @@ class PostTrainer:
             norm = torch.nn.utils.clip_grad_norm_(self.params, clip).item()
         if math.isfinite(norm):
             self.optimizer.step()
+            self.bad_in_a_row = 0
         else:
             self.bad_steps += 1
-            log.warning("step %d: non-finite gradient, step skipped", self.step)
+            self.bad_in_a_row += 1
+            log.warning("step %d: non-finite gradient, step skipped (%d in a row)", self.step, self.bad_in_a_row)
             if not weights_finite(self.params, self.ctx is not None, self.device):  # no step can recover them
                 raise nonfinite_weights_error(self.step, self._last_checkpoint())
+            if self.bad_in_a_row >= tc.max_bad_steps:
+                last = self._last_checkpoint()
+                where = f"the last good checkpoint is {last}" if last else "no checkpoint was written"
+                raise TrainingStopped(f"{self.bad_in_a_row} non-finite steps in a row at step {self.step}: the run "
+                                      f"diverged; {where}. Lower train.lr or raise train.warmup_steps, then --resume")
         self.optimizer.zero_grad(set_to_none=True)
         return norm, lr
 

@@ -37,8 +37,7 @@ def packed_hidden_states(model, idx: torch.Tensor, positions: torch.Tensor, doc_
         dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
         cos, sin = cos.to(dtype), sin.to(dtype)
     x = model.emb_dropout(x)
-    for layer in model.layers:
-        x = layer(x, cos, sin, mask, False, None)
+    x = model.blocks(x, cos, sin, mask, False)  # activation checkpointing applies here too
     return model.norm(x)
 
 

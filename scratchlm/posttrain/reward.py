@@ -20,6 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from scratchlm.train.checkpoint import load_train_state
+from scratchlm.train.wrap import compiled
 
 from .loop import PostTrainer, load_base, load_preference_split
 from .tokenize import make_reply_example
@@ -83,6 +84,7 @@ class RewardTrainer(PostTrainer):
         if not self.train_pairs:
             raise ValueError(f"{cfg.data}: no pair fits in train.seq_len ({tc.seq_len}) tokens")
         self.rm = RewardModel(self.model)
+        self.rm_forward = compiled(self.rm, tc)  # train.compile (train/wrap.py), as every stage's training forward
         self.epoch, self.cursor, self.order = 0, 0, None
 
     def _tokenize(self, prefs) -> list[tuple[list[int], list[int]]]:
@@ -107,7 +109,7 @@ class RewardTrainer(PostTrainer):
     def scores(self, pairs) -> tuple[torch.Tensor, torch.Tensor]:
         ids, lengths = batch_ids([c for c, _ in pairs] + [r for _, r in pairs], self.pad_id, self.device)
         with self.autocast():
-            s = self.rm(ids, lengths)
+            s = self.rm_forward(ids, lengths)
         return s[: len(pairs)], s[len(pairs):]
 
     def train_step(self) -> dict:

@@ -23,7 +23,6 @@ import contextlib
 import dataclasses
 import logging
 import math
-import os
 import resource
 import time
 from pathlib import Path
@@ -46,6 +45,7 @@ from .parallel import (bare_module, collective_forward, is_sharded_checkpoint, l
                        on_main, save_sharded_checkpoint, start)
 from .schedule import lr_multiplier
 from .stopping import Interrupted, StopOnSignal, TrainingStopped, nonfinite_weights_error, weights_finite
+from .wrap import apply_runtime, compiled, prepare_model
 
 log = logging.getLogger("scratchlm")
 
@@ -92,11 +92,7 @@ class Trainer:
         # ---- numerics
         self.device = str(self.ctx.device) if self.ctx.distributed else resolve_device(tc.device)
         self.device_type = self.device.split(":")[0]
-        if tc.num_threads:
-            torch.set_num_threads(tc.num_threads)
-        if tc.deterministic:
-            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-            torch.use_deterministic_algorithms(True)
+        apply_runtime(tc)  # threads, deterministic algorithms (train/wrap.py: the same for post-training)
         self.dtype = train_dtype(tc.dtype, self.device)
         if self.device_type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls on tensor cores (TF32) where they remain
@@ -114,8 +110,7 @@ class Trainer:
 
         torch.manual_seed(tc.seed)  # the same initial weights on every rank (FSDP and TP shard them as they are)
         self.model = Transformer(cfg.model).to(self.device)
-        if tc.activation_checkpointing:
-            self.model.set_activation_checkpointing(tc.activation_checkpointing)
+        prepare_model(self.model, tc)  # activation checkpointing, on the bare model before any wrapper
         # DDP wrapper, or FSDP / TP applied in place; the identity in one process
         self.wrapped = self.ctx.wrap(self.model, batch_rows=rows) if self.ctx.degrees["pp"] > 1 else \
             self.ctx.wrap(self.model)
@@ -129,7 +124,7 @@ class Trainer:
         if self.ctx.degrees["tp"] > 1:  # DTensors on different meshes cannot share one fused / foreach kernel
             for g in self.optimizer.param_groups:
                 g["fused"], g["foreach"] = None, False
-        self.forward = torch.compile(self.wrapped) if tc.compile else self.wrapped
+        self.forward = compiled(self.wrapped, tc)
         self.params = [p for p in self.module.parameters() if p.requires_grad]
         if self.ctx.dp_size > 1:  # different dropout masks on the data-parallel ranks, as one process's rows get
             torch.manual_seed(tc.seed + self.ctx.dp_rank)

@@ -48,7 +48,7 @@ def param_groups(model: nn.Module, weight_decay: float, decay_embeddings: bool =
     ]
 
 
-def _adamw(groups: list[dict], lr: float, betas: tuple[float, float], eps: float, fused: bool,
+def make_adamw(groups: list[dict], lr: float, betas: tuple[float, float], eps: float, fused: bool,
            device_type: str) -> torch.optim.AdamW:
     groups = [{k: v for k, v in g.items() if k != "names"} for g in groups if g["params"]]
     kwargs = {}
@@ -172,7 +172,7 @@ def build_optimizer(model: nn.Module, tc, device_type: str = "cpu"):
     betas = (tc.beta1, tc.beta2)
     if tc.optimizer == "adamw":
         groups = param_groups(model, tc.weight_decay, tc.decay_embeddings)
-        opt = _adamw(groups, tc.lr, betas, tc.eps, tc.fused_optimizer, device_type)
+        opt = make_adamw(groups, tc.lr, betas, tc.eps, tc.fused_optimizer, device_type)
         for g in opt.param_groups:
             g["peak_lr"] = tc.lr
         return opt
@@ -183,7 +183,7 @@ def build_optimizer(model: nn.Module, tc, device_type: str = "cpu"):
         for g in groups:  # AdamW keeps its decay rule for whatever Muon does not take
             keep = [(p, n) for p, n in zip(g["params"], g["names"]) if id(p) not in hidden_ids]
             g["params"], g["names"] = [p for p, _ in keep], [n for _, n in keep]
-        adamw = _adamw(groups, tc.lr, betas, tc.eps, tc.fused_optimizer, device_type)
+        adamw = make_adamw(groups, tc.lr, betas, tc.eps, tc.fused_optimizer, device_type)
         for g in adamw.param_groups:
             g["peak_lr"] = tc.lr
         muon = Muon(hidden, lr=tc.muon_lr, momentum=tc.muon_momentum, weight_decay=tc.weight_decay)
