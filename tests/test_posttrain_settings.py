@@ -230,4 +230,4 @@ def test_compiled_sft_matches_eager(base, tmp_path):
         t.optimizer_step()
         losses[c] = (first, t.train_step()["loss"])
     for eager, comp in zip(losses["false"], losses["true"]):
-        assert abs(eager - comp) < 1e-4, losses
+        assert abs(eager - comp) < 1e-4 * abs(eager), losses  # inductor reorders float32 sums (~2e-5 relative)
