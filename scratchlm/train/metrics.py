@@ -166,8 +166,14 @@ def plot_loss(run_dir: str | Path) -> Path | None:
     ax_lr.set_ylabel("lr")
     ax_lr.set_xlabel("tokens seen")
     ax_lr.grid(alpha=0.3)
+    return save_figure(fig, run_dir / "plots" / "loss.png")
+
+
+def save_figure(fig, out: Path) -> Path:
+    """A matplotlib figure as a PNG, written atomically (a reader never sees half a file), then closed."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
-    out = run_dir / "plots" / "loss.png"
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
     plt.close(fig)
@@ -220,9 +226,4 @@ def plot_rl(run_dir: str | Path) -> Path | None:
     ax2.grid(alpha=0.3)
     if ax2.lines:
         ax2.legend(loc="best", fontsize=8)
-    fig.tight_layout()
-    out = run_dir / "plots" / "reward.png"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(out, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
-    plt.close(fig)
-    return out
+    return save_figure(fig, run_dir / "plots" / "reward.png")
