@@ -3,6 +3,7 @@
     wilson_interval(81, 100)                  # (0.722, 0.875): 81 right out of 100
     format_proportion(62, 500)                # "12.4% (n=500, 95% 9.8-15.6%)"
     compare_proportions(60, 500, 85, 500)     # {"diff": 0.05, "diff_ci": (...), "within_noise": ..., "text": ...}
+    compare_paired(before_ok, after_ok)       # the same items scored twice: the change and its paired interval
 
 An accuracy of k right out of n is an estimate: 100 tasks at 12% right give 95% limits of about 7-20%, so a model
 at 12% and one at 5% on 100 tasks each are not clearly different. Every accuracy the project reports carries n and
@@ -14,9 +15,16 @@ this interval, and a comparison says "within noise" when the two intervals overl
 - The difference of two proportions gets Newcombe's hybrid score interval (Newcombe 1998, method 10), built from
   the two Wilson intervals. It treats the two samples as independent; stages scored on the same tasks are paired,
   for which it is conservative (wider than a paired interval would be).
-- "Within noise" is the plain rule: the two 95% intervals overlap. It is stricter than asking whether the
+- When both sides scored the same items (every demo stage answers the same 500 held-out tasks), the per-item
+  results are paired, and the change is judged by Agresti & Min's adjusted Wald interval for matched proportions
+  (2005, "Simple improved confidence intervals for comparing matched proportions"): add 1/2 to each cell of the 2x2
+  table of (right before, right after), then the Wald interval of p(wrong->right) - p(right->wrong). Only the items
+  that changed carry information, so it is much narrower than the unpaired interval when most items agree, and
+  it still covers close to 95% at small counts, where the plain Wald interval does not.
+- "Within noise", unpaired, is the plain rule: the two 95% intervals overlap. It is stricter than asking whether the
   difference's interval holds zero (two intervals can overlap a little while the difference is significant), which
-  is what we want of a claim that one stage beat another.
+  is what we want of a claim that one stage beat another. Paired, it is: the difference's interval holds zero (the
+  two marginal intervals would ignore the pairing, which is the whole information).
 
 This module imports nothing of ours, so data/ (the toxicity classifier's precision/recall) and eval/ both use it.
 """
@@ -80,3 +88,41 @@ def compare_proportions(k1: int, n1: int, k2: int, n2: int) -> dict:
         text = f"{100 * d:+.1f} points (95% {100 * lo:+.1f} to {100 * hi:+.1f})"
     return {"before": k1 / n1, "after": k2 / n2, "diff": d, "diff_ci": (lo, hi), "within_noise": within,
             "text": text}
+
+
+def paired_difference_interval(before: list, after: list, z: float = Z95) -> tuple[float, float]:
+    """95% interval for p_after - p_before on the same items (Agresti & Min 2005, adjusted Wald for matched pairs).
+
+    before[i], after[i]: whether item i was right before and after (bools or 0/1)."""
+    if len(before) != len(after):
+        raise ValueError(f"paired results need the same items on both sides, got {len(before)} and {len(after)}")
+    n = len(before)
+    gained = sum(1 for a, b in zip(before, after) if b and not a)  # wrong -> right
+    lost = sum(1 for a, b in zip(before, after) if a and not b)    # right -> wrong
+    m = n + 2  # four cells, each + 1/2
+    pg, pl = (gained + 0.5) / m, (lost + 0.5) / m
+    d = pg - pl
+    half = z * math.sqrt(max(0.0, (pg + pl) - d * d) / m)
+    return max(-1.0, d - half), min(1.0, d + half)
+
+
+def compare_paired(before: list, after: list) -> dict:
+    """The change from `before` to `after`, both scored on the same items: the difference, its paired 95% interval,
+    how many items went each way, "within noise" when the interval holds zero, and a line saying so."""
+    if not before or len(before) != len(after):
+        raise ValueError(f"comparing paired results needs the same, non-empty items on both sides, got "
+                         f"{len(before)} and {len(after)}")
+    n = len(before)
+    k1, k2 = sum(map(bool, before)), sum(map(bool, after))
+    gained = sum(1 for a, b in zip(before, after) if b and not a)
+    lost = sum(1 for a, b in zip(before, after) if a and not b)
+    d = (k2 - k1) / n
+    lo, hi = paired_difference_interval(before, after)
+    within = lo <= 0.0 <= hi
+    ways = f"{gained} tasks gained, {lost} lost"
+    if within:
+        text = f"{100 * d:+.1f} points, within noise (paired 95% {100 * lo:+.1f} to {100 * hi:+.1f}; {ways})"
+    else:
+        text = f"{100 * d:+.1f} points (paired 95% {100 * lo:+.1f} to {100 * hi:+.1f}; {ways})"
+    return {"before": k1 / n, "after": k2 / n, "diff": d, "diff_ci": (lo, hi), "within_noise": within,
+            "gained": gained, "lost": lost, "paired": True, "text": text}

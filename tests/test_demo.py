@@ -37,11 +37,14 @@ def test_demo_quick_end_to_end(tmp_path):
     comparisons = report["steps"]["eval"]["comparisons"]
     assert [(c["from"], c["to"]) for c in comparisons] == [("pretrain", "sft"), ("sft", "dpo"), ("dpo", "rl")]
     for c in comparisons:
-        a, b = table[c["from"]]["task_accuracy_ci"], table[c["to"]]["task_accuracy_ci"]
-        assert c["within_noise"] == (a[0] <= b[1] and b[0] <= a[1])
+        # the same tasks on both sides: the change is paired, from the per-task results saved with each model
+        ra, rb = table[c["from"]]["tasks_right"], table[c["to"]]["tasks_right"]
+        assert len(ra) == len(rb) == 8 and ra.count("1") == table[c["from"]]["tasks_correct"]
+        assert c["paired"] and c["diff_ci"][0] <= c["diff"] <= c["diff_ci"][1]
+        assert c["within_noise"] == (c["diff_ci"][0] <= 0 <= c["diff_ci"][1])
         assert f"{c['from']} -> {c['to']}: {c['text']}" in proc.stdout
         assert ("within noise" in c["text"]) == c["within_noise"]
-    assert "TinyWorld tasks (the same 8 held-out tasks for every model; 95% Wilson intervals)" in proc.stdout
+    assert "TinyWorld tasks (the same 8 held-out tasks for every model; 95% Wilson intervals, changes paired)" in proc.stdout
     # a finished demo is not overwritten by accident
     again = subprocess.run([sys.executable, "-m", "scratchlm", "demo", "--quick", "--out", str(out)],
                            capture_output=True, text=True, timeout=120)

@@ -286,6 +286,7 @@ def run(args) -> int:
             write_report(runs_out[name])
             table[name] = {"bpb": round(bpb["bpb"], 4), "task_accuracy": round(tw["accuracy"], 4),
                            "tasks_n": tw["n"], "tasks_correct": tw["correct"],
+                           "tasks_right": "".join(map(str, tw["per_task"])),  # "0110...": the paired comparison
                            "task_accuracy_ci": [round(x, 4) for x in tw["accuracy_ci"]]}
             accuracy = format_proportion(tw["correct"], tw["n"])
             line = f"   {name:<9} bits/byte {bpb['bpb']:.3f}   TinyWorld tasks {accuracy}"
@@ -349,17 +350,22 @@ def _fmt(v) -> str:
 
 
 def _stage_comparisons(table: dict) -> list[dict]:
-    """Each stage's task accuracy against the stage before it (same tasks): the change and its 95% interval, or
-    "within noise" when the two accuracies' intervals overlap (scratchlm/stats.py)."""
-    from scratchlm.stats import compare_proportions
+    """Each stage's task accuracy against the stage before it. Every model answers the same tasks, so the change is
+    paired: its 95% interval counts the tasks that went wrong -> right and right -> wrong (Agresti-Min), and it is
+    "within noise" when that interval holds zero (scratchlm/stats.py). A table without per-task results (an older
+    report) falls back to the unpaired rule: the two accuracies' intervals overlap."""
+    from scratchlm.stats import compare_paired, compare_proportions
 
     names = list(table)
     out = []
     for a, b in zip(names, names[1:]):
         ta, tb = table[a], table[b]
-        c = compare_proportions(ta["tasks_correct"], ta["tasks_n"], tb["tasks_correct"], tb["tasks_n"])
+        if ta.get("tasks_right") and tb.get("tasks_right"):
+            c = compare_paired([int(x) for x in ta["tasks_right"]], [int(x) for x in tb["tasks_right"]])
+        else:
+            c = compare_proportions(ta["tasks_correct"], ta["tasks_n"], tb["tasks_correct"], tb["tasks_n"])
         out.append({"from": a, "to": b, "diff": round(c["diff"], 4), "diff_ci": [round(x, 4) for x in c["diff_ci"]],
-                    "within_noise": c["within_noise"], "text": c["text"]})
+                    "within_noise": c["within_noise"], "paired": c.get("paired", False), "text": c["text"]})
     return out
 
 
@@ -416,7 +422,8 @@ def _print_summary(report: dict, out: Path) -> None:
     table = steps.get("eval", {}).get("table")
     if table:
         n = next(iter(table.values()))["tasks_n"]
-        print(f"\nTinyWorld tasks (the same {n} held-out tasks for every model; 95% Wilson intervals):")
+        print(f"\nTinyWorld tasks (the same {n} held-out tasks for every model; 95% Wilson intervals, changes "
+              "paired):")
         print("\n".join(_task_accuracy_lines(table)))
     print(f"\nartifacts in {out}/: " + ", ".join(sorted(p.name for p in out.iterdir() if not p.name.startswith("."))))
     print(f"report: {out / 'report.json'}")

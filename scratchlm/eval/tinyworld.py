@@ -64,9 +64,10 @@ def evaluate_tinyworld(engine, tasks: list[dict], chat: bool = False, max_new_to
     replies = generate_in_batches(engine, prompts, params, batch_size, progress, desc="tinyworld")
     right: dict[str, int] = defaultdict(int)
     total: dict[str, int] = defaultdict(int)
-    examples = []
+    examples, per_task = [], []
     for t, reply in zip(tasks, replies):
         ok = check_answer(reply, t["answer"], t["question"])
+        per_task.append(int(ok))
         right[t["kind"]] += ok
         total[t["kind"]] += 1
         if len(examples) < n_examples:
@@ -77,4 +78,5 @@ def evaluate_tinyworld(engine, tasks: list[dict], chat: bool = False, max_new_to
             "accuracy_stderr": math.sqrt(acc * (1 - acc) / max(1, n - 1)),
             "by_kind": {k: {"n": total[k], "correct": right[k], **proportion_fields("accuracy", right[k], total[k])}
                         for k in sorted(total)},
-            "mode": "chat" if chat else "base", "examples": examples}
+            "mode": "chat" if chat else "base", "examples": examples,
+            "per_task": per_task}  # 1/0 per task, in order: two models on the same tasks compare paired (stats.py)
