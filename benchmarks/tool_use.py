@@ -12,7 +12,8 @@
    - sft without tools (the peer), sft_tools with the calculator offered and its calls run, sft_tools without it;
    - and --n-other non-arithmetic val tasks (facts, story questions) with and without the calculator offered:
      how often the model calls it when it should not, and whether offering it costs accuracy.
-Accuracy comes with n and a 95% Wilson interval, differences with Newcombe's interval (scratchlm/stats.py).
+Accuracy comes with n and a 95% Wilson interval; every comparison is on the same tasks, so differences get the paired
+(Agresti-Min) interval and count the tasks that went each way (scratchlm/stats.py).
 Results go to WORK/results.json; the commands the script runs are printed as it runs them.
 """
 
@@ -77,12 +78,14 @@ def evaluate(engine, tasks: list[dict], tools: dict, max_new_tokens: int) -> dic
     convs = [alpaca_prompt(t) for t in tasks]
     results = chat_with_tools_batch(engine, convs, params, tools, max_rounds=2, batch_size=32)
     right = called = exact_call = copied = errors = 0
+    per_task = []
     by_kind: dict[str, list[int]] = {}
     examples = []
     for t, new in zip(tasks, results):
         reply = final_answer(new)
         ok = check_answer(reply, t["answer"], t["question"])
         right += ok
+        per_task.append(int(ok))
         by_kind.setdefault(t["kind"], [0, 0])[0] += ok
         by_kind[t["kind"]][1] += 1
         calls = [c["function"]["arguments"] for m in new for c in m.get("tool_calls", [])]
@@ -99,7 +102,8 @@ def evaluate(engine, tasks: list[dict], tools: dict, max_new_tokens: int) -> dic
         if len(examples) < 4:
             examples.append({"question": t["instruction"][:120], "turns": new, "answer": t["answer"], "correct": ok})
     return {"n": len(tasks), "right": right, "called": called, "call_gives_answer": exact_call,
-            "answer_repeats_result": copied, "tool_errors": errors, "by_kind": by_kind, "examples": examples}
+            "answer_repeats_result": copied, "tool_errors": errors, "by_kind": by_kind, "examples": examples,
+            "per_task": per_task}
 
 
 def main() -> int:
@@ -127,7 +131,7 @@ def main() -> int:
     from scratchlm.data.tinyworld import iter_tasks
     from scratchlm.inference.loading import load_engine
     from scratchlm.inference.tools import builtin_tools
-    from scratchlm.stats import compare_proportions, format_proportion
+    from scratchlm.stats import compare_paired, format_proportion
 
     torch.manual_seed(args.seed)
     sft, sft_tools = build(args.work, args.base, args.pretrain_steps, args.sft_steps, args.seed)
@@ -154,9 +158,10 @@ def main() -> int:
     keys = list(rows)
     for a, b in ((0, 1), (2, 1), (0, 2), (4, 3)):
         ra, rb = rows[keys[a]], rows[keys[b]]
-        c = compare_proportions(ra["right"], ra["n"], rb["right"], rb["n"])
+        c = compare_paired(ra["per_task"], rb["per_task"])  # the same tasks on both sides
         print(f"{keys[b]}  vs  {keys[a]}: {c['text']}")
-        rows[f"{keys[b]} vs {keys[a]}"] = {k: c[k] for k in ("diff", "diff_ci", "within_noise", "text")}
+        rows[f"{keys[b]} vs {keys[a]}"] = {k: c[k] for k in ("diff", "diff_ci", "within_noise", "gained",
+                                                                       "lost", "text")}
     (args.work / "results.json").write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
                                                          "rows": rows}, indent=1, ensure_ascii=False))
     print(f"results: {args.work / 'results.json'}")
