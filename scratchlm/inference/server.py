@@ -3,6 +3,7 @@
     GET  /v1/models                 the one model this server holds
     POST /v1/completions            text in, text out; `logprobs` + `echo` let eval harnesses score prompts
     POST /v1/chat/completions       messages in (rendered with chat_template.py), an assistant message out
+    POST /tokenize                  a prompt's or a chat's token count, and the context (not OpenAI: vLLM's shape)
     GET  /                          a small chat page (static/index.html) that streams from the API above
 
 Both POST endpoints take `stream: true` and then answer with Server-Sent Events: one `data: {json}` line per
@@ -158,6 +159,30 @@ def create_app(engine: Engine, model_id: str = "scratchlm", api_key: str | None 
         if name != model_id:
             raise APIError(404, f"The model '{name}' does not exist", param="model", code="model_not_found")
         return model_card()
+
+    @app.post("/tokenize")
+    async def tokenize(request: Request):
+        """How many tokens a prompt takes, counted by the server's own tokenizer and chat template, so a client
+        (the chat page) can leave out old turns before a conversation outgrows the context. vLLM's shape: exactly
+        one of `prompt` (text, counted with BOS as /v1/completions does) or `messages` (rendered as
+        /v1/chat/completions renders them, with the assistant header when add_generation_prompt is true).
+        A prompt longer than the context is counted, not refused: finding that out is the point."""
+        body = await read_body(request)
+        check_fields(body, {"model", "prompt", "messages", "add_generation_prompt", "tools", "tool_choice"})
+        if (body.get("prompt") is None) == (body.get("messages") is None):
+            raise APIError(400, "send exactly one of 'prompt' (a string) or 'messages' (a chat)", param="messages")
+        if body.get("prompt") is not None:
+            if not isinstance(body["prompt"], str):
+                raise APIError(400, "'prompt' must be a string; to count a chat send 'messages'", param="prompt")
+            ids = engine.encode(body["prompt"])
+        else:
+            try:
+                messages = validate_messages(body["messages"], require_ids=True)
+            except ValueError as e:
+                raise APIError(400, str(e), param="messages") from None
+            tools, _ = tool_settings(body)
+            ids = encode_chat(tok, messages, get_field(body, "add_generation_prompt", bool, True), tools=tools)
+        return {"count": len(ids), "max_model_len": engine.max_seq_len, "tokens": ids}
 
     @app.get("/health")
     async def health():
