@@ -40,9 +40,10 @@ def load_model(run_or_ckpt: str | Path, device: str = "auto", dtype: str | torch
 def tokenizer_dir_for(run_or_ckpt: str | Path) -> Path:
     """The tokenizer/ folder of a run; for a checkpoint folder, that of the run holding it."""
     p = Path(run_or_ckpt)
-    for candidate in (p / "tokenizer", p.parent.parent / "tokenizer", p):
-        if (candidate / "scratchlm_tokenizer.json").is_file():
-            return candidate
+    for name in ("scratchlm_tokenizer.json", "tokenizer.json"):  # ours first; else Hugging Face's (import hf)
+        for candidate in (p / "tokenizer", p.parent.parent / "tokenizer", p):
+            if (candidate / name).is_file():
+                return candidate
     raise FileNotFoundError(f"no tokenizer found for {p} (looked for {p / 'tokenizer'}); "
                             "copy the tokenizer folder of the run that trained this model into it")
 
