@@ -29,8 +29,29 @@ def add_common(parser: argparse.ArgumentParser, *, out: str | None = None, confi
                        help="where to run (auto: cuda > mps > cpu)")
         g.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                        help="compute dtype (auto: bfloat16 where fast, else float32)")
+    if config and device and overrides:  # the training commands: pretrain, sft, dpo, rl, reward
+        g.add_argument("--wandb", metavar="PROJECT", action=_WandbProject, dest="overrides", default=argparse.SUPPRESS,
+                       help="log metrics to this Weights & Biases project too (same as --set train.wandb_project="
+                            "PROJECT; offline when there is no login or network, see train.wandb_mode)")
     g.add_argument("-v", "--verbose", action="count", default=0, help="more logging (and tracebacks)")
     g.add_argument("-q", "--quiet", action="count", default=0, help="less logging")
+
+
+class _WandbProject(argparse.Action):
+    """--wandb PROJECT is --set train.wandb_project=PROJECT, checked at once: asking for W&B where wandb is not
+    installed stops before anything runs (the run would otherwise fail after its data and model were built)."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        import importlib.util
+        import json
+
+        if not value.strip():
+            raise argparse.ArgumentError(self, "is empty; name a W&B project, e.g. --wandb scratchlm")
+        if importlib.util.find_spec("wandb") is None:
+            raise argparse.ArgumentError(self, "wandb is not installed: pip install wandb (or pip install "
+                                               "'scratchlm[track]')")
+        overrides = list(getattr(namespace, "overrides", None) or [])
+        setattr(namespace, "overrides", overrides + [f"train.wandb_project={json.dumps(value)}"])
 
 
 def out_dir(text: str) -> Path:

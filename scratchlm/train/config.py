@@ -179,6 +179,14 @@ class TrainConfig:
     """Write a metrics.jsonl row (and TensorBoard scalars) every this many steps."""
     tensorboard: bool = True
     """Write TensorBoard event files under logs/."""
+    wandb_project: str = field(default="", metadata={"help": "Weights & Biases project to log to too (--wandb)"})
+    """Log every metrics.jsonl row to this Weights & Biases project as well ("": off), with the resolved config as
+    wandb.config; the run is named after the run folder and kept under logs/wandb/. Needs `pip install wandb`
+    (an error otherwise). Under torchrun only rank 0 logs. Same as the `--wandb PROJECT` flag."""
+    wandb_mode: Literal["auto", "online", "offline"] = "auto"
+    """"auto": online when a W&B login (`wandb login` or WANDB_API_KEY) and the server are found, else offline
+    (WANDB_MODE, when set, decides); "online": a missing login is an error; "offline": write the run locally
+    only. An offline run is uploaded later with `wandb sync logs/wandb/offline-run-...` (printed at the end)."""
 
     # -- checkpoints and guards
     ckpt_every: int = field(default=0, metadata={"range": (0, None)})

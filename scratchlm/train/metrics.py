@@ -84,12 +84,24 @@ def mfu(flops_per_token: float, tokens_per_second: float, peak_tflops: float) ->
 
 
 class MetricsLogger:
-    """One JSON object per logged step in metrics.jsonl, mirrored to TensorBoard scalars."""
+    """One JSON object per logged step in metrics.jsonl, mirrored to TensorBoard scalars and, when the run's
+    config sets train.wandb_project (`--wandb PROJECT`), to Weights & Biases (tracking.py).
 
-    def __init__(self, run_dir: str | Path, tensorboard: bool = True):
+    Pretraining and every post-training stage write their metrics through this class, so each gets TensorBoard
+    and W&B without code of its own. The W&B settings and wandb.config come from the run folder's config.toml,
+    which every stage writes (resolved) before it starts logging."""
+
+    def __init__(self, run_dir: str | Path, tensorboard: bool = True, wandb: bool = True):
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / "metrics.jsonl"
         self.writer = None
+        self.wandb = None
+        if wandb and (self.run_dir / "config.toml").is_file():
+            from scratchlm.config import load_toml
+
+            from .tracking import start_wandb
+
+            self.wandb = start_wandb(self.run_dir, load_toml(self.run_dir / "config.toml"))
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -106,11 +118,14 @@ class MetricsLogger:
     def log(self, row: dict) -> None:
         row = {k: v for k, v in row.items() if v is not None}
         append_jsonl(self.path, row)
+        step = row.get("step", 0)
+        scalars = {_tb_name(k): v for k, v in row.items()
+                   if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
         if self.writer is not None:
-            step = row.get("step", 0)
-            for k, v in row.items():
-                if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
-                    self.writer.add_scalar(_tb_name(k), v, step)
+            for k, v in scalars.items():
+                self.writer.add_scalar(k, v, step)
+        if self.wandb is not None:
+            self.wandb.log(step, scalars)
 
     def text(self, tag: str, text: str, step: int) -> None:
         if self.writer is not None:
@@ -121,6 +136,9 @@ class MetricsLogger:
             self.writer.flush()
             self.writer.close()
             self.writer = None
+        if self.wandb is not None:
+            self.wandb.finish()
+            self.wandb = None
 
 
 def _dumps(row: dict) -> str:
