@@ -172,12 +172,23 @@ def import_hf(args) -> int:
                       extra_meta={"step": 0, "source": str(src.resolve()), "format": "huggingface",
                                   "architecture": (hf_config.get("architectures") or [None])[0]})
     save_config({"model": cfg.to_dict(), "import": {"from": str(src.resolve())}}, run / "config.toml")
-    copied = [n for n in TOKENIZER_FILES + ("generation_config.json",) if (src / n).is_file()]
+    # generation_config.json goes beside the tokenizer: its eos ids are the chat stop tokens (inference/hf_chat.py)
+    copied = [n for n in TOKENIZER_FILES + ("generation_config.json", "chat_template.jinja") if (src / n).is_file()]
     for name in copied:
-        if name in TOKENIZER_FILES:
-            shutil.copyfile(src / name, run / "tokenizer" / name)
+        shutil.copyfile(src / name, run / "tokenizer" / name)
     if "tokenizer.json" not in copied:
         log.warning("%s has no tokenizer.json: the run has weights but no tokenizer", src)
+    else:
+        from scratchlm.tokenizer.hf_load import load_hf_tokenizer
+
+        try:  # read it now, so a tokenizer scratchlm cannot use is reported here rather than at `generate`
+            tok = load_hf_tokenizer(run / "tokenizer")
+        except ValueError as e:
+            log.warning("the model is imported, but its tokenizer is not usable by scratchlm: %s", e)
+        else:
+            if tok.vocab_size > cfg.vocab_size:
+                log.warning("the tokenizer has ids up to %d but the model only %d embeddings: ids past it will fail",
+                            tok.vocab_size - 1, cfg.vocab_size)
     mark_done(run, {"stage": "import", "checkpoint": ckpt.name})
     n = sum(t.numel() for t in sd.values())
     print(f"imported {src} -> {ckpt} ({cfg.family}-style, {n:,} parameters)")

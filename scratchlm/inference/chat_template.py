@@ -286,7 +286,12 @@ def chat_special_ids(tokenizer: Any) -> tuple[int | None, int, int]:
 def encode_chat(tokenizer: Any, messages: list[dict], add_generation_prompt: bool = True,
                 tools: list[dict] | None = None) -> list[int]:
     """Token ids of render_chat(messages, tools=tools). Equals encoding that text with special tokens allowed, as
-    long as no message contains special-token text; if one does, it is encoded as ordinary text (no injection)."""
+    long as no message contains special-token text; if one does, it is encoded as ordinary text (no injection).
+    A Hugging Face tokenizer with its own chat template (an imported model) is rendered with that (hf_chat.py)."""
+    from .hf_chat import encode_hf_chat, has_hf_template
+
+    if has_hf_template(tokenizer):
+        return encode_hf_chat(tokenizer, messages, add_generation_prompt, tools)
     bos, start, end = chat_special_ids(tokenizer)
     nl = tokenizer.encode("\n")
     ids = [] if bos is None else [bos]
@@ -301,7 +306,12 @@ def encode_chat(tokenizer: Any, messages: list[dict], add_generation_prompt: boo
 
 def chat_stop_token_ids(tokenizer: Any) -> list[int]:
     """Tokens that end an assistant turn: <|im_end|>; also <|im_start|> (a model that skips <|im_end|> and
-    starts the next turn), end-of-text and BOS (a new document), as fallbacks for weakly trained models."""
+    starts the next turn), end-of-text and BOS (a new document), as fallbacks for weakly trained models.
+    With a Hugging Face chat template: its eos ids and end-of-turn token (hf_chat.py)."""
+    from .hf_chat import has_hf_template, hf_chat_stop_ids
+
+    if has_hf_template(tokenizer):
+        return hf_chat_stop_ids(tokenizer)
     _, start, end = chat_special_ids(tokenizer)
     ids = [end, start]
     for name in ("eos_id", "bos_id"):
