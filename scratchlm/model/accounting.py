@@ -35,6 +35,8 @@ def _block_params(cfg: ModelConfig) -> tuple[int, int]:
     if cfg.bias:
         other += H * hd + 2 * KV * hd + d  # biases of wq, wk, wv, wo
         other += n_mlp_in * f + d  # biases of w_gate?, w_up, w_down
+    elif cfg.qkv_bias:
+        other += H * hd + 2 * KV * hd  # biases of wq, wk, wv only (Qwen2)
     if cfg.qk_norm:
         other += 2 * hd  # q_norm, k_norm (RMSNorm over head_dim)
     return attn + mlp, other

@@ -78,6 +78,10 @@ class ModelConfig:
     """Share the token embedding matrix with the output head (saves vocab*d parameters; GPT-2, Llama 3.2 1B)."""
     bias: bool = False
     """Biases in the linear layers and LayerNorms (GPT-2: True; Llama: False)."""
+    qkv_bias: bool = False
+    """Biases on the query/key/value projections only, none elsewhere (Qwen2/Qwen2.5, which exports as
+    Qwen2ForCausalLM). Implied by `bias`; with `bias` false it adds (n_heads + 2*n_kv_heads)*head_dim parameters
+    per layer."""
     dropout: float = 0.0
     """Dropout on embeddings, attention probabilities and residual branches. 0 for pretraining at scale."""
     max_seq_len: int = 1024
@@ -120,7 +124,8 @@ class ModelConfig:
 
     @property
     def family(self) -> str:
-        """"llama" or "gpt2" when the config is one of the two pure families (exportable), else "custom"."""
+        """"llama" or "gpt2" when the config is one of the two pure families (exportable), else "custom".
+        A "llama" with qkv_bias (and no other bias) is Qwen2's layout."""
         if self.pos_emb == "rope" and self.norm == "rmsnorm" and self.activation == "swiglu" and not self.qk_norm:
             return "llama"
         if (self.pos_emb == "learned" and self.norm == "layernorm" and self.activation in ("gelu", "gelu_exact") and self.bias

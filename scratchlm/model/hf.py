@@ -1,4 +1,4 @@
-"""Weight and config mapping to and from Hugging Face transformers (LlamaForCausalLM, GPT2LMHeadModel).
+"""Weight and config mapping to and from Hugging Face transformers (Llama, Qwen2, Mistral, GPT-2 *ForCausalLM).
 
 Pure dict-to-dict functions (no transformers import), so a checkpoint can be converted anywhere:
 
@@ -17,13 +17,21 @@ What needs care:
 - **Vocabulary padding.** Our embedding may have padded rows (ModelConfig.pad_vocab_multiple); HF gets exactly
   vocab_size rows, and importing pads again (zero rows, never produced as logits).
 - **Tied embeddings.** HF omits lm_head.weight when tie_word_embeddings is true; so do we.
+- **Qwen2 and Mistral are Llamas.** Qwen2 adds biases to q/k/v (ModelConfig.qkv_bias; o_proj and the MLP have
+  none), Mistral has Llama's exact layout. Both may use sliding-window attention (a token sees only the last
+  `sliding_window` tokens, itself included); our attention is full causal, which is the same function on
+  sequences no longer than the window, so an import caps max_seq_len at the window and says so.
 """
 
 from __future__ import annotations
 
+import logging
+
 import torch
 
 from .config import ModelConfig
+
+log = logging.getLogger(__name__)
 
 # ours <- HF, per layer, for Llama. "{i}" is the layer index.
 _LLAMA_LAYER = {
@@ -74,7 +82,7 @@ def hf_config_from(cfg: ModelConfig, bos_token_id: int | None = None, eos_token_
     family = _exportable_family(cfg)
     tokens = {"bos_token_id": bos_token_id, "eos_token_id": eos_token_id, "pad_token_id": pad_token_id}
     if family == "llama":
-        return {
+        hf = {
             "architectures": ["LlamaForCausalLM"], "model_type": "llama",
             "vocab_size": cfg.vocab_size, "hidden_size": cfg.d_model, "intermediate_size": cfg.ffn_hidden,
             "num_hidden_layers": cfg.n_layers, "num_attention_heads": cfg.n_heads,
@@ -86,6 +94,12 @@ def hf_config_from(cfg: ModelConfig, bos_token_id: int | None = None, eos_token_
             "attention_bias": cfg.bias, "mlp_bias": cfg.bias, "attention_dropout": cfg.dropout,
             "torch_dtype": "float32", "use_cache": True, **tokens,
         }
+        if cfg.qkv_bias and not cfg.bias:  # Qwen2: Llama + q/k/v biases, which transformers hard-codes for it
+            for key in ("attention_bias", "mlp_bias", "head_dim"):
+                del hf[key]
+            hf.update(architectures=["Qwen2ForCausalLM"], model_type="qwen2", use_sliding_window=False,
+                      sliding_window=None, max_window_layers=cfg.n_layers)
+        return hf
     return {
         "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2",
         "vocab_size": cfg.vocab_size, "n_embd": cfg.d_model, "n_layer": cfg.n_layers, "n_head": cfg.n_heads,
@@ -98,40 +112,41 @@ def hf_config_from(cfg: ModelConfig, bos_token_id: int | None = None, eos_token_
     }
 
 
-def _exportable_family(cfg: ModelConfig) -> str:
-    if cfg.family != "custom":
-        return cfg.family
-    if cfg.qk_norm:
-        raise ValueError("qk_norm models have no LlamaForCausalLM/GPT2LMHeadModel equivalent; "
-                         "train with model.qk_norm=false to export to Hugging Face")
-    raise ValueError(
-        f"only the two pure families export to Hugging Face: Llama (rope + rmsnorm + swiglu) or GPT-2 (learned "
-        f"positions + layernorm + gelu + bias, no GQA); this model has pos_emb={cfg.pos_emb}, norm={cfg.norm}, "
-        f"activation={cfg.activation}, bias={cfg.bias}, n_kv_heads={cfg.n_kv_heads}/{cfg.n_heads}")
+# Defaults of the transformers config classes, for keys a config.json may leave out.
+_MAX_POSITIONS = {"llama": 2048, "qwen2": 32768, "mistral": 131072}
 
 
 def model_config_from_hf(hf: dict, pad_vocab_multiple: int | None = None) -> ModelConfig:
-    """Our ModelConfig for a transformers config.json (llama or gpt2 model_type).
+    """Our ModelConfig for a transformers config.json (llama, qwen2, mistral or gpt2 model_type).
 
-    pad_vocab_multiple: default 64 for Llama (fast matmuls) and 1 for GPT-2 (exact GPT-2 parameter counts)."""
+    pad_vocab_multiple: default 64 for the Llama family (fast matmuls) and 1 for GPT-2 (exact GPT-2 parameter
+    counts)."""
     kind = hf.get("model_type")
-    if kind == "llama":
+    if kind in _MAX_POSITIONS:
+        name = {"llama": "Llama", "qwen2": "Qwen2", "mistral": "Mistral"}[kind]
         if hf.get("hidden_act", "silu") != "silu":
-            raise ValueError(f"Llama hidden_act {hf.get('hidden_act')!r} is not supported; only 'silu' (SwiGLU)")
+            raise ValueError(f"{name} hidden_act {hf.get('hidden_act')!r} is not supported; only 'silu' (SwiGLU)")
         d, H = hf["hidden_size"], hf["num_attention_heads"]
         if hf.get("head_dim") not in (None, d // H):
             raise ValueError(f"head_dim {hf['head_dim']} != hidden_size/num_attention_heads = {d // H}: "
                              "decoupled head sizes are not supported")
         if bool(hf.get("attention_bias", False)) != bool(hf.get("mlp_bias", False)):
-            raise ValueError("attention_bias != mlp_bias: our model has one `bias` switch for all linear layers")
+            raise ValueError("attention_bias != mlp_bias: our model has one `bias` switch for all linear layers "
+                             "(and `qkv_bias` for Qwen2's q/k/v-only biases), none for o_proj alone")
         theta, scaling = _rope_from_hf(hf)
+        max_len = hf.get("max_position_embeddings") or _MAX_POSITIONS[kind]
+        window = _sliding_window(hf, kind)
+        if window is not None and window < max_len:
+            log.warning("%s uses sliding-window attention (%d tokens), which is full causal attention on sequences "
+                        "up to that length: max_seq_len capped at %d (was %d)", name, window, window, max_len)
+            max_len = window
         return ModelConfig(
             vocab_size=hf["vocab_size"], pad_vocab_multiple=pad_vocab_multiple or 64, d_model=d,
             n_layers=hf["num_hidden_layers"], n_heads=H, n_kv_heads=hf.get("num_key_value_heads") or H,
             ffn_hidden=hf["intermediate_size"], activation="swiglu", norm="rmsnorm",
             norm_eps=hf.get("rms_norm_eps", 1e-6), pos_emb="rope", rope_theta=theta, rope_scaling=scaling,
             tie_embeddings=bool(hf.get("tie_word_embeddings", False)), bias=bool(hf.get("attention_bias", False)),
-            dropout=float(hf.get("attention_dropout", 0.0) or 0.0), max_seq_len=hf.get("max_position_embeddings", 2048),
+            qkv_bias=kind == "qwen2", dropout=float(hf.get("attention_dropout", 0.0) or 0.0), max_seq_len=max_len,
             init_std=hf.get("initializer_range", 0.02),
         )
     if kind == "gpt2":
@@ -155,7 +170,20 @@ def model_config_from_hf(hf: dict, pad_vocab_multiple: int | None = None) -> Mod
             init_std=hf.get("initializer_range", 0.02),
         )
     raise ValueError(f"Hugging Face model_type {kind!r} is not supported; import a 'llama' (Llama, SmolLM, "
-                     "TinyLlama) or 'gpt2' checkpoint")
+                     "TinyLlama), 'qwen2' (Qwen2, Qwen2.5), 'mistral' or 'gpt2' checkpoint")
+
+
+def _sliding_window(hf: dict, kind: str) -> int | None:
+    """The attention window of the layers that slide, or None when every layer sees the whole sequence."""
+    window = hf.get("sliding_window", 4096) or None  # 4096: the default of both config classes
+    if kind == "mistral":
+        return window  # every layer slides
+    if kind != "qwen2" or not hf.get("use_sliding_window", False):
+        return None
+    # Qwen2 slides only in the layers listed as such (transformers 5), else in layers >= max_window_layers.
+    types = hf.get("layer_types") or ["sliding_attention" if i >= hf.get("max_window_layers", 28) else "full"
+                                      for i in range(hf["num_hidden_layers"])]
+    return window if "sliding_attention" in types else None
 
 
 def _rope_from_hf(hf: dict) -> tuple[float, dict | None]:
@@ -241,7 +269,10 @@ def from_hf_state_dict(sd: dict[str, torch.Tensor], hf_config: dict,
         out["tok_emb.weight"] = _pad_rows(take("embed_tokens.weight"), cfg)
         for i in range(cfg.n_layers):
             for ours, theirs in _LLAMA_LAYER.items():
-                if ".bias" in ours and not cfg.bias or "w_gate" in ours and cfg.activation != "swiglu":
+                qkv = ours.startswith(("attn.wq", "attn.wk", "attn.wv"))
+                if ".bias" in ours and not (cfg.bias or cfg.qkv_bias and qkv):
+                    continue
+                if "w_gate" in ours and cfg.activation != "swiglu":
                     continue
                 out[f"layers.{i}.{ours}"] = take(f"layers.{i}.{theirs}")
         out["norm.weight"] = take("norm.weight")
