@@ -109,6 +109,21 @@ def test_qwen2_smollm_style_same_ids_as_tokenizers(tmp_path, qwen2_json):
     assert (tok.eos_id, tok.pad_id, tok.bos_id) == (tok.special_tokens["<|im_end|>"], 0, None)
 
 
+def test_smollm_style_digits_then_bytelevel_regex(tmp_path):
+    # SmolLM's pre-tokenizer: every digit alone, then GPT-2's regex inside ByteLevel; specials take ids 0..2
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
+                                                 pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)])
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(_corpus(), trainers.BpeTrainer(
+        vocab_size=700, special_tokens=QWEN2_SPECIALS, show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    data = json.loads(tok.to_str())
+    hf = load_hf_tokenizer(_folder(tmp_path, data))
+    assert "2 splits" in hf.rank_consistency()  # two splits in a row: no single regex for tiktoken
+    _check_same_ids(data, hf, [MIXED, "<|im_start|>user\n12345 apples<|im_end|>", "x1y22z333 ٣٤"])
+
+
 def test_gpt2_tokenizer_json_same_ids_as_tokenizers_and_tiktoken(tmp_path):
     d = shared_path("gpt2-tokenizer")
     ref = Tokenizer(models.BPE.from_file(str(d / "encoder.json"), str(d / "vocab.bpe")))
