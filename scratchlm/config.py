@@ -255,11 +255,13 @@ def merge(base: dict, extra: dict) -> dict:
 
 
 def load_config(cls: type, path: str | Path | None = None, overrides: list[str] | None = None,
-                defaults: dict | None = None) -> Any:
-    """The one entry point: defaults dict <- TOML file <- --set overrides, then validate into `cls`."""
+                defaults: dict | None = None, flags: dict | None = None) -> Any:
+    """The one entry point: defaults dict <- TOML file <- command-line flags (a nested dict of the flags given)
+    <- --set overrides, then validate into `cls`."""
     data = dict(defaults or {})
     if path is not None:
         data = merge(data, load_toml(path))
+    data = merge(data, flags or {})
     data = apply_overrides(data, overrides or [], cls)
     return from_dict(cls, data)
 

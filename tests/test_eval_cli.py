@@ -92,5 +92,5 @@ def test_eval_bad_input_exits_2(run, tmp_path, capsys):
     assert main(["eval", "--run", str(run), "--task", "hellaswag", "--data", str(tmp_path / "nope.txt")]) == 2
     assert "--data" in capsys.readouterr().err
     assert main(["eval", "--run", str(run), "--task", "bpb"]) == 2
-    assert "--text" in capsys.readouterr().err
+    assert "--data" in capsys.readouterr().err
     assert main(["eval", "--run", str(run), "--task", "gsm8k", "--data", str(tmp_path / "x.jsonl"), "--limit", "0"]) == 2

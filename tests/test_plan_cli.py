@@ -102,11 +102,11 @@ def test_help_has_examples(capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["--gpu", "H10O", "--params", "1e9"], "did you mean H100"),
-    (["--params", "1e9", "--model", "gpt2-124m"], "give one model"),
+    (["--params", "1e9", "--preset", "gpt2-124m"], "give one model"),
     ([], "give a model"),
     (["--params", "7e9", "--gpus", "8", "--fsdp", "3"], "multiply to the GPU count"),
     (["--params", "7e9", "--tokens", "1e12", "--days", "3"], "not both"),
-    (["--model", "gpt2-small"], "did you mean"),
+    (["--preset", "gpt2-small"], "did you mean"),
     (["--params", "1e9", "--mfu", "2"], "--mfu"),
     (["--budget-usd", "1000"], "--cost-per-gpu-hour"),
 ])

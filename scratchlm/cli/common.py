@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import random
+import sys
 from pathlib import Path
 
 log = logging.getLogger("scratchlm")
@@ -35,6 +36,33 @@ def add_common(parser: argparse.ArgumentParser, *, out: str | None = None, confi
                             "PROJECT; offline when there is no login or network, see train.wandb_mode)")
     g.add_argument("-v", "--verbose", action="count", default=0, help="more logging (and tracebacks)")
     g.add_argument("-q", "--quiet", action="count", default=0, help="less logging")
+
+
+def add_renamed(parser, flag: str, *old: str, **kwargs) -> argparse.Action:
+    """add_argument(flag, **kwargs), and its old spellings `old` kept working for one release. An old spelling is
+    hidden from --help, sets what `flag` sets, and prints one line on stderr naming the new flag. Both spellings sit
+    in one mutually exclusive group: passing both is an error, not "the last one wins", and a required flag is
+    satisfied by either (argparse would not count the old spelling towards a required flag of its own)."""
+    group = parser.add_mutually_exclusive_group(required=kwargs.pop("required", False))
+    new = group.add_argument(flag, **kwargs)
+    for name in old:
+        group.add_argument(name, action=_Renamed, new=new, dest=new.dest)
+    return new
+
+
+class _Renamed(argparse.Action):
+    """The old spelling of a renamed flag: parses its values exactly as the new flag does, then lets it store them."""
+
+    def __init__(self, option_strings, dest, new: argparse.Action, **_):
+        super().__init__(option_strings, dest, nargs=new.nargs, const=new.const, type=new.type, choices=new.choices,
+                         default=argparse.SUPPRESS, metavar=new.metavar, help=argparse.SUPPRESS)
+        self.new = new
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        flag = self.new.option_strings[0]
+        print(f"note: {option_string} is deprecated and will be removed in the next release; use {flag}",
+              file=sys.stderr)
+        self.new(parser, namespace, values, flag)
 
 
 class _WandbProject(argparse.Action):

@@ -11,7 +11,7 @@ import logging
 import sys
 from pathlib import Path
 
-from scratchlm.cli.common import add_common
+from scratchlm.cli.common import add_common, add_renamed
 
 log = logging.getLogger("scratchlm")
 
@@ -38,12 +38,6 @@ def _add_source_flags(p: argparse.ArgumentParser, presets: bool = False) -> None
         g.add_argument("--text-split", default="file", help=f"plain text: {splits} (default: file), or a separator "
                                                             "such as \"<|endoftext|>\"")
     g.add_argument("--hf-split", default="train", help="split of hf: datasets (default: train)")
-
-
-def _source_config(args):
-    from scratchlm.data.sources import SourceConfig
-
-    return SourceConfig(text_field=args.text_field, text_split=args.text_split, hf_split=args.hf_split)
 
 
 def _add_executor_flags(p: argparse.ArgumentParser) -> None:
@@ -99,6 +93,22 @@ def _token_count(text: str, flag: str) -> int:
     return int(value)
 
 
+def _shard_config(args):
+    """The resolved settings (scratchlm/data/shard_config.py): defaults <- --config <- the flags given <- --set."""
+    from scratchlm.config import load_config
+    from scratchlm.data.shard_config import ShardConfig
+
+    source = {"text_field": args.text_field, "text_split": args.text_split, "hf_split": args.hf_split}
+    given = {"source": {k: v for k, v in source.items() if v is not None}, "val_fraction": args.val_fraction,
+             "shard_tokens": args.shard_tokens, "batch_size": args.batch_size, "seed": args.seed}
+    cfg = load_config(ShardConfig, args.config, args.overrides,
+                      flags={k: v for k, v in given.items() if v is not None})
+    if args.val_input and cfg.val_fraction != ShardConfig().val_fraction:
+        raise ValueError("--val-input is the val split, so a val_fraction cannot apply; drop --val-fraction "
+                         "(val_fraction) or --val-input")
+    return cfg
+
+
 def _tokenize(args) -> int:
     from scratchlm.data.shards import NoDocumentsError, write_shards, write_shards_split
     from scratchlm.data.sources import SourceStats
@@ -106,13 +116,14 @@ def _tokenize(args) -> int:
     tok_dir = Path(args.tokenizer)
     if not tok_dir.is_dir():
         raise FileNotFoundError(f"--tokenizer {tok_dir} is not a folder; train one with `scratchlm tokenizer train`")
+    settings = _shard_config(args)
     _check_out(args.out, args.overwrite, "manifest.json")
-    cfg = _source_config(args)
+    cfg = settings.source
     stats = SourceStats()
     source = {"inputs": [str(p) for p in args.input], "val_inputs": [str(p) for p in args.val_input or []],
-              "val_fraction": None if args.val_input else args.val_fraction, "seed": args.seed or 0}
-    shard_tokens = _token_count(args.shard_tokens, "--shard-tokens")
-    kw = dict(num_workers=args.workers, batch_size=args.batch_size, source=source, progress=not args.quiet,
+              "val_fraction": None if args.val_input else settings.val_fraction, "seed": settings.seed}
+    shard_tokens = _token_count(settings.shard_tokens, "--shard-tokens")
+    kw = dict(num_workers=args.workers, batch_size=settings.batch_size, source=source, progress=not args.quiet,
               shard_tokens=shard_tokens)
     try:
         if args.val_input:  # one SourceStats for both: the summary counts every file read
@@ -120,7 +131,7 @@ def _tokenize(args) -> int:
                                     str(tok_dir), **kw)
         else:
             manifest = write_shards_split(args.out, _texts(args.input, cfg, stats), str(tok_dir),
-                                          val_fraction=args.val_fraction, seed=args.seed or 0, **kw)
+                                          val_fraction=settings.val_fraction, seed=settings.seed, **kw)
     except NoDocumentsError:
         raise NoDocumentsError(f"0 tokens to write, nothing written: {stats.summary()}") from None
     for p in stats.problems:
@@ -131,7 +142,7 @@ def _tokenize(args) -> int:
     n_sh = {s: f"{len(manifest['shards'][s])} shard" + "s" * (len(manifest["shards"][s]) != 1) for s in n_tok}
     print(f"wrote {args.out}: train {n_doc['train']:,} docs / {n_tok['train']:,} tokens in {n_sh['train']}, "
           f"val {n_doc['val']:,} docs / {n_tok['val']:,} tokens in {n_sh['val']} ({manifest['dtype']})")
-    if n_doc["val"] == 0 and not args.val_input and args.val_fraction > 0:
+    if n_doc["val"] == 0 and not args.val_input and settings.val_fraction > 0:
         print("warning: no document landed in val; raise --val-fraction or pass --val-input", file=sys.stderr)
     if n_doc["train"] == 0:
         print("warning: no document landed in train; lower --val-fraction or give more documents", file=sys.stderr)
@@ -145,16 +156,19 @@ def _register_tokenize(sub) -> None:
                        epilog=TOKENIZE_EXAMPLES, formatter_class=RAW)
     p.add_argument("--tokenizer", required=True, metavar="DIR", help="tokenizer folder (from `scratchlm tokenizer train`)")
     _add_source_flags(p)
+    # every setting is also a config key (scratchlm/data/shard_config.py): defaults <- --config <- these flags <- --set,
+    # so the flags default to None ("not given") and the defaults live in one place, the dataclass
+    p.set_defaults(text_field=None, text_split=None, hf_split=None)
     g = p.add_argument_group("validation split")
-    g.add_argument("--val-fraction", type=float, default=0.1,
+    g.add_argument("--val-fraction", type=float, default=None,
                    help="fraction of documents sent to val, chosen by content hash (default: 0.1)")
     g.add_argument("--val-input", nargs="+", metavar="PATH", default=None,
                    help="use these inputs as the val split instead of --val-fraction")
     p.add_argument("--workers", type=int, default=None, help="encoding processes (default: CPUs, at most 8)")
-    p.add_argument("--batch-size", type=int, default=256, help="documents per encoding task (default: 256)")
-    p.add_argument("--shard-tokens", default="100M", metavar="N",
+    p.add_argument("--batch-size", type=int, default=None, help="documents per encoding task (default: 256)")
+    p.add_argument("--shard-tokens", default=None, metavar="N",
                    help="the most tokens in one shard file, e.g. 100M (default; 200 MB of uint16) or 5e6")
-    add_common(p, out="runs/data", overrides=False, device=False)
+    add_common(p, out="runs/data", config=True, device=False)
     p.set_defaults(func=_tokenize)
 
 
@@ -447,10 +461,10 @@ def _tox_score(args) -> int:
     from scratchlm.data.toxicity import WordListScorer, load_classifier, precision_recall
     from scratchlm.runs import atomic_write_text
 
-    if args.model is None and args.toxic_words is None:
-        raise ValueError("give --model NAME (builtin, profanity-check or a classifier folder) and/or --toxic-words "
-                         "FILE (a word list)")
-    clf = load_classifier(args.model) if args.model else None
+    if args.toxicity_model is None and args.toxic_words is None:
+        raise ValueError("give --toxicity-model NAME (builtin, profanity-check or a classifier folder) and/or "
+                         "--toxic-words FILE (a word list)")
+    clf = load_classifier(args.toxicity_model) if args.toxicity_model else None
     words = WordListScorer.from_file(args.toxic_words) if args.toxic_words else None
     texts, labels = _read_labelled(args.input, args.text_field, args.label_field)
     scores = clf.predict_proba(texts) if clf else None
@@ -534,9 +548,9 @@ examples:
   # train on labelled JSONL ({"text": ..., "label": 0/1}); 20% held out for precision/recall
   scratchlm data toxicity train --input labelled.jsonl --label-field label --out runs/tox
   # score documents; with --label-field, precision and recall are printed too
-  scratchlm data toxicity score --model runs/tox --input docs.jsonl --out runs/tox/scores.jsonl
+  scratchlm data toxicity score --toxicity-model runs/tox --input docs.jsonl --out runs/tox/scores.jsonl
   scratchlm data toxicity score --toxic-words ldnoobw_en.txt --input test.jsonl --label-field label --out s.jsonl
-  scratchlm data toxicity score --model builtin --input docs.jsonl --out s.jsonl    # the shipped classifier
+  scratchlm data toxicity score --toxicity-model builtin --input docs.jsonl --out s.jsonl   # the shipped one
   # learn alt-profanity-check's P(toxic) (pip install 'scratchlm[toxicity]') on any text: how builtin was made
   scratchlm data toxicity distill --input hh-rlhf.jsonl --clean books/ --out runs/tox_distilled
 """
@@ -573,8 +587,8 @@ def _register_toxicity(sub) -> None:
             q.set_defaults(func=_tox_train)
         else:
             q.add_argument("--label-field", default=None, help="0/1 label field: print precision/recall")
-            q.add_argument("--model", metavar="NAME", default=None,
-                           help="builtin, profanity-check or a trained classifier folder")
+            add_renamed(q, "--toxicity-model", "--model", metavar="NAME", default=None,
+                        help="builtin, profanity-check or a trained classifier folder")
             q.add_argument("--toxic-words", metavar="FILE", default=None, help="word list for density scores")
             q.add_argument("--max-density", type=float, default=0.01, help="word-list density counted as toxic")
             q.add_argument("--out", type=Path, default=Path("scores.jsonl"), help="scored JSONL to write")

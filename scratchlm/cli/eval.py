@@ -14,17 +14,17 @@ import sys
 import time
 from pathlib import Path
 
-from scratchlm.cli.common import add_common
+from scratchlm.cli.common import add_common, add_renamed
 
 log = logging.getLogger("scratchlm")
 
 EXAMPLES = """\
 examples:
   # bits per byte of a text file under the run's best checkpoint (sliding window, stride = half the context)
-  scratchlm eval --run runs/shakespeare --task bpb --text ../shared/data/tinyshakespeare/input.txt
+  scratchlm eval --run runs/shakespeare --task bpb --data ../shared/data/tinyshakespeare/input.txt
 
   # a specific checkpoint, full-context windows only (faster), JSON output
-  scratchlm eval --run runs/shakespeare/checkpoints/step_0001000 --task bpb --text val.txt --stride 256 --json
+  scratchlm eval --run runs/shakespeare/checkpoints/step_0001000 --task bpb --data val.txt --stride 256 --json
 
   # HellaSwag (acc, acc_norm) on the first 500 items; GSM8K (5-shot, or chat for post-trained runs)
   scratchlm eval --run runs/pretrain --task hellaswag --data ../shared/data/hellaswag/hellaswag_val_full.txt --limit 500
@@ -51,11 +51,11 @@ def register(subparsers) -> None:
     p.add_argument("--task", default=None, choices=sorted(TASKS),
                    help="what to evaluate (default: bpb; none with --report)")
     p.add_argument("--report", action="store_true", help="(re)write RUN/report.md from the run folder's files")
-    p.add_argument("--text", type=Path, help="bpb: the UTF-8 text file to score")
     p.add_argument("--seq-len", type=int, default=None, help="bpb: window length (default: the model's max_seq_len)")
     p.add_argument("--stride", type=int, default=None, help="bpb: window step (default: half the window)")
-    p.add_argument("--data", type=Path, default=None, help="hellaswag/gsm8k: the data file (JSONL, or HellaSwag's "
-                   "6-line text layout)")
+    add_renamed(p, "--data", "--text", type=Path, default=None, metavar="FILE",
+                help="the task's data: bpb: the text to score (required; any format `scratchlm data` reads); "
+                     "hellaswag/gsm8k: JSONL, or HellaSwag's 6-line text layout (default: under $SCRATCHLM_DATA)")
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N items (bpb: the first N characters; "
                    "tinyworld: N tasks, default 200)")
     p.add_argument("--shots", type=int, default=5, help="gsm8k: solved examples before the question (default: 5)")
@@ -94,22 +94,22 @@ def _bpb(args) -> dict:
     from scratchlm.eval.bpb import bits_per_byte
     from scratchlm.train.checkpoint import load_model
 
-    if args.text is None:
-        raise ValueError("--task bpb needs --text FILE (the text to score)")
-    if not args.text.is_file():
-        raise FileNotFoundError(f"--text {args.text} not found")
+    if args.data is None:
+        raise ValueError("--task bpb needs --data FILE (the text to score)")
+    if not args.data.is_file():
+        raise FileNotFoundError(f"--data {args.data} not found")
     device = resolve_device(args.device)
     model, meta = load_model(args.run, device=device)
     tokenizer = _tokenizer_for(args.run)
     dtype = None if args.dtype in ("auto", "float32") else getattr(torch, args.dtype)
-    text, invalid = _read_text(args.text)
+    text, invalid = _read_text(args.data)
     if args.limit:
         text = text[: args.limit]
     result = bits_per_byte(model, tokenizer, text, seq_len=args.seq_len,
                            stride=args.stride, batch_size=args.batch_size or 8, device=device, dtype=dtype,
                            progress=_progress(args))
     result["perplexity"] = math.exp(result["loss"])
-    return {"task": "bpb", "text": str(args.text), "checkpoint": meta["checkpoint"], "invalid_utf8": invalid, **result}
+    return {"task": "bpb", "text": str(args.data), "checkpoint": meta["checkpoint"], "invalid_utf8": invalid, **result}
 
 
 def _read_text(path: Path) -> tuple[str, int]:
@@ -121,7 +121,7 @@ def _read_text(path: Path) -> tuple[str, int]:
     docs = [d["text"] for d in read_sources([str(path)], SourceConfig(split_long_files=True), stats,
                                             replace_invalid=True)]
     if not docs:
-        raise ValueError(f"--text {path} holds no text to score: {stats.summary()}")
+        raise ValueError(f"--data {path} holds no text to score: {stats.summary()}")
     for p in stats.problems:
         print(f"skipped {p}", file=sys.stderr)
     if stats.invalid_utf8:

@@ -17,7 +17,7 @@ import logging
 import shutil
 from pathlib import Path
 
-from scratchlm.cli.common import add_common, out_dir
+from scratchlm.cli.common import add_common, add_renamed, out_dir
 
 log = logging.getLogger("scratchlm")
 RAW = argparse.RawDescriptionHelpFormatter
@@ -41,8 +41,8 @@ then, in Python:
 IMPORT_EXAMPLES = """\
 examples:
   # a folder written by transformers' save_pretrained (or downloaded from the Hub) into a run folder
-  scratchlm import hf --from ~/models/SmolLM-135M --out runs/smollm
-  scratchlm import hf --from ~/models/gpt2 --out runs/gpt2
+  scratchlm import hf --input ~/models/SmolLM-135M --out runs/smollm
+  scratchlm import hf --input ~/models/gpt2 --out runs/gpt2
   # then use it like any run
   scratchlm generate --run runs/gpt2 --prompt "Hello"
 
@@ -78,7 +78,8 @@ def register(subparsers) -> None:
                            description="Convert a Hugging Face Llama-architecture or GPT-2 model folder into a run "
                                        "folder with checkpoints/step_0000000/.",
                            epilog=IMPORT_EXAMPLES, formatter_class=RAW)
-    p.add_argument("--from", dest="src", type=Path, required=True, help="Hugging Face model folder")
+    add_renamed(p, "--input", "--from", dest="src", type=Path, required=True, metavar="DIR",
+                help="Hugging Face model folder")
     p.add_argument("--out", type=out_dir, required=True, help="run folder to create")
     p.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
     p.add_argument("--pad-vocab-multiple", type=int, default=None,
@@ -162,7 +163,7 @@ def import_hf(args) -> int:
 
     src = Path(args.src)
     if not (src / "config.json").is_file():
-        raise FileNotFoundError(f"{src} has no config.json; point --from at a folder written by save_pretrained")
+        raise FileNotFoundError(f"{src} has no config.json; point --input at a folder written by save_pretrained")
     hf_config = json.loads((src / "config.json").read_text(encoding="utf-8"))
     state = _read_hf_weights(src)
     cfg, sd = from_hf_state_dict(state, hf_config, pad_vocab_multiple=args.pad_vocab_multiple)

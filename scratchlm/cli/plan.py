@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from scratchlm.cli.common import add_renamed
+
 EXAMPLES = """\
 examples:
   # what does a 7B model on 1T tokens cost on 8 H100s with FSDP?
@@ -15,7 +17,7 @@ examples:
   scratchlm plan --params 7e9 --tokens 1e12 --gpu H100 --gpus 8 --fsdp 8 --mfu 0.4 --json
 
   # a preset: compute-optimal tokens (20/param), memory, and the layout that fits one RTX 4090
-  scratchlm plan --model gpt2-124m --gpu RTX4090
+  scratchlm plan --preset gpt2-124m --gpu RTX4090
 
   # the model of a run folder (its latest checkpoint), trained for 2 days on 1 A100
   scratchlm plan --run runs/pretrain --gpu A100-80GB --days 2
@@ -41,7 +43,8 @@ def register(subparsers) -> None:
     m = p.add_argument_group("model (one of; none = inverse mode from a budget)")
     m.add_argument("--params", type=float, default=None,
                    help="parameter count N, e.g. 7e9 (a Llama-style shape is assumed)")
-    m.add_argument("--model", default=None, metavar="PRESET", help="a model preset, e.g. gpt2-124m, llama-1b")
+    add_renamed(m, "--preset", "--model", default=None, metavar="NAME",
+                help="a model preset, e.g. gpt2-124m, llama-1b")
     m.add_argument("--run", default=None, metavar="DIR", help="a run folder: plan for its checkpoint's model")
     m.add_argument("--kv-heads", type=int, default=None, help="KV heads for --params (default: n_heads, MHA)")
     w = p.add_argument_group("work: tokens or a budget (none: compute-optimal tokens for the model)")
@@ -112,7 +115,7 @@ def handler(args: argparse.Namespace) -> int:
         sys.stdout.write(_list_gpus(catalog))
         return 0
     hw = lookup(args.gpu, catalog)
-    given = [f"--{k}" for k in ("params", "model", "run") if getattr(args, k) is not None]
+    given = [f"--{k}" for k in ("params", "preset", "run") if getattr(args, k) is not None]
     if len(given) > 1:
         raise ValueError(f"give one model, not {' and '.join(given)}")
     shape = None
@@ -120,10 +123,10 @@ def handler(args: argparse.Namespace) -> int:
         from scratchlm.plan.shape import shape_from_params
 
         shape = shape_from_params(args.params, seq_len=args.seq_len or 4096, n_kv_heads=args.kv_heads)
-    elif args.model is not None:
+    elif args.preset is not None:
         from scratchlm.plan.shape import shape_for_preset
 
-        shape = shape_for_preset(args.model)
+        shape = shape_for_preset(args.preset)
     elif args.run is not None:
         from scratchlm.plan.shape import shape_from_run
 

@@ -12,7 +12,7 @@ import logging
 import sys
 from pathlib import Path
 
-from scratchlm.cli.common import add_common
+from scratchlm.cli.common import add_common, add_renamed
 
 log = logging.getLogger("scratchlm")
 RAW = argparse.RawDescriptionHelpFormatter
@@ -23,7 +23,7 @@ examples:
   scratchlm tokenizer train --input ../shared/data/tinystories ../shared/data/gutenberg \\
       ../shared/data/tinyshakespeare --vocab-size 8192 --out runs/tok
   # JSONL records, two fields per record, single-digit numbers, GPT-2's split pattern
-  scratchlm tokenizer train --input data.jsonl --field question --field answer --digits 1 --pattern gpt2 \\
+  scratchlm tokenizer train --input data.jsonl --text-field question --text-field answer --digits 1 --pattern gpt2 \\
       --vocab-size 16384 --out runs/tok16k
   # the classic char-level Tiny Shakespeare vocabulary (65 symbols)
   scratchlm tokenizer train --char --input ../shared/data/tinyshakespeare/input.txt --out runs/shakespeare_char
@@ -51,7 +51,7 @@ examples:
 STATS_EXAMPLES = """\
 examples:
   scratchlm tokenizer stats --tokenizer runs/tok --input ../shared/data/tinystories/tinystories_val_head.txt
-  scratchlm tokenizer stats --tokenizer runs/tok --input ../shared/data/gsm8k/test.jsonl --field question --json
+  scratchlm tokenizer stats --tokenizer runs/tok --input ../shared/data/gsm8k/test.jsonl --text-field question --json
 """
 
 
@@ -66,29 +66,32 @@ def register(subparsers) -> None:
                        description="Train byte-level BPE: count pre-tokenized chunks in parallel, then merge "
                                    "incrementally (deterministic: ties go to the smallest pair of ids).",
                        epilog=TRAIN_EXAMPLES, formatter_class=RAW)
-    t.add_argument("--input", "-i", nargs="+", required=True, metavar="PATH",
+    # every setting is also a config key (scratchlm/tokenizer/config.py): defaults <- --config <- these flags <- --set,
+    # so the flags default to None ("not given") and the defaults live in one place, the dataclass
+    t.add_argument("--input", "-i", nargs="+", default=None, metavar="PATH",
                    help="files, folders or globs: .txt .md .jsonl .json .parquet, each optionally .gz/.zst "
-                        "(the formats `scratchlm data` reads)")
-    t.add_argument("--vocab-size", type=int, default=8192,
+                        "(the formats `scratchlm data` reads; required unless the --config lists inputs)")
+    t.add_argument("--vocab-size", type=int, default=None,
                    help="total ids incl. 256 bytes and 8 special tokens (default: 8192)")
-    t.add_argument("--pattern", default="gpt4", help='split pattern: "gpt4" (default), "gpt2", or a regex')
+    t.add_argument("--pattern", default=None, help='split pattern: "gpt4" (default), "gpt2", or a regex')
     t.add_argument("--digits", type=int, default=None, help="max digits per chunk (default: pattern's; 1 = single)")
-    t.add_argument("--field", "--text-field", dest="field", action="append", default=None, metavar="NAME",
-                   help="JSON/JSONL/Parquet field holding text (repeatable; default: text)")
+    add_renamed(t, "--text-field", "--field", action="append", default=None, metavar="NAME",
+                help="JSON/JSONL/Parquet field holding text (repeatable; default: text)")
     t.add_argument("--workers", type=int, default=None, help="processes for chunk counting (default: all CPUs)")
-    t.add_argument("--min-frequency", type=int, default=1, help="stop when the best pair is rarer (default: 1)")
+    t.add_argument("--min-frequency", type=int, default=None, help="stop when the best pair is rarer (default: 1)")
     t.add_argument("--chat-template", type=Path, default=None, metavar="FILE",
                    help="Jinja chat template to put in tokenizer_config.json")
     t.add_argument("--char", action="store_true", help="char-level vocabulary instead of BPE")
     t.add_argument("--char-specials", action="store_true", help="with --char: add the 8 special tokens")
-    add_common(t, out="runs/tokenizer", overrides=False, device=False)
+    add_common(t, out="runs/tokenizer", config=True, device=False)
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("encode", help="text on stdin -> token ids on stdout",
-                       description="Encode stdin (or --text). Special-token strings stay text unless --allow-special.",
+                       description="Encode stdin (or --prompt). Special-token strings stay text unless "
+                                   "--allow-special.",
                        epilog=ENCODE_EXAMPLES, formatter_class=RAW)
     e.add_argument("--tokenizer", "-t", type=Path, required=True, help="tokenizer folder (or run folder)")
-    e.add_argument("--text", default=None, help="text to encode instead of stdin")
+    add_renamed(e, "--prompt", "--text", default=None, metavar="TEXT", help="text to encode instead of stdin")
     e.add_argument("--json", action="store_true", help="print a JSON list (with --tokens: objects)")
     e.add_argument("--tokens", action="store_true", help="also show each token's text")
     e.add_argument("--allow-special", action="store_true", help="recognise <|endoftext|>, <|im_start|>, ...")
@@ -109,8 +112,8 @@ def register(subparsers) -> None:
     s.add_argument("--tokenizer", "-t", type=Path, required=True, help="tokenizer folder (or run folder)")
     s.add_argument("--input", "-i", nargs="+", required=True, metavar="PATH",
                    help="files, folders or globs to measure on (same formats as train)")
-    s.add_argument("--field", "--text-field", dest="field", action="append", default=None, metavar="NAME",
-                   help="JSON/JSONL/Parquet text field (repeatable; default: text)")
+    add_renamed(s, "--text-field", "--field", action="append", default=None, metavar="NAME",
+                help="JSON/JSONL/Parquet text field (repeatable; default: text)")
     s.add_argument("--top", type=int, default=15, help="how many tokens to list (default: 15)")
     s.add_argument("--json", action="store_true", help="print the figures as JSON")
     s.set_defaults(func=cmd_stats)
@@ -119,56 +122,75 @@ def register(subparsers) -> None:
 # ------------------------------------------------------------------------------------------------ train
 
 
+def train_config(args):
+    """The resolved settings (scratchlm/tokenizer/config.py): defaults <- --config <- the flags given <- --set."""
+    from scratchlm.config import load_config
+    from scratchlm.tokenizer.config import TokenizerRunConfig, TokenizerTrainConfig
+
+    given = {"inputs": args.input, "vocab_size": args.vocab_size, "pattern": args.pattern, "digits": args.digits,
+             "fields": args.text_field, "min_frequency": args.min_frequency,
+             "chat_template": None if args.chat_template is None else str(args.chat_template),
+             "kind": "char" if args.char else None, "char_specials": True if args.char_specials else None}
+    flags = {"tokenizer": {k: [str(x) for x in v] if isinstance(v, list) else v
+                           for k, v in given.items() if v is not None}}
+    cfg = load_config(TokenizerRunConfig, args.config, args.overrides, flags=flags).tokenizer
+    if not cfg.inputs:
+        raise ValueError("nothing to train on: pass --input PATH (or list tokenizer.inputs in the --config file)")
+    if cfg.kind == "char" and cfg.vocab_size != TokenizerTrainConfig().vocab_size:
+        raise ValueError(f"a char vocabulary holds the text's characters, it cannot be sized to {cfg.vocab_size}; "
+                         "drop --vocab-size (tokenizer.vocab_size) or train BPE")
+    if cfg.char_specials and cfg.kind != "char":
+        raise ValueError("--char-specials (tokenizer.char_specials) needs --char; BPE always has the 8 special tokens")
+    return cfg
+
+
 def cmd_train(args) -> int:
+    import dataclasses
     import time
 
     from scratchlm import runs
+    from scratchlm.config import save_config
     from scratchlm.tokenizer import CharTokenizer, train_bpe
+    from scratchlm.tokenizer.config import TokenizerRunConfig
     from scratchlm.tokenizer.corpus import describe_report, new_report
 
-    fields = tuple(args.field or ["text"])
+    cfg = train_config(args)
     chat_template = None
-    if args.chat_template is not None:
-        if not args.chat_template.is_file():
-            raise FileNotFoundError(f"chat template {args.chat_template} not found; pass a Jinja file")
-        chat_template = args.chat_template.read_text(encoding="utf-8")
-    corpus = _corpus(args.input, fields)  # fail on a bad path before touching --out
+    if cfg.chat_template is not None:
+        if not Path(cfg.chat_template).is_file():
+            raise FileNotFoundError(f"chat template {cfg.chat_template} not found; pass a Jinja file")
+        chat_template = Path(cfg.chat_template).read_text(encoding="utf-8")
+    corpus = _corpus(cfg.inputs, tuple(cfg.fields))  # fail on a bad path before touching --out
     files = corpus.paths
     runs.claim_out_dir(args.out, overwrite=args.overwrite, check_only=True)  # fail before training, not after
     progress = args.quiet == 0
     t0 = time.perf_counter()
     report = new_report()
-    if args.char:
+    if cfg.kind == "char":
         chars: set[str] = set()
         for task in corpus.tasks():
             for doc in corpus.read(task, report):
                 chars.update(doc)
         if not chars:
             raise ValueError(f"no text to train on: {describe_report(report)}")
-        tok = CharTokenizer.train("".join(sorted(chars)), special_tokens=args.char_specials)
+        tok = CharTokenizer.train("".join(sorted(chars)), special_tokens=cfg.char_specials)
     else:  # raises (exit 2) when nothing was read or no pair repeats: a bytes-only vocabulary is not a result
-        tok = train_bpe(corpus, args.vocab_size, pattern=args.pattern, digits=args.digits, num_workers=args.workers,
-                        min_frequency=args.min_frequency, progress=progress, report=report)
+        tok = train_bpe(corpus, cfg.vocab_size, pattern=cfg.pattern, digits=cfg.digits, num_workers=args.workers,
+                        min_frequency=cfg.min_frequency, progress=progress, report=report)
     seconds = time.perf_counter() - t0
     for line in report["problems"]:
         log.warning("skipped %s", line)
     log.info("%s", describe_report({**report, "problems": []}))
     out = runs.prepare_run_dir(args.out, overwrite=args.overwrite)  # only now: a failed run leaves nothing behind
     tok.save(out / "tokenizer", chat_template=chat_template)
-    import tomli_w
-
-    config = {"tokenizer": {"kind": "char" if args.char else "bpe", "vocab_size": tok.vocab_size,
-                            "pattern": args.pattern, "inputs": [str(f) for f in files], "fields": list(fields),
-                            "min_frequency": args.min_frequency}}
-    if args.digits is not None:
-        config["tokenizer"]["digits"] = args.digits
-    runs.atomic_write_text(out / "config.toml", tomli_w.dumps(config))
+    # the settings as resolved, with the files actually read: `--config RUN/config.toml` trains the same tokenizer
+    save_config(TokenizerRunConfig(dataclasses.replace(cfg, inputs=[str(f) for f in files])), out / "config.toml")
     read = {k: report[k] for k in ("files", "documents", "bytes", "invalid_utf8")}
     read["skipped"] = len(report["problems"]) + report["more_problems"]
     runs.mark_done(out, {"vocab_size": tok.vocab_size, "seconds": round(seconds, 3), "read": read})
-    if not args.char and tok.vocab_size < args.vocab_size:
+    if cfg.kind != "char" and tok.vocab_size < cfg.vocab_size:
         log.warning("warning: the corpus ran out of pairs after %d merges: vocab_size is %d, not the %d asked for; "
-                    "give more text for a larger vocabulary", len(tok.merges), tok.vocab_size, args.vocab_size)
+                    "give more text for a larger vocabulary", len(tok.merges), tok.vocab_size, cfg.vocab_size)
     log.info("trained %r in %.2f s -> %s", tok, seconds, out / "tokenizer")
     return 0
 
@@ -192,7 +214,7 @@ def _load(path: Path):
 
 def cmd_encode(args) -> int:
     tok = _load(args.tokenizer)
-    text = args.text if args.text is not None else sys.stdin.buffer.read().decode("utf-8", errors="replace")
+    text = args.prompt if args.prompt is not None else sys.stdin.buffer.read().decode("utf-8", errors="replace")
     ids = tok.encode(text, allowed_special="all" if args.allow_special else frozenset())
     if args.tokens:
         pieces = [tok.decode([i]) for i in ids]
@@ -265,7 +287,7 @@ def cmd_stats(args) -> int:
     from scratchlm.tokenizer.corpus import describe_report, new_report
 
     tok = _load(args.tokenizer)
-    corpus = _corpus(args.input, tuple(args.field or ["text"]))
+    corpus = _corpus(args.input, tuple(args.text_field or ["text"]))
     report = new_report()
     st = token_stats(tok, (doc for task in corpus.tasks() for doc in corpus.read(task, report)), args.top)
     for line in report["problems"]:
