@@ -346,3 +346,26 @@ def test_stop_cancels_the_generation(tmp_path):
     assert "failed" not in after
     assert [m["content"] for m in sent[-1]["messages"]] == ["short one"]
     assert model.forwards < 125, f"the server ran {model.forwards} forwards for a reply stopped at a few tokens"
+
+
+def test_message_longer_than_the_room_left(tmp_path):
+    # 64-token context, 16 new tokens by default; a message of n bytes takes n + 20 tokens with the template
+    tok = ByteTokenizer()
+    engine = Engine(printable(MarkovLM(tok.vocab_size, seed=0, max_seq_len=64)), tok)
+    with ServerThread(create_app(engine, model_id="mock")) as srv:
+        page = ChatPage(srv.url, str(tmp_path / "profile"))
+        try:
+            page.send("y" * 40)  # 60 tokens: the answer gets the 4 left
+            page.send("z" * 50)  # 70 tokens: cannot fit at all, so it is not sent
+            page.send("ok")      # fits only without the 40-byte turn
+            notes = page.texts(".note")
+            answers = page.texts(".msg.assistant")
+            failed = page.js("[...document.querySelectorAll('.msg.failed')].map(e => e.dataset.failed)")
+            sent = page.js("window.__sent")
+        finally:
+            page.close()
+    assert notes == ["answer limited to 4 tokens: the message takes 60 of the model's 64-token context",
+                     "1 earlier turn left out to fit the model's 64-token context"]
+    assert len(answers[0]) == 4 and sent[0]["max_tokens"] == 4
+    assert len(failed) == 2 and failed[0].startswith("failed: this message takes 70 tokens")
+    assert len(sent) == 2 and sent[1]["messages"] == [{"role": "user", "content": "ok"}]
