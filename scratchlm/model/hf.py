@@ -112,6 +112,18 @@ def hf_config_from(cfg: ModelConfig, bos_token_id: int | None = None, eos_token_
     }
 
 
+def _exportable_family(cfg: ModelConfig) -> str:
+    if cfg.family != "custom":
+        return cfg.family
+    if cfg.qk_norm:
+        raise ValueError("qk_norm models have no LlamaForCausalLM/GPT2LMHeadModel equivalent; "
+                         "train with model.qk_norm=false to export to Hugging Face")
+    raise ValueError(
+        f"only the two pure families export to Hugging Face: Llama (rope + rmsnorm + swiglu) or GPT-2 (learned "
+        f"positions + layernorm + gelu + bias, no GQA); this model has pos_emb={cfg.pos_emb}, norm={cfg.norm}, "
+        f"activation={cfg.activation}, bias={cfg.bias}, n_kv_heads={cfg.n_kv_heads}/{cfg.n_heads}")
+
+
 # Defaults of the transformers config classes, for keys a config.json may leave out.
 _MAX_POSITIONS = {"llama": 2048, "qwen2": 32768, "mistral": 131072}
 
