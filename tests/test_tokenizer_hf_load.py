@@ -139,6 +139,20 @@ def test_gpt2_tokenizer_json_same_ids_as_tokenizers_and_tiktoken(tmp_path):
     assert ours.encode(MIXED) == tok.encode(MIXED)
 
 
+def test_our_own_export_reads_back_with_the_same_ids(tmp_path):
+    # our export lists every split of every token (several merges per token, as Llama 3's converted list) with
+    # ignore_merges: the exact path must give our ids, and those of tokenizers
+    from scratchlm.tokenizer import train_bpe_from_texts
+
+    ours = train_bpe_from_texts(_corpus()[-80:], vocab_size=400)
+    ours.save(tmp_path)
+    hf = load_hf_tokenizer(tmp_path)
+    assert "more than one merge" in hf.rank_consistency()
+    text = MIXED + "<|im_start|>user\nhi<|im_end|>"
+    assert hf.encode(text, allowed_special="all") == ours.encode(text, allowed_special="all")
+    _check_same_ids(json.loads((tmp_path / "tokenizer.json").read_text(encoding="utf-8")), hf, [text])
+
+
 def _abc_json(merges: list[str]) -> dict:
     from scratchlm.tokenizer.hf import bytes_to_unicode
 
