@@ -90,6 +90,10 @@ def test_mathml_exact():
     assert '<msub><mi mathvariant="normal">log</mi><mn>2</mn></msub><mo>\u2061</mo>' in m
     assert "<mspace" in to_mathml(r"\log p") and "<mspace" not in to_mathml(r"\log(p)")
     assert "<mtext>bits per byte</mtext>" in to_mathml(r"\text{bits per byte}")
+    # spaces at the ends of \text survive (MathML trims plain ones); minus is U+2212, a prefix where a term starts
+    assert "<mtext>\u00a0if\u00a0</mtext>" in to_mathml(r"0 \text{ if } j")
+    assert '<mspace width="1em"/><mo form="prefix">\u2212</mo><mi>\u221e</mi>' in to_mathml(r"\quad -\infty")
+    assert "<mi>a</mi><mo>\u2212</mo><mi>b</mi>" in to_mathml("a - b")
     assert "<mi>\u03b2</mi>" in to_mathml(r"\beta") and "<mi>\U0001d53c</mi>" in to_mathml(r"\mathbb{E}")
 
 
@@ -197,6 +201,9 @@ def test_plots():
     svg = line_chart([("a", [(0, 1.0), (1, float("nan")), (2, 0.5)]), ("b", [])], "t")
     assert svg.startswith("<svg") and svg.count("<polyline") == 1
     assert line_chart([("a", [])], "t") == ""
+    # the title names the chart for screen readers; the figure's caption shows it (drawn in the SVG, it printed twice)
+    svg = line_chart([("a", [(0, 1.0), (1, 2.0)])], "run: loss")
+    assert 'aria-label="run: loss"' in svg and ">run: loss<" not in svg
 
 
 # ------------------------------------------------------------------------------------------------ the page
@@ -236,6 +243,44 @@ def test_cli_pdf_without_chromium(tmp_path, capsys, monkeypatch):
     captured = capsys.readouterr()
     assert out.is_file() and not (tmp_path / "guide.pdf").exists()
     assert "apt-get install chromium" in captured.err and "Save as PDF" in captured.err
+
+
+def pdf_text(pdf: Path) -> str:
+    """The PDF's text in reading order (poppler's pdftotext, else pypdf), spaces of any kind as one space."""
+    import shutil
+    import subprocess
+
+    if shutil.which("pdftotext"):
+        text = subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
+    else:
+        pypdf = pytest.importorskip("pypdf", reason="no PDF text extractor (apt-get install poppler-utils)")
+        text = "\n".join(page.extract_text() for page in pypdf.PdfReader(pdf).pages)
+    return " ".join(text.replace("\u00a0", " ").split())
+
+
+def test_pdf_reads_title_contents_charts_and_math_in_order(tmp_path):
+    """The printed guide as a reader meets it: the title, then the contents, then the stages; each chart's title
+    once (its caption); a formula's words spaced as written."""
+    from scratchlm.guide import build_guide
+    from scratchlm.guide.pdf import find_chromium
+
+    if find_chromium() is None:
+        pytest.skip("Chromium not installed (apt-get install chromium)")
+    run = make_run(tmp_path / "demo")
+    text = pdf_text(build_guide(tmp_path / "guide.html", run=run, pdf=tmp_path / "guide.pdf")["pdf"])
+    title = text.index("Build a large language model from scratch")
+    contents = text.index("The build, stage by stage")
+    assert title < contents < text.index(f"1 {STAGES[0].title}", contents)
+    charts = [p.title for panels in load_run(run).panels.values() for p in panels if p.kind == "svg"]
+    assert "pretrain: loss" in charts and "sft: learning rate" in charts
+    for chart in charts:
+        assert text.count(chart) == 1, chart
+    # M_{ij} = 0 \text{ if } j \le i, \quad -\infty \text{ otherwise}: words apart from the symbols, no stray
+    # space inside "-infinity" (letters come out as mathematical italic code points)
+    # (pdftotext may put a neighbouring formula's line between its two halves)
+    assert "\U0001d440\U0001d456\U0001d457 = 0 if \U0001d457 \u2264 \U0001d456," in text
+    assert " \u2212\u221e otherwise " in text
+    assert "\U0001d443(accept \U0001d451)" in text  # P(\text{accept } d)
 
 
 def test_data_panel_accepts_dedup_rows_without_bytes(tmp_path):

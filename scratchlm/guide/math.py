@@ -74,7 +74,7 @@ class _Parser:
         """The raw source of a {...} argument (for \\text, \\mathrm), spaces kept."""
         if self.take() != "{":
             raise self.error("expected { after a text command")
-        start, depth = self.starts[self.i], 1
+        start, depth = self.starts[self.i - 1] + 1, 1  # just after the {: leading spaces are kept too
         while depth:
             t = self.take()
             depth += {"{": 1, "}": -1}.get(t, 0)
@@ -144,7 +144,19 @@ class _Parser:
             return "<mo>\u2032</mo>"
         if t in "()[]|":  # plain fences keep their size; \\left/\\right make stretchy ones
             return f'<mo stretchy="false">{t}</mo>'
+        if t in "-+":
+            # the minus sign, not the hyphen; and a sign that starts a term (after = , ( \\quad ...) is a prefix
+            # operator with no space before its operand ("-\\infty" printed "- \u221e" after a \\quad)
+            sign = "\u2212" if t == "-" else "+"
+            return f'<mo form="prefix">{sign}</mo>' if self._starts_term() else f"<mo>{sign}</mo>"
         return f"<mo>{_esc(t)}</mo>"
+
+    def _starts_term(self) -> bool:
+        """Whether the token just taken opens a term: first of all, or after an operator, fence, comma or space."""
+        prev = self.toks[self.i - 2] if self.i >= 2 else None
+        if prev is None or prev in "=<>,;:([{^_+-*/|!" or prev in ("\\left", "\\quad", "\\qquad"):
+            return True
+        return prev.startswith("\\") and (prev[1:] in OPERATORS or prev[1:] in SPACES)
 
     def command(self, name: str) -> str:
         if name == "frac":
@@ -152,13 +164,18 @@ class _Parser:
         if name == "sqrt":
             return f"<msqrt>{self.arg()}</msqrt>"
         if name == "text":
-            return f"<mtext>{_esc(self.group_text())}</mtext>"
+            # MathML trims the spaces at either end of a token, so "0 \\text{ if } j" printed "0if j": the end
+            # spaces become no-break spaces, which are kept (and extracted as spaces from the PDF).
+            text = self.group_text()
+            core = " ".join(text.split())
+            lead, trail = "\u00a0" if text[:1].isspace() else "", "\u00a0" if text[-1:].isspace() else ""
+            return f"<mtext>{lead}{_esc(core)}{trail}</mtext>"
         if name in ("mathrm", "operatorname"):
-            return f'<mi mathvariant="normal">{_esc(self.group_text())}</mi>'
+            return f'<mi mathvariant="normal">{_esc(self.group_text().strip())}</mi>'
         if name in ("mathbf", "boldsymbol"):
-            return f'<mi mathvariant="bold">{_esc(self.group_text())}</mi>'
+            return f'<mi mathvariant="bold">{_esc(self.group_text().strip())}</mi>'
         if name in ("mathbb", "mathcal"):
-            letter = self.group_text()
+            letter = self.group_text().strip()
             table = BLACKBOARD if name == "mathbb" else CALLIGRAPHIC
             if letter not in table:
                 raise self.error(f"\\{name}{{{letter}}} is not in the table")

@@ -9,7 +9,7 @@ import html
 import math
 
 W, H = 640, 260                   # viewBox size
-LEFT, RIGHT, TOP, BOTTOM = 56, 16, 28, 40
+LEFT, RIGHT, TOP, BOTTOM = 56, 16, 14, 40
 
 
 def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
@@ -36,7 +36,8 @@ def _fmt(v: float) -> str:
 
 def line_chart(series: list[tuple[str, list[tuple[float, float]]]], title: str, xlabel: str = "step",
                ylabel: str = "") -> str:
-    """series: [(name, [(x, y), ...]), ...] -> an <svg> element. Non-finite points are dropped."""
+    """series: [(name, [(x, y), ...]), ...] -> an <svg> element. Non-finite points are dropped. `title` names the
+    chart for screen readers; the caller captions it (a <figcaption>)."""
     series = [(n, [(x, y) for x, y in pts if math.isfinite(x) and math.isfinite(y)]) for n, pts in series]
     series = [(n, pts) for n, pts in series if pts]
     if not series:
@@ -57,9 +58,10 @@ def line_chart(series: list[tuple[str, list[tuple[float, float]]]], title: str, 
     def sy(y: float) -> float:
         return TOP + (1 - (y - y0) / (y1 - y0)) * ph
 
+    # The title is the chart's accessible name only: the figure around it shows it as its caption (drawn here too,
+    # it printed twice, once in the SVG and once in the <figcaption>).
     out = [f'<svg class="chart" viewBox="0 0 {W} {H}" role="img" aria-label="{html.escape(title)}" '
-           f'xmlns="http://www.w3.org/2000/svg">',
-           f'<text x="{LEFT}" y="16" class="ct">{html.escape(title)}</text>']
+           f'xmlns="http://www.w3.org/2000/svg">']
     for t in nice_ticks(y0, y1):
         y = sy(t)
         out.append(f'<line x1="{LEFT}" x2="{W - RIGHT}" y1="{y:.1f}" y2="{y:.1f}" class="grid"/>'

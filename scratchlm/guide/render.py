@@ -134,6 +134,8 @@ def render(run: RunData | None = None, version: str = "") -> str:
     subtitle = (f"with the results of <code>{html.escape(str(run.root))}</code>" if run is not None
                 else "run <code>scratchlm guide --run runs/demo</code> to add your own run's numbers")
     body = "".join(stage_html(i, st, run) for i, st in enumerate(STAGES))
+    # The cover comes before the stage map in the document, so a printed copy (and a screen reader, and the PDF's
+    # text) opens with the title and then the contents; on screen the grid still puts the map in the left column.
     return f"""<!doctype html>
 <html lang="en">
 <head>
@@ -154,8 +156,6 @@ def render(run: RunData | None = None, version: str = "") -> str:
   <button id="print" type="button" title="print or save as PDF">print</button>
 </header>
 <div class="layout">
-{map_html(run)}
-<main>
 <section id="cover" class="cover">
 <h1>Build a large language model from scratch</h1>
 <p class="lead">The whole build in {len(STAGES)} stages — data, tokenizer, model, pretraining, scaling, post-training,
@@ -166,6 +166,8 @@ the stage. Keys: <kbd>/</kbd> search, <kbd>n</kbd>/<kbd>p</kbd> next/previous st
 Print (or Save as PDF) gives one stage per page run.</p>
 <p class="muted">scratchlm {html.escape(version)}</p>
 </section>
+{map_html(run)}
+<main>
 <p id="no-results" class="muted" hidden>Nothing matches this search.</p>
 {body}
 </main>
