@@ -62,7 +62,8 @@ TOOLS = [{"type": "function", "function": {"name": "calculator", "description": 
 CHAT = [{"role": "system", "content": "Tu es bref. 中文"},
         {"role": "user", "content": "What is 3 plus 4? 😀"},
         {"role": "assistant", "content": "", "tool_calls": [
-            {"id": "c1", "type": "function", "function": {"name": "calculator", "arguments": {"expression": "3 + 4"}}}]},
+            {"id": "c1", "type": "function",
+             "function": {"name": "calculator", "arguments": {"expression": "3 + 4"}}}]},
         {"role": "tool", "tool_call_id": "c1", "content": "7"},
         {"role": "assistant", "content": "3 plus 4 is 7."},
         {"role": "user", "content": "  And 10 times 2?\n"}]

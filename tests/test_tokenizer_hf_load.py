@@ -9,7 +9,8 @@ import pytest
 
 tokenizers = pytest.importorskip("tokenizers")
 
-from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers  # noqa: E402
+from tokenizers import (AddedToken, Regex, Tokenizer, decoders, models, normalizers,  # noqa: E402
+                        pre_tokenizers, trainers)
 
 from scratchlm.tokenizer import BPETokenizer, load_tokenizer  # noqa: E402
 from scratchlm.tokenizer.hf_load import HFTokenizer, load_hf_tokenizer  # noqa: E402

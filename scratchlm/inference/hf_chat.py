@@ -149,8 +149,8 @@ def hf_chat_stop_ids(tokenizer: Any) -> list[int]:
             ids.append(i)
     sentinel = "\ue000"
     try:
-        text = render_hf_chat(tokenizer, [{"role": "user", "content": "hi"}, {"role": "assistant", "content": sentinel}],
-                              add_generation_prompt=False)
+        turns = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": sentinel}]
+        text = render_hf_chat(tokenizer, turns, add_generation_prompt=False)
     except ValueError:  # a template that wants a system turn first, say: the eos ids alone
         return ids
     after = text.partition(sentinel)[2].lstrip(" ")

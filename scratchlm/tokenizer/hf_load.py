@@ -154,8 +154,8 @@ class HFTokenizer(Tokenizer):
                 ids = (model["vocab"][a], model["vocab"][b])
                 new = model["vocab"][a + b]
             except KeyError:
-                raise ValueError(f"tokenizer.json merge {pos} ({a!r}, {b!r}) names a token missing from the vocabulary; "
-                                 "the file is corrupt") from None
+                raise ValueError(f"tokenizer.json merge {pos} ({a!r}, {b!r}) names a token missing from the "
+                                 "vocabulary; the file is corrupt") from None
             self._merges[ids] = (pos, new)
             self._merge_list.append((ids, new))
 
