@@ -72,12 +72,12 @@ def test_export_loads_with_auto_classes(tmp_path, preset):
     hf_tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
     text = "the cat ran in the park"
     ids = hf_tok(text)["input_ids"]
-    assert ids == tok.encode(text)
+    assert ids == [tok.bos_id] + tok.encode(text)  # BOS first, as `scratchlm generate` feeds the model
     idx = torch.tensor([ids])
     with torch.no_grad():
         assert (hf(idx).logits - model(idx)).abs().max() <= 1e-4
     gen = json.loads((tmp_path / "hf" / "generation_config.json").read_text())
-    assert gen["eos_token_id"] == tok.eos_id == hf.config.eos_token_id
+    assert gen["eos_token_id"][0] == tok.eos_id == hf.config.eos_token_id  # then the chat stop tokens
     with pytest.raises(FileExistsError, match="not empty"):
         _cli("export", "hf", "--run", run, "--out", tmp_path / "hf")
     # bfloat16 export halves the file and still loads

@@ -99,7 +99,7 @@ def export_hf(args) -> int:
     from safetensors.torch import save_file
 
     from scratchlm.model import ModelConfig
-    from scratchlm.model.hf import hf_config_from, to_hf_state_dict
+    from scratchlm.model.hf import hf_config_from, hf_generation_config, to_hf_state_dict
     from scratchlm.runs import atomic_write, atomic_write_json, claim_out_dir, load_model_state, resolve_checkpoint
 
     ckpt = resolve_checkpoint(args.run)
@@ -116,18 +116,21 @@ def export_hf(args) -> int:
 
     claim_out_dir(out, overwrite=args.overwrite, finished="config.json")
     atomic_write(out / "model.safetensors", lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
-    atomic_write_json(out / "config.json", hf_config)
-    gen = {"bos_token_id": special.get("bos"), "eos_token_id": special.get("eos"),
-           "pad_token_id": special.get("pad", special.get("eos")), "max_length": cfg.max_seq_len}
-    atomic_write_json(out / "generation_config.json", {k: v for k, v in gen.items() if v is not None})
     if tok_dir:
-        for name in TOKENIZER_FILES:
-            if (tok_dir / name).is_file():
-                shutil.copyfile(tok_dir / name, out / name)
+        _write_hf_tokenizer(tok_dir, out)
     else:
         log.warning("no tokenizer folder found next to %s: exported the model without tokenizer files", ckpt)
+    # generate() stops where `scratchlm generate` and `chat` stop: end of text, the end (or a skipped end) of a
+    # chat turn, BOS (inference/chat_template.py: chat_stop_token_ids; Engine.default_stop_ids)
+    stops = [special.get(name) for name in ("eos", "im_end", "im_start", "bos")]
+    atomic_write_json(out / "generation_config.json",
+                      hf_generation_config(cfg, stops, special.get("bos"), special.get("pad", special.get("eos"))))
+    atomic_write_json(out / "config.json", hf_config)  # last: its presence marks a finished export
     n = sum(t.numel() for t in tensors.values())
     print(f"exported {ckpt} -> {out} ({hf_config['architectures'][0]}, {n:,} parameters, {args.dtype})")
+    # lm-eval's hf model places the model on CUDA unless told otherwise, even on a machine without it
+    device = "" if torch.cuda.is_available() else " --device cpu"
+    print(f"lm-eval: lm_eval --model hf --model_args pretrained={out}{device} --tasks hellaswag")
     return 0
 
 
@@ -139,8 +142,37 @@ def _tokenizer_dir(ckpt: Path) -> Path | None:
     return None
 
 
+def _write_hf_tokenizer(tok_dir: Path, out: Path) -> None:
+    """The Hugging Face tokenizer files. Ours are written afresh by this version's tokenizer/hf.py, so a run saved
+    before the export learned to add BOS and carry the chat template exports right; a foreign tokenizer (an
+    imported run) is copied as it is."""
+    if not (tok_dir / "scratchlm_tokenizer.json").is_file():
+        for name in TOKENIZER_FILES:
+            if (tok_dir / name).is_file():
+                shutil.copyfile(tok_dir / name, out / name)
+        return
+    import tempfile
+
+    from scratchlm.inference.chat_template import CHAT_TEMPLATE, IM_END, IM_START
+    from scratchlm.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(tok_dir)
+    saved = tok_dir / "tokenizer_config.json"
+    saved = json.loads(saved.read_text(encoding="utf-8")).get("chat_template") if saved.is_file() else None
+    chat = saved
+    if {IM_START, IM_END} <= set(tok.special_tokens):
+        chat = CHAT_TEMPLATE  # what `scratchlm generate --chat`, `chat` and `serve` render, whatever the run holds
+        if saved not in (None, CHAT_TEMPLATE):
+            log.warning("%s holds another chat_template; exported scratchlm's own, the one its chat uses", tok_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+        tok.save(tmp, chat_template=chat)
+        for name in TOKENIZER_FILES:
+            shutil.copyfile(Path(tmp) / name, out / name)
+
+
 def _special_token_ids(tok_dir: Path) -> dict[str, int]:
-    """{"bos"|"eos"|"pad": id} from the HF tokenizer_config.json (names) and its added tokens (ids)."""
+    """{"bos"|"eos"|"pad"|"im_start"|"im_end": id} from the HF tokenizer_config.json (names) and its added
+    tokens (ids)."""
     path = tok_dir / "tokenizer_config.json"
     if not path.is_file():
         return {}
@@ -150,6 +182,9 @@ def _special_token_ids(tok_dir: Path) -> dict[str, int]:
     for name in ("bos", "eos", "pad"):
         tok = tc.get(f"{name}_token")
         tok = tok.get("content") if isinstance(tok, dict) else tok
+        if tok in ids:
+            out[name] = ids[tok]
+    for name, tok in (("im_start", "<|im_start|>"), ("im_end", "<|im_end|>")):  # the chat turn markers
         if tok in ids:
             out[name] = ids[tok]
     return out

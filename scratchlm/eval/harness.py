@@ -17,8 +17,9 @@ The harness asks a model three questions, each a list of `Instance`s whose `.arg
 Every text is scored as our pretraining saw documents: BOS first. For chat models pass --apply_chat_template
 (`simple_evaluate(..., apply_chat_template=True)`): apply_chat_template below renders our ChatML, and prompts
 that contain our special tokens are encoded with them. The other road, exporting to Hugging Face
-(`scratchlm interop`) and running `lm_eval --model hf --model_args pretrained=DIR`, gives the same numbers up to
-tokenisation details; this class avoids the export and runs our own code.
+(`scratchlm export hf --run RUN --out DIR`) and running `lm_eval --model hf --model_args pretrained=DIR`, gives the
+same numbers (tests/test_hf_export_behaviour.py) unless a BPE merge crosses a context/continuation boundary, which
+scoring.py splits differently; this class avoids the export and runs our own code.
 
 Tasks download their datasets from the Hugging Face hub. Offline, write a task YAML over a local JSON file
 (`dataset_path: json`, `dataset_kwargs: {data_files: {test: FILE}}`) and pass its folder to

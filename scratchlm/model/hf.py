@@ -112,6 +112,20 @@ def hf_config_from(cfg: ModelConfig, bos_token_id: int | None = None, eos_token_
     }
 
 
+def hf_generation_config(cfg: ModelConfig, stop_token_ids: list[int], bos_token_id: int | None = None,
+                         pad_token_id: int | None = None) -> dict:
+    """generation_config.json: where transformers' generate() stops, and how long it may go.
+
+    stop_token_ids becomes the eos_token_id *list*, end of text first: the tokens scratchlm's own decoding stops
+    at. With end of text alone, a chat model runs past its <|im_end|> into a made-up next turn. max_length is the
+    context window (transformers' default is 20 tokens, prompt included)."""
+    stops = list(dict.fromkeys(i for i in stop_token_ids if i is not None))  # unique, in order
+    gen = {"bos_token_id": bos_token_id, "eos_token_id": stops or None,
+           "pad_token_id": pad_token_id if pad_token_id is not None else (stops[0] if stops else None),
+           "max_length": cfg.max_seq_len}
+    return {k: v for k, v in gen.items() if v is not None}
+
+
 def _exportable_family(cfg: ModelConfig) -> str:
     if cfg.family != "custom":
         return cfg.family

@@ -6,6 +6,13 @@ token directly. Hugging Face's BPE model instead applies the listed merges by li
 agree, the merge list holds every split of every token into two tokens (x, y), ordered by the rank of x + y, so
 "concatenation in the vocabulary" and "pair in the merge list" are the same test with the same priority; and
 `ignore_merges` gives the whole-chunk shortcut. Bytes are shown with GPT-2's byte -> printable-character map.
+
+BOS: every pretraining document starts with BOS (data/shards.py) and `scratchlm generate` prepends it, so
+`tokenizer(text)` in transformers must prepend it too. tokenizer.json carries a TemplateProcessing post-processor
+that adds it (what `tokenizers`, and transformers 4.x's PreTrainedTokenizerFast, which ignores add_bos_token, obey)
+and tokenizer_config.json says add_bos_token=true (what transformers 5.x rebuilds the post-processor from, and
+what tools such as lm-evaluation-harness read). `add_special_tokens=False` gives our ids without BOS, and
+apply_chat_template passes it, its template writing the BOS itself.
 """
 
 from __future__ import annotations
@@ -54,6 +61,21 @@ def _added_tokens(special_tokens: dict[str, int]) -> list[dict]:
     ]
 
 
+def bos_post_processor(special_tokens: dict[str, int]) -> dict | None:
+    """A TemplateProcessing post-processor that puts BOS before each sequence (Llama's "<s> $A <s> $B"); None
+    without a BOS token. Its special token is given by id as well, so `tokenizers` needs no lookup."""
+    if BOS_TOKEN not in special_tokens:
+        return None
+    single = [{"SpecialToken": {"id": BOS_TOKEN, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}]
+    second = [{"SpecialToken": {"id": BOS_TOKEN, "type_id": 1}}, {"Sequence": {"id": "B", "type_id": 1}}]
+    return {
+        "type": "TemplateProcessing",
+        "single": single,
+        "pair": single + second,
+        "special_tokens": {BOS_TOKEN: {"id": BOS_TOKEN, "ids": [special_tokens[BOS_TOKEN]], "tokens": [BOS_TOKEN]}},
+    }
+
+
 def bpe_tokenizer_json(token_bytes: list[bytes], pattern: str, special_tokens: dict[str, int]) -> dict:
     """tokenizer.json for a byte-level BPE vocabulary given as bytes in rank (= id) order."""
     shown = [_show(t) for t in token_bytes]
@@ -71,7 +93,7 @@ def bpe_tokenizer_json(token_bytes: list[bytes], pattern: str, special_tokens: d
                 {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False, "use_regex": False},
             ],
         },
-        "post_processor": None,
+        "post_processor": bos_post_processor(special_tokens),
         "decoder": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False, "use_regex": False},
         "model": {
             "type": "BPE",
@@ -97,7 +119,7 @@ def char_tokenizer_json(chars: list[str], special_tokens: dict[str, int]) -> dic
         "added_tokens": _added_tokens(special_tokens),
         "normalizer": None,
         "pre_tokenizer": None,
-        "post_processor": None,
+        "post_processor": bos_post_processor(special_tokens),
         "decoder": {"type": "Fuse"},
         "model": {
             "type": "BPE",
@@ -115,14 +137,15 @@ def char_tokenizer_json(chars: list[str], special_tokens: dict[str, int]) -> dic
 
 
 def tokenizer_config(special_tokens: dict[str, int], chat_template: str | None) -> dict:
-    """tokenizer_config.json: loads as PreTrainedTokenizerFast; encode() adds no BOS/EOS, like ours."""
+    """tokenizer_config.json: loads as PreTrainedTokenizerFast; `tokenizer(text)` gives BOS + our ids, as
+    `scratchlm generate` feeds the model (add_special_tokens=False: our ids alone)."""
     cfg = {
         "tokenizer_class": "PreTrainedTokenizerFast",
         "bos_token": BOS_TOKEN if BOS_TOKEN in special_tokens else None,
         "eos_token": EOS_TOKEN if EOS_TOKEN in special_tokens else None,
         "pad_token": PAD_TOKEN if PAD_TOKEN in special_tokens else None,
         "unk_token": None,
-        "add_bos_token": False,
+        "add_bos_token": BOS_TOKEN in special_tokens,  # must agree with bos_post_processor
         "add_eos_token": False,
         "clean_up_tokenization_spaces": False,  # else decode() would rewrite " ." as "."
         "model_max_length": 1_000_000_000_000_000_019_884_624_838_656,  # transformers' "no limit" value
