@@ -43,6 +43,9 @@ def register(subparsers) -> None:
                    help="require 'Authorization: Bearer KEY' (default: $SCRATCHLM_API_KEY, else no key)")
     p.add_argument("--model-name", default=None, help="model id in the API (default: the run folder's name)")
     p.add_argument("--max-batch", type=int, default=8, help="requests generated together at most (default: 8)")
+    p.add_argument("--batching", choices=("continuous", "static"), default="continuous",
+                   help="continuous: requests join and leave the running batch at every decode step; static: a "
+                        "batch runs to its end before the next starts, for comparison (default: continuous)")
     p.add_argument("--read-timeout", type=float, default=30.0, metavar="SECONDS",
                    help="close a connection whose request (head and body) takes longer than this to arrive; "
                         "the body gets a 408 (default: 30)")
@@ -67,7 +70,7 @@ def handler(args: argparse.Namespace) -> int:
     engine = load_engine_from_args(args)
     name = args.model_name or Path(args.run).resolve().name
     app = create_app(engine, model_id=name, api_key=args.api_key, max_batch=args.max_batch,
-                     read_timeout=args.read_timeout)
+                     read_timeout=args.read_timeout, batching=args.batching)
     print(f"serving {name} on http://{args.host}:{args.port}  (chat page: /, API: /v1)", file=sys.stderr)
     run_server(app, host=args.host, port=args.port, log_level="warning" if args.quiet else "info")
     return 0

@@ -4,8 +4,9 @@ A web server handles many requests at once, but a model on one device should run
 (concurrent forwards would fight over the same cores and memory, and be slower in total). So every request
 becomes a job on a queue. The worker thread takes the first waiting job plus any others already waiting (up to
 `max_batch` sequences), runs them as one batch through `Engine.steps`, and after every step hands each job the
-tokens it got. Requests that arrive mid-batch wait for the next batch (no continuous batching: simpler, and
-enough for a CPU server).
+tokens it got. Requests that arrive mid-batch wait for the next batch: simpler, but a newcomer's time to first
+token then grows with the longest reply already running. continuous.py (the server's default) admits requests at
+every step instead; this one stays for comparison (`scratchlm serve --batching static`).
 
 One bad request must never fail the others that happen to share its batch: each job is checked
 (`Engine.check`: prompt and sampling settings) before it joins a batch, and the batch runs with

@@ -28,8 +28,9 @@ that cannot change the output (`user`, `metadata`, ...) are accepted. A client t
 (head or body) is cut off after `read_timeout` seconds, so idle connections cannot pile up. The field-by-field
 checks live in requests.py.
 
-Requests are queued and batched onto one model thread (batcher.py). The server binds 127.0.0.1 unless told
-otherwise: an LLM endpoint on a public interface is an open compute resource.
+Requests are queued and batched onto one model thread: continuously (continuous.py, the default) or in whole
+batches (batcher.py, `batching="static"`). The server binds 127.0.0.1 unless told otherwise: an LLM endpoint on
+a public interface is an open compute resource.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .batcher import BatchWorker
 from .chat_template import chat_stop_token_ids, encode_chat, parse_tool_calls, validate_messages
+from .continuous import ContinuousWorker
 from .detokenizer import token_bytes_fn
 from .engine import Engine, Sequence, TokenEvent
 from .requests import (CHAT_FIELDS, COMPLETION_FIELDS, MAX_LOGPROBS, MAX_SEQUENCES, APIError, check_context,
@@ -72,13 +74,16 @@ def error_json(status: int, message: str, type: str = "invalid_request_error", p
 # ----------------------------------------------------------------------------- the app
 
 def create_app(engine: Engine, model_id: str = "scratchlm", api_key: str | None = None, max_batch: int = 8,
-               read_timeout: float = READ_TIMEOUT) -> FastAPI:
+               read_timeout: float = READ_TIMEOUT, batching: str = "continuous") -> FastAPI:
     """The FastAPI app serving `engine`. Start it with `run_server(app)` or `ServerThread(app)`, which also apply
-    read_timeout to the request head; under another ASGI server only the body is timed."""
+    read_timeout to the request head; under another ASGI server only the body is timed. batching: "continuous"
+    (requests join and leave the running batch at every step, continuous.py) or "static" (batcher.py)."""
+    if batching not in ("continuous", "static"):
+        raise ValueError(f"batching must be 'continuous' or 'static', got {batching!r}")
     if not (isinstance(read_timeout, (int, float)) and math.isfinite(read_timeout) and read_timeout > 0):
         raise ValueError(f"read_timeout must be a finite number of seconds > 0, got {read_timeout!r}")
     app = FastAPI(title="scratchlm", docs_url=None, redoc_url=None, openapi_url=None)
-    worker = BatchWorker(engine, max_batch=max_batch)
+    worker = (ContinuousWorker if batching == "continuous" else BatchWorker)(engine, max_batch=max_batch)
     app.state.worker, app.state.engine, app.state.read_timeout = worker, engine, float(read_timeout)
     tok = engine.tokenizer
     created = int(time.time())
