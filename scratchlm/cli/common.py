@@ -38,28 +38,35 @@ def add_common(parser: argparse.ArgumentParser, *, out: str | None = None, confi
     g.add_argument("-q", "--quiet", action="count", default=0, help="less logging")
 
 
-def add_renamed(parser, flag: str, *old: str, **kwargs) -> argparse.Action:
+def add_renamed(parser, flag: str, *old: str, old_value: str | None = None, **kwargs) -> argparse.Action:
     """add_argument(flag, **kwargs), and its old spellings `old` kept working for one release. An old spelling is
     hidden from --help, sets what `flag` sets, and prints one line on stderr naming the new flag. Both spellings sit
     in one mutually exclusive group: passing both is an error, not "the last one wins", and a required flag is
-    satisfied by either (argparse would not count the old spelling towards a required flag of its own)."""
+    satisfied by either (argparse would not count the old spelling towards a required flag of its own).
+    `old_value`: the old spellings were switches that now mean `flag old_value` (--int8 is --quant int8)."""
     group = parser.add_mutually_exclusive_group(required=kwargs.pop("required", False))
     new = group.add_argument(flag, **kwargs)
     for name in old:
-        group.add_argument(name, action=_Renamed, new=new, dest=new.dest)
+        group.add_argument(name, action=_Renamed, new=new, dest=new.dest, value=old_value)
     return new
 
 
 class _Renamed(argparse.Action):
     """The old spelling of a renamed flag: parses its values exactly as the new flag does, then lets it store them."""
 
-    def __init__(self, option_strings, dest, new: argparse.Action, **_):
-        super().__init__(option_strings, dest, nargs=new.nargs, const=new.const, type=new.type, choices=new.choices,
-                         default=argparse.SUPPRESS, metavar=new.metavar, help=argparse.SUPPRESS)
-        self.new = new
+    def __init__(self, option_strings, dest, new: argparse.Action, value: str | None = None, **_):
+        if value is None:
+            super().__init__(option_strings, dest, nargs=new.nargs, const=new.const, type=new.type,
+                             choices=new.choices, default=argparse.SUPPRESS, metavar=new.metavar,
+                             help=argparse.SUPPRESS)
+        else:  # a switch standing for one value of the new flag
+            super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        self.new, self.value = new, value
 
     def __call__(self, parser, namespace, values, option_string=None):
         flag = self.new.option_strings[0]
+        if self.value is not None:
+            flag, values = f"{flag} {self.value}", self.new.type(self.value) if self.new.type else self.value
         print(f"note: {option_string} is deprecated and will be removed in the next release; use {flag}",
               file=sys.stderr)
         self.new(parser, namespace, values, flag)

@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from scratchlm.cli.common import add_common
+from scratchlm.cli.common import add_common, add_renamed
 
 EXAMPLES = """\
 examples:
@@ -47,7 +47,27 @@ def add_sampling_flags(p: argparse.ArgumentParser, temperature: float = 0.8, top
     g.add_argument("--repetition-penalty", type=float, default=1.0, metavar="R",
                    help="> 1 discourages repeating context tokens (default: 1 = off; try 1.1)")
     g.add_argument("--stop", action="append", default=[], metavar="TEXT", help="stop at this string (repeatable)")
-    g.add_argument("--int8", action="store_true", help="weight-only int8 quantization (smaller, often faster on CPU)")
+    add_quant_flags(p)
+
+
+def add_quant_flags(p: argparse.ArgumentParser) -> None:
+    """--quant and --quant-group-size (generate, chat, serve); --int8 is the old spelling of --quant int8."""
+    g = p.add_argument_group("quantization")
+    add_renamed(g, "--quant", "--int8", old_value="int8", choices=["int8", "int4"], default=None,
+                help="weight-only quantization: int8 per channel (4x smaller weights, faster on CPU) or int4 per "
+                     "group (~7x smaller; unpacked on the fly, so slower on CPU). Default: none")
+    g.add_argument("--quant-group-size", type=int, default=None, metavar="N",
+                   help="inputs sharing one int4 scale: 32, 64, 128 or 256 (default: 64; smaller = closer, larger)")
+
+
+def quant_from_args(args: argparse.Namespace) -> tuple[str | None, int | None]:
+    """(quantize, group_size) for load_engine, checked before any weight is read."""
+    size = args.quant_group_size
+    if size is not None and args.quant != "int4":
+        raise ValueError(f"--quant-group-size {size} applies to --quant int4 only; add --quant int4 or drop it")
+    if size is not None and size not in (32, 64, 128, 256):
+        raise ValueError(f"--quant-group-size must be 32, 64, 128 or 256, got {size}")
+    return args.quant, size
 
 
 def sampling_from_args(args: argparse.Namespace, **extra):
@@ -63,7 +83,8 @@ def sampling_from_args(args: argparse.Namespace, **extra):
 def load_engine_from_args(args: argparse.Namespace, run: Path | None = None):
     from scratchlm.inference.loading import load_engine
 
-    return load_engine(run or args.run, device=args.device, dtype=args.dtype, quantize="int8" if args.int8 else None)
+    quantize, group_size = quant_from_args(args)
+    return load_engine(run or args.run, device=args.device, dtype=args.dtype, quantize=quantize, group_size=group_size)
 
 
 def register(subparsers) -> None:

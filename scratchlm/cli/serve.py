@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from scratchlm.cli.common import add_common
+from scratchlm.cli.generate import add_quant_flags
 
 EXAMPLES = """\
 examples:
@@ -49,7 +50,7 @@ def register(subparsers) -> None:
     p.add_argument("--read-timeout", type=float, default=30.0, metavar="SECONDS",
                    help="close a connection whose request (head and body) takes longer than this to arrive; "
                         "the body gets a 408 (default: 30)")
-    p.add_argument("--int8", action="store_true", help="weight-only int8 quantization")
+    add_quant_flags(p)
     add_common(p, out=None, overrides=False)
     p.set_defaults(func=handler)
 

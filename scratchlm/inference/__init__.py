@@ -12,7 +12,7 @@ Files, one concept each:
     chat_template.py  the ChatML-like template (text, ids, Jinja for Hugging Face), tool calls and results
     tools.py          the loop that runs a model's tool calls; the built-in tools
     calculator.py     the calculator tool: arithmetic parsed by hand, never eval
-    quant.py          weight-only int8
+    quant.py          weight-only int8 (per channel) and int4 (per group)
     loading.py        model + tokenizer from a run folder
     batcher.py        one model thread serving queued requests in batches
     server.py         FastAPI app: /v1/models, /v1/completions, /v1/chat/completions, the chat page

@@ -55,15 +55,21 @@ def load_tokenizer_for(run_or_ckpt: str | Path) -> Any:
 
 
 def load_engine(run_or_ckpt: str | Path, device: str = "auto", dtype: str | torch.dtype = "auto",
-                quantize: str | None = None):
-    """An Engine for a run: model + tokenizer, optionally with weight-only int8 (quantize="int8")."""
+                quantize: str | None = None, group_size: int | None = None):
+    """An Engine for a run: model + tokenizer, optionally with weight-only quantization: quantize="int8" (per
+    channel) or "int4" (per group of `group_size` inputs, default 64)."""
     from .engine import Engine
+    from .quant import check_group_size, quantize_int4, quantize_int8
 
+    if quantize not in (None, "none", "int8", "int4"):
+        raise ValueError(f"unknown quantization {quantize!r}; use int8, int4 or none")
+    if group_size is not None and quantize != "int4":
+        raise ValueError(f"a group size ({group_size}) applies to int4 only; drop it or quantize to int4")
+    if quantize == "int4":
+        check_group_size(64 if group_size is None else group_size)  # before the weights are read
     model, _ = load_model(run_or_ckpt, device, dtype)
     if quantize == "int8":
-        from .quant import quantize_int8
-
         quantize_int8(model)
-    elif quantize not in (None, "none"):
-        raise ValueError(f"unknown quantization {quantize!r}; use int8 or none")
+    elif quantize == "int4":
+        quantize_int4(model, 64 if group_size is None else group_size)
     return Engine(model, load_tokenizer_for(run_or_ckpt))

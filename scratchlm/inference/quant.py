@@ -1,27 +1,41 @@
-"""Weight-only int8 quantization: 4x smaller linear weights than float32, 2x smaller than bf16.
+"""Weight-only quantization: int8 per channel (4x smaller linear weights than float32) and int4 per group (~7x).
 
 Decoding one token at a time reads every weight once per token, so at batch 1 it is limited by memory
 bandwidth, not arithmetic: halving the bytes read roughly halves the time of the big matmuls (gpt-fast's
-observation). Weight-only means activations stay in bf16/float32 and only the stored weights are int8.
+observation). Weight-only means activations stay in bf16/float32 and only the stored weights are small.
 
-Scheme: symmetric, per output channel (one scale per row of W):
+int8, symmetric, per output channel (one scale per row of W):
 
     scale_j = max_i |W[j, i]| / 127,    W_q[j, i] = round(W[j, i] / scale_j)  in [-127, 127]
     y = x @ W^T  ~=  (x @ W_q^T) * scale
 
 The rounding error per weight is at most scale_j / 2, i.e. 0.4% of the row's largest weight. The matmul uses
 torch's fused int8-weight kernel (`torch._weight_int8pack_mm`, the kernel torchao uses on CPU) when it is
-available, else dequantizes on the fly. The quality cost is measured, not assumed: benchmarks/inference_quant.py
-reports the KL divergence to the unquantized model and how often greedy tokens agree.
+available, else dequantizes on the fly.
+
+int4, asymmetric, per group of `group_size` consecutive inputs of a row (gpt-fast's scheme): each group keeps its
+own minimum and step, so one outlier spoils only its 64 neighbours, not the whole row:
+
+    step = (max - min) / 15,    W_q = round((W - min) / step)  in [0, 15],    W ~= min + W_q * step
+
+Asymmetric rather than symmetric because 4 bits leave only 16 levels: a symmetric grid (-7..7 times max|W|/7)
+spends them on [-max|W|, max|W|] even when a group is lopsided, and wastes one; min/max fits the group's real
+range, for one more bf16 per group (0.25 bit per weight at group 64). Two 4-bit values share a byte; the matmul
+unpacks and dequantizes the weight on the fly with plain torch ops (no custom kernel), so it is exactly
+F.linear(x, dequantize_int4(...)). The quality cost of either scheme is measured, not assumed:
+benchmarks/inference_vs_hf.py reports the KL divergence to the unquantized model and how often greedy tokens agree.
 """
 
 from __future__ import annotations
 
 import types
+from typing import Callable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+INT4_GROUP_SIZES = (32, 64, 128, 256)
 
 
 def quantize_weight(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -58,29 +72,112 @@ class Int8Linear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, int8 per-channel"
 
 
-def quantize_int8(model: nn.Module, dtype: torch.dtype = torch.bfloat16) -> nn.Module:
-    """In place: activations in `dtype`, every nn.Linear and the output head as Int8Linear. Returns model.
+def check_group_size(group_size: int) -> None:
+    if group_size not in INT4_GROUP_SIZES:
+        raise ValueError(f"int4 group size must be one of {', '.join(map(str, INT4_GROUP_SIZES))}, got {group_size}")
 
-    bf16 activations by default: the fused CPU kernel wants them, and the weights are already rounded far
-    more coarsely than bf16 rounds activations."""
+
+def quantize_weight_int4(w: torch.Tensor, group_size: int = 64) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(out, in) float weight -> (packed uint8 (out, in/2), steps (out, G) bf16, minimums (out, G) bf16),
+    with G = in / group_size groups per row."""
+    check_group_size(group_size)
+    out_f, in_f = w.shape
+    g = w.detach().float().reshape(out_f, in_f // group_size, group_size)  # (out, G, gs)
+    lo, hi = g.amin(-1), g.amax(-1)  # (out, G)
+    # round step and minimum to bf16 *before* choosing the codes, so the codes fit the values dequantization uses
+    steps = ((hi - lo) / 15).clamp_min(1e-8).to(torch.bfloat16)
+    mins = lo.to(torch.bfloat16)
+    q = torch.round((g - mins.float()[..., None]) / steps.float()[..., None]).clamp(0, 15).to(torch.uint8)
+    return pack_int4(q.reshape(out_f, in_f)), steps, mins
+
+
+def pack_int4(q: torch.Tensor) -> torch.Tensor:
+    """(out, in) uint8 codes in 0..15 -> (out, in/2) uint8: input 2k in the low nibble, 2k+1 in the high one."""
+    return q[:, 0::2] | (q[:, 1::2] << 4)
+
+
+def unpack_int4(packed: torch.Tensor) -> torch.Tensor:
+    """(out, in/2) uint8 -> (out, in) uint8 codes in 0..15."""
+    return torch.stack((packed & 15, packed >> 4), dim=-1).reshape(packed.shape[0], -1)  # (out, in/2, 2) -> (out, in)
+
+
+def dequantize_int4(packed: torch.Tensor, steps: torch.Tensor, mins: torch.Tensor) -> torch.Tensor:
+    """The float32 (out, in) weight that the int4 codes stand for."""
+    q = unpack_int4(packed)
+    out_f, n_groups = steps.shape
+    g = q.reshape(out_f, n_groups, -1).float()  # (out, G, gs)
+    return (g * steps.float()[..., None] + mins.float()[..., None]).reshape(out_f, -1)
+
+
+class Int4Linear(nn.Module):
+    """A drop-in for nn.Linear holding a group-wise int4 weight, two values per byte."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None, group_size: int = 64):
+        super().__init__()
+        packed, steps, mins = quantize_weight_int4(weight, group_size)
+        self.register_buffer("weight", packed)  # (out, in/2) uint8
+        self.register_buffer("steps", steps)  # (out, in/group_size) bf16
+        self.register_buffer("mins", mins)  # (out, in/group_size) bf16
+        self.register_buffer("bias", None if bias is None else bias.detach().clone())
+        self.out_features, self.in_features = weight.shape
+        self.group_size = group_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # the float weight exists only for the duration of this call: memory holds int4, bandwidth pays for it
+        y = F.linear(x, dequantize_int4(self.weight, self.steps, self.mins).to(x.dtype))  # (..., out)
+        return y if self.bias is None else y + self.bias.to(y.dtype)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"int4 asymmetric, group_size={self.group_size}")
+
+
+def _quantize_linears(model: nn.Module, make: Callable[..., nn.Module], dtype: torch.dtype | None) -> nn.Module:
+    """In place: every nn.Linear and the output head replaced by make(weight, bias); activations in `dtype`."""
     # The head first: our Transformer computes logits as F.linear(h, head weight), and the head may be tied to
-    # the embedding (which stays in `dtype` for the lookup), so this instance gets an int8 head of its own.
+    # the embedding (which stays in `dtype` for the lookup), so this instance gets a quantized head of its own.
     head_weight = model.tok_emb.weight if getattr(model, "lm_head", None) is None else model.lm_head.weight
-    model.int8_head = Int8Linear(head_weight)
-    model.to(dtype)
+    model.quant_head = make(head_weight, None)
+    if dtype is not None:
+        model.to(dtype)
     for module in list(model.modules()):
         for child_name, child in list(module.named_children()):
             if isinstance(child, nn.Linear):
-                setattr(module, child_name, Int8Linear(child.weight, child.bias))
+                setattr(module, child_name, make(child.weight, child.bias))
     if getattr(model, "lm_head", None) is not None:
-        model.lm_head = None  # now unused: int8_head replaces it
+        model.lm_head = None  # now unused: quant_head replaces it
     vocab = model.config.vocab_size
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
-        return self.int8_head(h)[..., :vocab]
+        return self.quant_head(h)[..., :vocab]
 
     model.logits = types.MethodType(logits, model)
     for name in ("rope_cos", "rope_sin"):  # positions stay exact
         if hasattr(model, name):
             setattr(model, name, getattr(model, name).float())
     return model
+
+
+def quantize_int8(model: nn.Module, dtype: torch.dtype = torch.bfloat16) -> nn.Module:
+    """In place: activations in `dtype`, every nn.Linear and the output head as Int8Linear. Returns model.
+
+    bf16 activations by default: the fused CPU kernel wants them, and the weights are already rounded far
+    more coarsely than bf16 rounds activations."""
+    return _quantize_linears(model, Int8Linear, dtype)
+
+
+def quantize_int4(model: nn.Module, group_size: int = 64, dtype: torch.dtype | None = None) -> nn.Module:
+    """In place: every nn.Linear and the output head as Int4Linear (groups of `group_size` inputs). Returns model.
+
+    Activations keep the model's dtype unless `dtype` is given: the weight is dequantized to it on the fly, and on
+    a CPU without bf16 matmul units float32 is the faster of the two."""
+    check_group_size(group_size)
+    head = model.tok_emb.weight if getattr(model, "lm_head", None) is None else model.lm_head.weight
+    widths = {name: m.in_features for name, m in model.named_modules() if isinstance(m, nn.Linear)}
+    widths["output head"] = head.shape[1]
+    for name, width in widths.items():
+        if width % group_size:
+            fits = [g for g in INT4_GROUP_SIZES if all(w % g == 0 for w in widths.values())]
+            hint = f"use group size {max(fits)}" if fits else "this model's widths fit no int4 group size; use int8"
+            raise ValueError(f"int4 group size {group_size} does not divide the {width} inputs of {name}; {hint}")
+    return _quantize_linears(model, lambda w, b: Int4Linear(w, b, group_size), dtype)
