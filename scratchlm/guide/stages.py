@@ -163,7 +163,7 @@ FLOPs per token follow from the shape alone.""",
               code=("scratchlm.model.transformer.Transformer.logits", "scratchlm.model.transformer.Transformer.forward",
                     "scratchlm.model.accounting.count_params")),
     ),
-    commands=("scratchlm plan --model llama-5m --gpu RTX4090",),
+    commands=("scratchlm plan --preset llama-5m --gpu RTX4090",),
 )
 
 PRETRAIN = Stage(
@@ -351,7 +351,7 @@ questions on the exact answer. The same checkers serve as rewards for GRPO, so e
 reinforcement learning optimised.""",
               code=("scratchlm.eval.gsm8k.extract_answer",)),
     ),
-    commands=("scratchlm eval --run runs/pretrain --task bpb --text runs/tw/val.txt",
+    commands=("scratchlm eval --run runs/pretrain --task bpb --data runs/tw/val.txt",
               "scratchlm eval --run runs/sft --task tinyworld --limit 200",
               "scratchlm eval --run runs/sft --report"),
 )

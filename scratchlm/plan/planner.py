@@ -130,7 +130,7 @@ def make_plan(req: PlanRequest, shape: ModelShape | None, hw: Hardware) -> dict:
     mode = "forward"
     if shape is None:
         if budget is None and req.tokens is None:
-            raise ValueError("give a model (--params, --model or --run), or a budget (--days, --flops or "
+            raise ValueError("give a model (--params, --preset or --run), or a budget (--days, --flops or "
                              "--budget-usd) to get the compute-optimal model")
         mode = "inverse"
         if budget is not None:
@@ -223,7 +223,7 @@ def make_plan(req: PlanRequest, shape: ModelShape | None, hw: Hardware) -> dict:
                         "the real global batch will be larger")
     if shape.derived:
         warnings.append(f"no architecture given: assumed a Llama-style shape ({shape.n_layers} layers, d_model "
-                        f"{shape.d_model}); pass --model or --run for exact activations")
+                        f"{shape.d_model}); pass --preset or --run for exact activations")
 
     # ---- inference
     context = req.context or seq_len
