@@ -167,8 +167,9 @@ metric_list:
   - metric: acc
   - metric: acc_norm
 """)
-    # what `lm_eval --model hf --model_args pretrained=DIR --device cpu --tasks scratch_hs --include_path TASKS`
-    # runs (lm-eval's hf model picks CUDA unless told otherwise, even where there is none)
+    # what `lm_eval --model hf --model_args pretrained=DIR --tasks scratch_hs --include_path TASKS` runs. The
+    # command's default device, cuda:0, falls back to the CPU without a GPU; simple_evaluate's (HFLM's "cuda")
+    # does not, hence device="cpu" here.
     out = lm_eval.simple_evaluate(model="hf", model_args=f"pretrained={hf_dir}", tasks=["scratch_hs"], device="cpu",
                                   task_manager=TaskManager(include_path=str(tasks)), bootstrap_iters=0,
                                   log_samples=True)

@@ -128,9 +128,7 @@ def export_hf(args) -> int:
     atomic_write_json(out / "config.json", hf_config)  # last: its presence marks a finished export
     n = sum(t.numel() for t in tensors.values())
     print(f"exported {ckpt} -> {out} ({hf_config['architectures'][0]}, {n:,} parameters, {args.dtype})")
-    # lm-eval's hf model places the model on CUDA unless told otherwise, even on a machine without it
-    device = "" if torch.cuda.is_available() else " --device cpu"
-    print(f"lm-eval: lm_eval --model hf --model_args pretrained={out}{device} --tasks hellaswag")
+    print(f"lm-eval: lm_eval --model hf --model_args pretrained={out} --tasks hellaswag")
     return 0
 
 

@@ -8,10 +8,10 @@ agree, the merge list holds every split of every token into two tokens (x, y), o
 `ignore_merges` gives the whole-chunk shortcut. Bytes are shown with GPT-2's byte -> printable-character map.
 
 BOS: every pretraining document starts with BOS (data/shards.py) and `scratchlm generate` prepends it, so
-`tokenizer(text)` in transformers must prepend it too. tokenizer.json carries a TemplateProcessing post-processor
-that adds it (what `tokenizers`, and transformers 4.x's PreTrainedTokenizerFast, which ignores add_bos_token, obey)
-and tokenizer_config.json says add_bos_token=true (what transformers 5.x rebuilds the post-processor from, and
-what tools such as lm-evaluation-harness read). `add_special_tokens=False` gives our ids without BOS, and
+`tokenizer(text)` in transformers must prepend it too. The tokenizer.json post-processor (TemplateProcessing) is
+what decides: `tokenizers` runs it, transformers 4.x's PreTrainedTokenizerFast ignores add_bos_token, and 5.25.0
+keeps the post-processor even under add_bos_token=false (checked). tokenizer_config.json says add_bos_token=true
+all the same, for tools that read it. `add_special_tokens=False` gives our ids without BOS, and
 apply_chat_template passes it, its template writing the BOS itself.
 """
 
