@@ -96,7 +96,10 @@ class StreamChunk:
 class Engine:
     """Batched generation with a KV cache. `model` is any module following our Transformer's call signature."""
 
-    def __init__(self, model: torch.nn.Module, tokenizer: Any, device: str | torch.device | None = None):
+    def __init__(self, model: torch.nn.Module, tokenizer: Any, device: str | torch.device | None = None,
+                 compile: bool | str = False):
+        """compile: True (or a torch.compile mode) decodes with a compiled step over a static cache (compiled.py);
+        graphs are compiled on first use of each (batch, length bucket) and kept for the engine's life."""
         self.model = model.eval()
         self.tokenizer = tokenizer
         p = next(model.parameters(), None)
@@ -106,6 +109,11 @@ class Engine:
         self.pad_id = getattr(tokenizer, "pad_id", None) or 0
         self.default_stop_ids = [i for i in (getattr(tokenizer, "eos_id", None), getattr(tokenizer, "bos_id", None))
                                  if i is not None]
+        self.compiled = None
+        if compile:
+            from .compiled import CompiledDecoder
+
+            self.compiled = CompiledDecoder(self.model, mode=compile if isinstance(compile, str) else None)
 
     # ------------------------------------------------------------------ text in / out
     def encode(self, text: str, add_bos: bool = True) -> list[int]:
@@ -181,15 +189,18 @@ class Engine:
         idx, valid = idx.to(self.device), valid.to(self.device)
         ragged = not bool(valid.all())
 
-        if use_cache:
+        if use_cache and self.compiled is not None:  # eager prefill, then the compiled step (compiled.py)
+            logits, decode = self.compiled.prefill(idx, valid if ragged else None, total)
+        elif use_cache:
             from scratchlm.model.kv_cache import KVCache
 
             cache = KVCache.for_model(self.model, batch_size=B, max_len=total)
             logits = self.model(idx, cache=cache, valid=valid if ragged else None, last_only=True)[:, -1]  # (B, V)
+            decode = lambda nxt: self.model(nxt, cache=cache, last_only=True)[:, -1]  # noqa: E731
         else:
             if ragged:
                 raise ValueError("use_cache=False needs prompts of equal length; run them one at a time")
-            cache, seq_ids = None, idx
+            seq_ids = idx
             logits = self.model(seq_ids, last_only=True)[:, -1]
         yield
 
@@ -201,8 +212,8 @@ class Engine:
             if all(s.done for s in seqs) or step == n_picks - 1:
                 break
             nxt = torch.tensor(new, dtype=torch.long, device=self.device)[:, None]  # (B, 1)
-            if cache is not None:
-                logits = self.model(nxt, cache=cache, last_only=True)[:, -1]
+            if use_cache:
+                logits = decode(nxt)
             else:
                 seq_ids = torch.cat([seq_ids, nxt], dim=1)
                 logits = self.model(seq_ids, last_only=True)[:, -1]

@@ -1,0 +1,178 @@
+"""A compiled decode step: a static-shape KV cache and torch.compile, gpt-fast style.
+
+At the sizes this project trains (8M-55M parameters), one eager decode step is a few hundred small kernels
+launched from Python, and the Python between them costs about as much as the arithmetic: our eager engine is
+only ~1.1x transformers' `generate` (BENCHMARKS.md). torch.compile removes that overhead by tracing the step
+once and running it as fused C++ (CPU) or Triton kernels replayed as one CUDA graph (GPU) -- but only if every
+decode step has the *same shapes*, or it would recompile every token. The eager cache (model/kv_cache.py)
+attends to the filled prefix `[:length]`, whose length grows each step; this one attends to all `max_len`
+slots every step and hides the unfilled ones with its validity mask, and it keeps the write slot and each
+row's position in tensors rather than Python ints, so the traced graph never sees a changing number.
+
+    decoder = CompiledDecoder(model)                      # or Engine(model, tok, compile=True)
+    logits, step = decoder.prefill(idx, valid, total)     # (B, V): eager prefill into a fresh static cache
+    logits = step(next_tokens)                            # (B, 1) -> (B, V): the compiled graph
+
+Prefill stays eager: it runs once per request with a different prompt length each time, its matmuls over T
+tokens dominate its Python overhead, and a dynamic-length prefill graph would add compile time (and a second
+set of recompiles) for little gain. Its K/V are copied into the static cache (B x T0 slots per layer, cheap).
+
+Shapes are bucketed so that graphs are reused across requests: the cache length is `total` (prompt + new
+tokens) rounded up to a power of two (at least 64, at most the model's context), and each (batch size, cache
+length) pair compiles once per process -- a server or a chat session pays compile time on its first request
+of each bucket only (`compiled_shapes`, `compile_seconds`). Attending to up to 2x the filled slots costs
+little at these sizes, where the step is bound by overhead and weight reads, not attention.
+
+Greedy output equals the eager engine's token for token in float32 (tests/test_inference_compiled.py); the
+logits differ by float rounding (~1e-6), as fused kernels sum in a different order.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from typing import Callable
+
+import torch
+
+from scratchlm.model.kv_cache import KVCache
+
+# Each (batch, cache length) bucket is one dynamo cache entry of the same decode function; the default limit (8)
+# would silently fall back to eager after the 8th, so it is raised while compiling, and hitting it is an error.
+MAX_SHAPES = 64
+
+
+class StaticKVCache:
+    """Decode-only K/V cache whose tensors never change shape: what a compiled step can be traced against.
+
+    Per layer (B, n_kv_heads, max_len, head_dim); `valid` (B, max_len) marks filled slots; `slot` (1,) is the
+    next slot to write (shared by all rows, as in KVCache) and `pos` (B, 1) each row's next RoPE position
+    (its number of real tokens, so left padding does not shift it). It speaks the same three calls as KVCache
+    (begin / update / commit), so the model runs it unchanged."""
+
+    def __init__(self, n_layers: int, batch_size: int, max_len: int, n_kv_heads: int, head_dim: int,
+                 dtype: torch.dtype, device: torch.device):
+        shape = (batch_size, n_kv_heads, max_len, head_dim)
+        # One tensor per layer, not slices of one big tensor: an in-place write to a slice of a graph input
+        # makes the compiled graph copy the whole base back every step.
+        self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)]
+        self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)]
+        self.valid = torch.zeros(batch_size, max_len, dtype=torch.bool, device=device)
+        self.slot = torch.zeros(1, dtype=torch.long, device=device)
+        self.pos = torch.zeros(batch_size, 1, dtype=torch.long, device=device)
+        # Fixed addresses let CUDA graphs replay without copying the cache in and out (reduce-overhead).
+        for t in [*self.k, *self.v, self.valid, self.slot, self.pos]:
+            torch._dynamo.mark_static_address(t)
+
+    @property
+    def max_len(self) -> int:
+        return self.valid.shape[1]
+
+    def load(self, cache: KVCache) -> None:
+        """Take over a prefilled eager cache: its K/V, validity and positions; the rest of the slots empty."""
+        T0 = cache.length
+        for layer, (k, v) in enumerate(zip(self.k, self.v)):
+            k[:, :, :T0].copy_(cache.k[layer, :, :, :T0])
+            v[:, :, :T0].copy_(cache.v[layer, :, :, :T0])
+        self.valid.zero_()
+        self.valid[:, :T0] = cache.valid[:, :T0]
+        self.slot.fill_(T0)
+        self.pos.copy_(cache.positions()[:, None])
+
+    # ------------------------------------------------------------------ the hooks Transformer.forward calls
+    def begin(self, T: int, positions: torch.Tensor | None, valid: torch.Tensor | None):
+        """Reserve the slot for one new token per row: (positions (B, 1), mask (B, 1, 1, max_len), is_causal)."""
+        if T != 1 or positions is not None or valid is not None:
+            raise ValueError("StaticKVCache decodes one token per row at its own positions; prefill with KVCache")
+        self.valid.index_fill_(1, self.slot, True)
+        # Stale slots of an earlier request are finite and masked, so they add exactly 0 to the softmax.
+        return self.pos, self.valid[:, None, None, :], False
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write this token's K/V (B, n_kv, 1, hd) at `slot`; return the whole (B, n_kv, max_len, hd) cache."""
+        self.k[layer].index_copy_(2, self.slot, k)
+        self.v[layer].index_copy_(2, self.slot, v)
+        return self.k[layer], self.v[layer]
+
+    def commit(self) -> None:
+        self.slot.add_(1)
+        self.pos.add_(1)
+
+
+def _decode_step(model: torch.nn.Module, cache: StaticKVCache, tokens: torch.Tensor) -> torch.Tensor:
+    """tokens (B, 1) -> next-token logits (B, V). The function torch.compile traces."""
+    return model(tokens, cache=cache, last_only=True)[:, -1]
+
+
+def default_mode(device: torch.device) -> str:
+    """CUDA: CUDA graphs replay the whole step as one launch. CPU: plain inductor; max-autotune-no-cudagraphs
+    benchmarks GEMM templates at compile time (minutes on 2 cores) for no measured gain at these sizes."""
+    return "reduce-overhead" if device.type == "cuda" else "default"
+
+
+def bucket(total: int, max_seq_len: int) -> int:
+    """The static cache length for `total` slots: the next power of two >= total, at least 64, at most the context."""
+    return min(max_seq_len, max(64, 1 << (max(total, 1) - 1).bit_length()))
+
+
+class CompiledDecoder:
+    """Eager prefill + a torch.compile'd decode step over bucketed static caches, kept for the process's life."""
+
+    def __init__(self, model: torch.nn.Module, mode: str | None = None):
+        from scratchlm.model import Transformer
+
+        if not isinstance(model, Transformer):
+            raise ValueError(f"compile needs a scratchlm Transformer, got {type(model).__name__}; run without compile")
+        p = next(model.parameters())
+        self.model, self.device = model, p.device
+        cache_dtype = KVCache.for_model(model, 1, 1).k.dtype  # what the eager engine stores (bf16 model: bf16)
+        self.cache_dtype = cache_dtype
+        self.mode = mode or default_mode(self.device)
+        if self.device.type == "cpu" and shutil.which("g++") is None and shutil.which("c++") is None:
+            raise RuntimeError("compile on CPU needs a C++ compiler (torch inductor builds C++ kernels): "
+                               "install g++ (apt-get install g++), or run without --compile")
+        if self.device.type == "mps":
+            raise RuntimeError("compile is not supported on mps here; run without --compile")
+        self._step = torch.compile(_decode_step, mode=self.mode, fullgraph=True, dynamic=False)
+        self._caches: dict[tuple[int, int], StaticKVCache] = {}
+        self.compile_seconds = 0.0
+        """Seconds spent in first calls of new shapes (tracing + inductor), reported apart from decode time."""
+
+    @property
+    def compiled_shapes(self) -> list[tuple[int, int]]:
+        """(batch size, cache length) of every graph compiled so far."""
+        return sorted(self._caches)
+
+    def prefill(self, idx: torch.Tensor, valid: torch.Tensor | None,
+                total: int) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+        """Run the (B, T0) prompts eagerly and load their K/V into the static cache of their bucket; returns the
+        (B, V) logits of each row's first new token and `step`, which decodes (B, 1) tokens -> (B, V) logits.
+        `total` is the most slots the batch will use (prompt + new tokens), as for the eager engine."""
+        B, T0 = idx.shape
+        cfg = self.model.config
+        key = (B, bucket(total, cfg.max_seq_len))
+        eager = KVCache.for_model(self.model, batch_size=B, max_len=T0)
+        logits = self.model(idx, cache=eager, valid=valid, last_only=True)[:, -1]  # (B, V)
+        if key not in self._caches:
+            self._caches[key] = StaticKVCache(cfg.n_layers, B, key[1], cfg.n_kv_heads, cfg.head_dim,
+                                              self.cache_dtype, self.device)
+        cache = self._caches[key]
+        cache.load(eager)
+        return logits, (lambda tokens: self._run(cache, tokens))
+
+    def _run(self, cache: StaticKVCache, tokens: torch.Tensor) -> torch.Tensor:
+        # no bounds check here (it would sync the GPU every step): total <= the bucket, and the engine stops there
+        if not getattr(cache, "_compiled", False):  # this shape's first step compiles it
+            t0 = time.perf_counter()
+            try:
+                with torch._dynamo.config.patch(recompile_limit=MAX_SHAPES, fail_on_recompile_limit_hit=True):
+                    logits = self._step(self.model, cache, tokens)
+            except Exception as e:  # noqa: BLE001 - say why compile failed instead of falling back to eager
+                raise RuntimeError(f"torch.compile of the decode step failed ({type(e).__name__}: "
+                                   f"{str(e).splitlines()[0] if str(e) else ''}); run without --compile") from e
+            cache._compiled = True
+            self.compile_seconds += time.perf_counter() - t0
+        else:
+            logits = self._step(self.model, cache, tokens)
+        # CUDA graphs reuse their output buffer on the next replay; callers may keep logits (on_logits, logprobs).
+        return logits.clone() if self.mode == "reduce-overhead" else logits
