@@ -83,8 +83,9 @@ def test_staggered_arrivals_equal_solo_runs(engine, arrivals):
 
 
 def test_rows_at_different_lengths_get_the_logits_of_solo_runs(engine):
-    """One decode forward over three slots holding 5, 12 and 1 tokens (plus a stale occupant's K/V in the first)
-    gives each row the logits of its own sequence run alone without any cache."""
+    """Slot 0 prefilled alone over a stale occupant's K/V, slots 1 and 2 in one right-padded forward (12 and 1
+    tokens, then trimmed); one decode forward over the three gives each row the logits of its own sequence run
+    alone without any cache."""
     model, cache = engine.model, SlotKVCache.for_model(engine.model, n_slots=3, max_len=32)
     with torch.inference_mode():
         g = torch.Generator().manual_seed(0)
@@ -93,9 +94,13 @@ def test_rows_at_different_lengths_get_the_logits_of_solo_runs(engine):
         model(stale, cache=cache)
         cache.free(0)  # its K/V stay in memory: the next occupant must never see them
         rows = [torch.randint(0, 256, (1, n), generator=g) for n in (5, 12, 1)]
-        for slot, ids in enumerate(rows):
-            cache.select([slot])
-            model(ids, cache=cache)
+        cache.select([0])
+        model(rows[0], cache=cache)
+        cache.select([1, 2])
+        padded = torch.cat([rows[1], torch.cat([rows[2], torch.full((1, 11), 258)], dim=1)])  # (2, 12)
+        first = model(padded, cache=cache)  # (2, 12, V)
+        cache.trim(2, 1)
+        torch.testing.assert_close(first[1, 0], model(rows[2])[0, -1], atol=1e-5, rtol=1e-5)
         nxt = torch.tensor([[7], [8], [9]])  # (3, 1)
         cache.select([0, 1, 2])
         got = model(nxt, cache=cache)[:, -1]  # (3, V)
@@ -174,9 +179,14 @@ def test_a_cancelled_row_leaves_at_the_next_step_and_its_slot_is_taken(engine):
 
 def test_slot_cache_refuses_what_it_cannot_do(engine):
     cache = SlotKVCache.for_model(engine.model, n_slots=2, max_len=8)
+    cache.select([0])
+    cache.begin(2, None, None)
+    cache.commit()
     cache.select([0, 1])
-    with pytest.raises(ValueError, match="prefill one slot at a time"):
+    with pytest.raises(ValueError, match="needs them empty"):
         cache.begin(3, None, None)
+    with pytest.raises(ValueError, match="cannot trim slot 1 to 1"):
+        cache.trim(1, 1)
     with pytest.raises(ValueError, match="no padding mask"):
         cache.begin(1, None, torch.ones(2, 1, dtype=torch.bool))
     cache.select([0])

@@ -37,12 +37,15 @@ from .engine import Engine, Sequence
 
 log = logging.getLogger("scratchlm")
 
+PREFILL_TOKENS = 2048  # prompt tokens (padding included) per prefill forward at most: bounds its activations
+
 
 class SlotKVCache:
     """K/V of shape (n_layers, n_slots, n_kv_heads, max_len, head_dim); slot s holds lens[s] tokens.
 
-    `select(slots)` names the slots (in batch order) that the next forward runs on. A forward with T > 1 tokens
-    (a prefill) must run on one slot; decode steps (T = 1) on any number."""
+    `select(slots)` names the slots (in batch order) that the next forward runs on. Decode steps (T = 1) run on
+    any slots; a forward of T > 1 tokens on several slots must start them all empty (a batched prefill, whose
+    right padding `trim` then forgets)."""
 
     def __init__(self, n_layers: int, n_slots: int, max_len: int, n_kv_heads: int, head_dim: int,
                  dtype: torch.dtype = torch.float32, device: torch.device | str | None = None):
@@ -78,21 +81,30 @@ class SlotKVCache:
     def free(self, slot: int) -> None:
         self.lens[slot] = 0
 
+    def trim(self, slot: int, length: int) -> None:
+        """Keep the first `length` tokens of a slot: the rest (right padding) is never read and is overwritten."""
+        if not 0 <= length <= self.lens[slot]:
+            raise ValueError(f"cannot trim slot {slot} to {length} tokens: it holds {self.lens[slot]}")
+        self.lens[slot] = length
+
     # ------------------------------------------------------------------ KVCache's contract with the model
     def begin(self, T: int, positions: torch.Tensor | None, valid: torch.Tensor | None):
         """Reserve T slots in every selected row; return (positions, attn_mask, is_causal) for the forward."""
         if valid is not None:
-            raise ValueError("SlotKVCache takes no padding mask: prefill one sequence at a time")
+            raise ValueError("SlotKVCache takes no padding mask: right-pad prompts and trim() each slot")
         if not self.rows:
             raise ValueError("SlotKVCache.begin with no slots selected: call select(slots) first")
-        if T > 1 and len(self.rows) > 1:
-            raise ValueError(f"a {T}-token forward on {len(self.rows)} slots: prefill one slot at a time")
         self._starts = [self.lens[r] for r in self.rows]
+        if T > 1 and len(self.rows) > 1 and any(self._starts):
+            raise ValueError(f"a {T}-token forward on {len(self.rows)} slots needs them empty (a batched prefill); "
+                             "extend filled slots one at a time")
         self._T, self._L = T, max(self._starts) + T
         if self._L > self.max_len:
             raise ValueError(f"KV cache is full: {max(self._starts)} + {T} tokens > max_len {self.max_len}")
         dev = self.device
-        if len(set(self._starts)) == 1:  # every row at one length: exactly KVCache's single-sequence path
+        if len(set(self._starts)) == 1:  # every row at one length: exactly KVCache's path (causal prefill, or
+            # decode with no mask); a right-padded batched prefill needs no mask either: causal attention keeps
+            # every real token from seeing the padding after it
             start = self._starts[0]
             if positions is None:
                 positions = torch.arange(start, start + T, device=dev)  # (T,)
@@ -113,9 +125,14 @@ class SlotKVCache:
             self.v[layer, r, :, s:s + self._T] = v[0]
             return self.k[layer, r:r + 1, :, :L], self.v[layer, r:r + 1, :, :L]
         idx = torch.tensor(rows, device=self.device)
-        at = torch.tensor(self._starts, device=self.device)
-        self.k[layer][idx, :, at] = k[:, :, 0]  # (B, n_kv, hd): each row writes at its own length
-        self.v[layer][idx, :, at] = v[:, :, 0]
+        if len(set(self._starts)) == 1:  # (B, n_kv, T, hd) into the same columns of every row
+            s = self._starts[0]
+            self.k[layer][idx, :, s:s + self._T] = k
+            self.v[layer][idx, :, s:s + self._T] = v
+        else:  # T == 1: (B, n_kv, hd), each row at its own length
+            at = torch.tensor(self._starts, device=self.device)
+            self.k[layer][idx, :, at] = k[:, :, 0]
+            self.v[layer][idx, :, at] = v[:, :, 0]
         if rows == list(range(rows[0], rows[0] + len(rows))):  # contiguous slots: a view, no copy
             return self.k[layer, rows[0]:rows[-1] + 1, :, :L], self.v[layer, rows[0]:rows[-1] + 1, :, :L]
         return self.k[layer, :, :, :L].index_select(0, idx), self.v[layer, :, :, :L].index_select(0, idx)
@@ -133,6 +150,9 @@ class RunningBatch:
     def __init__(self, engine: Engine, n_slots: int = 8):
         if n_slots < 1:
             raise ValueError(f"n_slots must be >= 1, got {n_slots}")
+        if getattr(engine, "compiled", None) is not None:  # Engine(compile=True): its graphs are for Engine.steps
+            raise ValueError("continuous batching runs the model eagerly and cannot use a compiled engine; "
+                             "serve it with batching='static' (--batching static) or without compile")
         self.engine = engine
         self.cache = SlotKVCache.for_model(engine.model, n_slots, max_len=engine.max_seq_len)
         self.waiting: deque[Sequence] = deque()
@@ -159,7 +179,7 @@ class RunningBatch:
             if s.cancelled:
                 self.engine._finish(s, "abort")
                 self._release(slot)
-        new = set()
+        new: list[int] = []
         free = sorted(set(range(self.cache.n_slots)) - set(self.running))
         while self.waiting and free:
             s = self.waiting.popleft()
@@ -167,16 +187,19 @@ class RunningBatch:
                 self.engine._finish(s, "abort")
             if s.done:  # max_tokens 0, or cancelled before it ran
                 continue
-            slot = free.pop(0)
-            self.running[slot] = s
-            new.add(slot)
-            try:  # a prefill concerns one request only: if it fails, so does that request alone
-                logits = self._forward([slot], torch.tensor([s.prompt_ids], dtype=torch.long))  # (1, V)
-                self._fed[slot] = self.engine._pick_tokens([s], logits, isolate=True)[0]
-            except Exception as e:  # noqa: BLE001 - reported through seq.error
-                self.engine._fail(s, e)
-            if s.done:
-                self._release(slot)
+            self.running[free[0]] = s
+            new.append(free.pop(0))
+        # newcomers are prefilled together (sorted by length: less padding), PREFILL_TOKENS at most per forward:
+        # a burst of 16 arrivals costs one forward, not 16 in a row before the last one sees a token
+        new.sort(key=lambda slot: len(self.running[slot].prompt_ids))
+        group: list[int] = []
+        for slot in new:
+            if group and (len(group) + 1) * len(self.running[slot].prompt_ids) > PREFILL_TOKENS:
+                self._prefill(group)
+                group = []
+            group.append(slot)
+        if group:
+            self._prefill(group)
         slots = sorted(slot for slot in self.running if slot not in new)  # sorted: contiguous slots need no copy
         if slots:
             idx = torch.tensor([[self._fed[slot]] for slot in slots], dtype=torch.long)  # (B, 1)
@@ -195,6 +218,36 @@ class RunningBatch:
         for slot in list(self.running):
             self._release(slot)
         return failed
+
+    def _prefill(self, slots: list[int]) -> None:
+        """Run the prompts of these (empty) slots in one forward, right-padded, and pick each one's first token."""
+        seqs = [self.running[slot] for slot in slots]
+        lens = [len(s.prompt_ids) for s in seqs]
+        idx = torch.full((len(seqs), max(lens)), self.engine.pad_id, dtype=torch.long)  # (B, T0), right-padded
+        for b, s in enumerate(seqs):
+            idx[b, : lens[b]] = torch.tensor(s.prompt_ids, dtype=torch.long)
+        model, last = self.engine.model, torch.tensor(lens) - 1  # (B,) each row's last real token
+        try:  # a failing prefill fails the requests in it, not the running ones
+            self.cache.select(slots)
+            idx = idx.to(self.engine.device)
+            if len(seqs) == 1:
+                logits = model(idx, cache=self.cache, last_only=True)[:, -1]  # (1, V): Engine.steps' own call
+            elif hasattr(model, "hidden_states"):  # our Transformer: the head runs on one position per row only
+                h = model.hidden_states(idx, cache=self.cache)  # (B, T0, d)
+                logits = model.logits(h[torch.arange(len(seqs)), last.to(h.device)])  # (B, V)
+            else:
+                logits = model(idx, cache=self.cache)[torch.arange(len(seqs)), last.to(idx.device)]  # (B, V)
+            for slot, n in zip(slots, lens):
+                self.cache.trim(slot, n)
+            picked = self.engine._pick_tokens(seqs, logits, isolate=True)
+        except Exception as e:  # noqa: BLE001 - reported through seq.error
+            for s in seqs:
+                self.engine._fail(s, e)
+            picked = [self.engine.pad_id] * len(seqs)
+        for slot, s, tok in zip(slots, seqs, picked):
+            self._fed[slot] = tok
+            if s.done:
+                self._release(slot)
 
     def _forward(self, slots: list[int], idx: torch.Tensor) -> torch.Tensor:
         self.cache.select(slots)
