@@ -99,3 +99,19 @@ def test_second_request_of_another_length_does_not_recompile(engines):
 def test_compile_refuses_a_model_it_cannot_compile():
     with pytest.raises(ValueError, match="compile needs a scratchlm Transformer"):
         Engine(MarkovLM(ByteTokenizer().vocab_size), ByteTokenizer(), compile=True)
+
+
+def test_cli_generate_compile_matches_eager_and_refuses_what_it_cannot_do(tiny_chat_run, capsys):
+    from scratchlm.cli.main import main
+
+    base = ["generate", "--run", str(tiny_chat_run), "--prompt", "Once upon", "--max-new-tokens", "12",
+            "--temperature", "0", "--device", "cpu"]
+    assert main(base) == 0
+    eager = capsys.readouterr().out
+    assert main(base + ["--compile", "--stats"]) == 0
+    out = capsys.readouterr()
+    assert out.out == eager and "of which compiling the decode step" in out.err
+    assert main(base + ["--compile", "--prompt-lookup"]) == 2
+    assert "--compile speeds up plain decoding only" in capsys.readouterr().err
+    assert main(["serve", "--run", str(tiny_chat_run), "--compile"]) == 2  # continuous batching: not compiled
+    assert "add --batching static" in capsys.readouterr().err

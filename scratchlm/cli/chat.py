@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 
 from scratchlm.cli.common import add_common
-from scratchlm.cli.generate import add_sampling_flags, add_tool_flags, load_engine_from_args, sampling_from_args
+from scratchlm.cli.generate import (add_compile_flag, add_sampling_flags, add_tool_flags, load_engine_from_args,
+                                    sampling_from_args)
 
 EXAMPLES = """\
 examples:
@@ -41,6 +42,7 @@ def register(subparsers) -> None:
     p.add_argument("--system", default="", help="system prompt (default: none)")
     add_tool_flags(p)
     add_sampling_flags(p, temperature=0.7, top_p=0.9, max_new_tokens=512)
+    add_compile_flag(p)
     add_common(p, out=None, overrides=False)
     p.set_defaults(func=handler)
 

@@ -84,7 +84,17 @@ def load_engine_from_args(args: argparse.Namespace, run: Path | None = None):
     from scratchlm.inference.loading import load_engine
 
     quantize, group_size = quant_from_args(args)
-    return load_engine(run or args.run, device=args.device, dtype=args.dtype, quantize=quantize, group_size=group_size)
+    engine = load_engine(run or args.run, device=args.device, dtype=args.dtype, quantize=quantize,
+                         group_size=group_size)
+    if getattr(args, "compile", False):
+        engine.enable_compile()
+    return engine
+
+
+def add_compile_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--compile", action="store_true",
+                   help="decode with a torch.compile'd step over a static KV cache: faster per token after a "
+                        "one-time compile per batch size and length bucket (docs/inference.md)")
 
 
 def register(subparsers) -> None:
@@ -104,6 +114,7 @@ def register(subparsers) -> None:
     p.add_argument("--stats", action="store_true", help="print tokens/s (and speculative acceptance) to stderr")
     add_sampling_flags(p)
     add_tool_flags(p)
+    add_compile_flag(p)
     g = p.add_argument_group("speculative decoding")
     g.add_argument("--draft", type=Path, metavar="RUN", help="a small draft model's run (same tokenizer)")
     g.add_argument("--prompt-lookup", action="store_true", help="draft by copying n-grams from the context")
@@ -141,6 +152,8 @@ def handler(args: argparse.Namespace) -> int:
         raise ValueError(f"--batch-size and --gamma must be >= 1, got {args.batch_size} and {args.gamma}")
     if args.tools and not args.chat:
         raise ValueError("--tools needs --chat: tools are offered and called in the chat template")
+    if args.compile and (args.draft is not None or args.prompt_lookup):
+        raise ValueError("--compile speeds up plain decoding only; drop --compile or --draft / --prompt-lookup")
     if args.tools and (args.draft is not None or args.prompt_lookup):
         raise ValueError("--tools runs plain decoding; drop --draft / --prompt-lookup")
     if args.max_tool_calls < 0:
@@ -213,6 +226,10 @@ def handler(args: argparse.Namespace) -> int:
     if args.stats:
         n = sum(len(s.token_ids) for s in results)
         lines = [f"generated {n} tokens in {seconds:.2f} s: {n / max(seconds, 1e-9):.1f} tokens/s"]
+        if engine.compiled is not None:  # compile time is paid once per shape; decode speed is the rest
+            c = engine.compiled.compile_seconds
+            lines.append(f"of which compiling the decode step: {c:.1f} s ({len(engine.compiled.compiled_shapes)} "
+                         f"graph(s)); without it: {n / max(seconds - c, 1e-9):.1f} tokens/s")
         if spec is not None:
             st = spec.stats  # of the last prompt
             lines.append(f"speculative ({'prompt lookup' if args.prompt_lookup else 'draft ' + str(args.draft)}, "

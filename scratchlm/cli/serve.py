@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from scratchlm.cli.common import add_common
-from scratchlm.cli.generate import add_quant_flags
+from scratchlm.cli.generate import add_compile_flag, add_quant_flags
 
 EXAMPLES = """\
 examples:
@@ -51,6 +51,7 @@ def register(subparsers) -> None:
                    help="close a connection whose request (head and body) takes longer than this to arrive; "
                         "the body gets a 408 (default: 30)")
     add_quant_flags(p)
+    add_compile_flag(p)
     add_common(p, out=None, overrides=False)
     p.set_defaults(func=handler)
 
@@ -65,6 +66,8 @@ def handler(args: argparse.Namespace) -> int:
         raise ValueError(f"--max-batch must be >= 1, got {args.max_batch}")
     if not (math.isfinite(args.read_timeout) and args.read_timeout > 0):
         raise ValueError(f"--read-timeout must be a finite number of seconds > 0, got {args.read_timeout}")
+    if args.compile and args.batching != "static":  # continuous.py's slot cache runs its own (eager) decode
+        raise ValueError("--compile decodes whole batches (--batching static); add --batching static or drop --compile")
     if args.host not in ("127.0.0.1", "localhost", "::1") and not args.api_key:
         print(f"warning: serving on {args.host} without --api-key: anyone who can reach this port can use the model",
               file=sys.stderr)

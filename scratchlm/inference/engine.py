@@ -111,9 +111,13 @@ class Engine:
                                  if i is not None]
         self.compiled = None
         if compile:
-            from .compiled import CompiledDecoder
+            self.enable_compile(compile if isinstance(compile, str) else None)
 
-            self.compiled = CompiledDecoder(self.model, mode=compile if isinstance(compile, str) else None)
+    def enable_compile(self, mode: str | None = None) -> None:
+        """Decode with a torch.compile'd step from now on (compiled.py); raises, saying why, if it cannot."""
+        from .compiled import CompiledDecoder
+
+        self.compiled = CompiledDecoder(self.model, mode=mode)
 
     # ------------------------------------------------------------------ text in / out
     def encode(self, text: str, add_bos: bool = True) -> list[int]:
