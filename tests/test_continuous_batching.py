@@ -276,3 +276,11 @@ def test_a_client_that_disconnects_frees_its_slot():
         r = httpx.post(srv.url + "/v1/completions", json={"prompt": "next", "max_tokens": 2}, timeout=60)
         assert r.status_code == 200
     assert model.forwards < 400 // 2, f"{model.forwards} forwards after the client left at ~3 tokens"
+
+
+def test_a_compiled_engine_is_refused_not_ignored():
+    tok = ByteTokenizer()
+    engine = Engine(MarkovLM(tok.vocab_size), tok)
+    engine.compiled = object()  # what Engine.enable_compile sets: graphs this eager scheduler would never use
+    with pytest.raises(ValueError, match="cannot use a compiled engine"):
+        RunningBatch(engine)
