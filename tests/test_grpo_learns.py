@@ -199,3 +199,20 @@ def test_minibatches_must_split_the_prompts(toy, tmp_path):
     with pytest.raises(ValueError, match="grpo.prompts_per_step = 6 is not a multiple of grpo.minibatches = 4"):
         GRPOTrainer(cfg, tmp_path / "rl")
     assert not (tmp_path / "rl").exists()  # refused before anything is written
+
+
+def test_tempered_rollouts_score_the_tempered_policy(toy, tmp_path):
+    """Replies sampled at temperature 0.7 come from softmax(logits / 0.7): pi_old, the policy and the reference must
+    all be that distribution. Before the first update the three are the same model, so the first step's ratio is
+    exactly 1 (nothing clipped) and its KL is 0; scoring any of them at temperature 1 instead breaks both."""
+    from scratchlm.posttrain import run_grpo
+    from scratchlm.posttrain.grpo import token_logps
+    from scratchlm.runs import read_jsonl
+
+    logits, y = torch.randn(2, 5, 11), torch.randint(0, 11, (2, 5))
+    want = torch.log_softmax(logits / 0.7, -1).gather(-1, y[..., None])[..., 0]
+    assert torch.allclose(token_logps(logits, y, 0.7), want)
+    cfg = grpo_config(toy, ("grpo.temperature=0.7", "grpo.minibatches=2", "train.max_steps=2", "grpo.kl_coef=0.04"))
+    run_grpo(cfg, tmp_path / "rl")
+    first = next(r for r in read_jsonl(tmp_path / "rl" / "metrics.jsonl") if r.get("step") == 1 and "reward" in r)
+    assert first["clip_frac"] == 0.0 and abs(first["kl"]) < 1e-6, first

@@ -57,9 +57,13 @@ def group_advantages(rewards: torch.Tensor, group_size: int, scale: bool = True,
     return adv.flatten()
 
 
-def token_logps(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """log p(y_t) at every position: logits (B, T, V), y (B, T) -> (B, T) (0 where y is IGNORE)."""
-    lp = torch.log_softmax(logits.float(), dim=-1).gather(-1, y.clamp_min(0).unsqueeze(-1)).squeeze(-1)
+def token_logps(logits: torch.Tensor, y: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """log p(y_t) at every position: logits (B, T, V), y (B, T) -> (B, T) (0 where y is IGNORE).
+
+    `temperature` is the rollouts' sampling temperature: the replies were drawn from softmax(logits / T), so that is
+    the policy whose probabilities the ratio, the KL and the gradient are about (as in TRL). Greedy decoding is
+    the same at every T, so training the tempered policy still moves the greedy answers."""
+    lp = torch.log_softmax(logits.float() / temperature, dim=-1).gather(-1, y.clamp_min(0).unsqueeze(-1)).squeeze(-1)
     return lp * (y != IGNORE)
 
 
@@ -170,6 +174,12 @@ class GRPOTrainer(PostTrainer):
         torch.compile when train.compile is on (PostTrainer.train_forward)."""
         return self.train_forward(x, x)  # (x, y, ...): unpacked rows, y unused
 
+    @property
+    def logp_temperature(self) -> float:
+        """The temperature the replies were sampled at (1 for greedy rollouts, which have no tempered policy)."""
+        t = self.cfg.grpo.temperature
+        return t if t > 0 else 1.0
+
     def rollout_model(self) -> torch.nn.Module:
         """The model that samples: the policy itself, or under FSDP a full copy gathered from the shards (the
         engine runs the model's parts with a KV cache, which sharded parameters cannot)."""
@@ -209,15 +219,15 @@ class GRPOTrainer(PostTrainer):
             old = None
             if g.updates_per_batch * g.minibatches > 1:  # one step per batch: pi_old == pi, logp.detach()
                 with self.autocast():
-                    old = token_logps(self.policy_logits(batch.x), batch.y)
+                    old = token_logps(self.policy_logits(batch.x), batch.y, self.logp_temperature)
             ref = None
             if self.use_ref:
                 with self.autocast():
                     if self.ref_model is not None:
-                        ref = token_logps(self.ref_model(batch.x), batch.y)
+                        ref = token_logps(self.ref_model(batch.x), batch.y, self.logp_temperature)
                     else:  # LoRA: the reference is the policy with its adapters off
                         with adapters_disabled(self.model):
-                            ref = token_logps(self.policy_logits(batch.x), batch.y)
+                            ref = token_logps(self.policy_logits(batch.x), batch.y, self.logp_temperature)
         # every rank's rewards (for the logged statistics; each rank's groups are whole, so its advantages are
         # already right) and the reply statistics of the whole step
         all_rewards, closed, reply_len = rewards, sum(r["closed"] for r in replies), sum(len(r["ids"]) for r in replies)
@@ -249,7 +259,7 @@ class GRPOTrainer(PostTrainer):
             n_tokens, n_in = all_reduce_sum(self.ctx, n_tokens), all_reduce_sum(self.ctx, n_in)
         self.model.train()
         with self.autocast():
-            logp = token_logps(self.policy_logits(x), y)  # (b, T)
+            logp = token_logps(self.policy_logits(x), y, self.logp_temperature)  # (b, T)
         old = rb["old"][rows] if rb["old"] is not None else logp.detach()
         ref = rb["ref"][rows] if rb["ref"] is not None else None
         loss, stats = grpo_loss(logp, old, rb["adv"][rows], mask, g.clip_eps, ref, g.kl_coef, n_tokens=n_tokens)
