@@ -115,3 +115,12 @@ def test_cli_generate_compile_matches_eager_and_refuses_what_it_cannot_do(tiny_c
     assert "--compile speeds up plain decoding only" in capsys.readouterr().err
     assert main(["serve", "--run", str(tiny_chat_run), "--compile"]) == 2  # continuous batching: not compiled
     assert "add --batching static" in capsys.readouterr().err
+
+
+def test_compile_refuses_int8_with_bf16_activations_on_cpu():
+    from scratchlm.inference.quant import quantize_int8
+
+    tok = ByteTokenizer()
+    cfg = ModelConfig(vocab_size=tok.vocab_size, d_model=64, n_layers=1, n_heads=4, n_kv_heads=2, max_seq_len=64)
+    with pytest.raises(RuntimeError, match="run int8 without --compile"):
+        Engine(quantize_int8(Transformer(cfg)), tok, compile=True)

@@ -133,6 +133,15 @@ class CompiledDecoder:
                                "install g++ (apt-get install g++), or run without --compile")
         if self.device.type == "mps":
             raise RuntimeError("compile is not supported on mps here; run without --compile")
+        from .quant import Int8Linear
+
+        if (self.device.type == "cpu" and cache_dtype in (torch.bfloat16, torch.float16)
+                and any(isinstance(m, Int8Linear) for m in model.modules())):
+            # measured with torch 2.13: inductor's lowering of torch._weight_int8pack_mm (the fused kernel
+            # Int8Linear calls for bf16 activations) fails with "LoweringException: AssertionError: Pointwise";
+            # int8 weights with float32 activations compile (inductor fuses the dequantize into the same kernel)
+            raise RuntimeError("compile cannot build int8 weights with bf16/fp16 activations on CPU (inductor fails "
+                               "on torch._weight_int8pack_mm); run int8 without --compile, or compile bf16/float32")
         self._step = torch.compile(_decode_step, mode=self.mode, fullgraph=True, dynamic=False)
         self._caches: dict[tuple[int, int], StaticKVCache] = {}
         self.compile_seconds = 0.0
