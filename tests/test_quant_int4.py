@@ -124,8 +124,10 @@ def test_int4_quality_vs_fp32_on_held_out_text(trained, capsys):
     kl4, agree4 = report[64]
     assert kl8 < kl4 < KL_BOUND and agree4 > 0.85
     qmodel = quantize_int4(copy.deepcopy(model))
-    assert not any(isinstance(m, torch.nn.Linear) for m in qmodel.modules())
-    assert isinstance(qmodel.quant_head, Int4Linear)
+    assert not any(isinstance(m, (torch.nn.Linear, torch.nn.Embedding)) for m in qmodel.modules())
+    assert isinstance(qmodel.quant_head, Int4Linear) and qmodel.tok_emb.weight.dtype == torch.bfloat16
+    x = qmodel.tok_emb(ids[:, :9])  # (1, 9, d): bf16 rows, handed on in float32
+    assert x.dtype == torch.float32 and torch.equal(x[0], model.tok_emb.weight[ids[0, :9]].bfloat16().float())
 
 
 @pytest.mark.parametrize("bug", ["group steps 10% too large", "steps of another row"])
