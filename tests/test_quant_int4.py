@@ -186,14 +186,14 @@ def test_bad_group_size_is_a_one_line_error(run, capsys, extra, message):
     assert message in err and len(err.splitlines()) == 1, err
 
 
-def test_chat_and_serve_take_quant(run):
-    import argparse
+@pytest.mark.parametrize("command", ["generate", "chat", "serve"])
+def test_every_inference_command_takes_quant(command, capsys):
+    from scratchlm.cli.main import build_parser
 
-    from scratchlm.cli import chat, serve
-
-    for mod in (chat, serve):
-        parser = argparse.ArgumentParser()
-        mod.register(parser.add_subparsers())
-        args = parser.parse_args([mod.__name__.rsplit(".", 1)[1], "--run", str(run), "--quant", "int4",
-                                  "--quant-group-size", "32"])
-        assert (args.quant, args.quant_group_size) == ("int4", 32)
+    base = [command, "--run", "r"] + (["--prompt", "x"] if command == "generate" else [])
+    args = build_parser().parse_args(base + ["--quant", "int4", "--quant-group-size", "32"])
+    assert (args.quant, args.quant_group_size) == ("int4", 32)
+    assert capsys.readouterr().err == ""
+    old = build_parser().parse_args(base + ["--int8"])
+    assert "use --quant int8" in capsys.readouterr().err
+    assert vars(old) == vars(build_parser().parse_args(base + ["--quant", "int8"]))

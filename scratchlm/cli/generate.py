@@ -18,6 +18,7 @@ examples:
   scratchlm generate --run runs/pretrain --prompt "Once upon a time" --temperature 0 --max-new-tokens 100 --stats
   scratchlm generate --run runs/pretrain --prompts-file prompts.txt --json > out.jsonl
   scratchlm generate --run runs/pretrain --draft runs/draft --temperature 0 --prompt "Lily" --stats
+  scratchlm generate --run runs/pretrain --prompt "Once upon a time" --quant int4 --quant-group-size 64 --stats
   scratchlm generate --run runs/sft --chat --prompt "What is the capital of France?"
   scratchlm generate --run runs/sft_tools --chat --tools calculator --prompt "What is 12 times 7?"
 """
