@@ -485,8 +485,12 @@ class Trainer:
                     ckpt = self.save()
                     if new_best and ckpt is not None:
                         mark_best(self.run_dir, ckpt, self.best_val)
-                self.elapsed += time.perf_counter() - events_t0
-                window_t0 += time.perf_counter() - events_t0  # evaluation time is not training throughput
+                now = time.perf_counter()
+                self.elapsed += now - events_t0
+                # evaluation time is not training throughput: the window skips what came after its start (a window
+                # reset by this step's log line began after events_t0, so only the time since then is skipped; the
+                # whole of it pushed the window past the next step, logging ~1e10 tokens/s)
+                window_t0 += now - max(events_t0, window_t0)
                 if bar is not None:
                     bar.n = round(min(1.0, self.progress()) * 1000)
                     bar.refresh()
