@@ -12,6 +12,7 @@ layout.py    dp x fsdp x tp x pp layouts: memory per GPU and a search for one th
 planner.py   one request -> one plan (a JSON-ready dict, schema scratchlm.plan/v1)
 report.py    the plan as a readable table
 measure.py   the same quantities measured on real tensors (tests, benchmarks)
+roofline.py  decode MFU and MBU: a measured tokens/s against peak FLOP/s and memory bandwidth
 """
 
 from scratchlm.plan.compute import (BESIROGLU, HOFFMANN, LossFit, chinchilla_optimal, compute_optimal,
