@@ -105,8 +105,9 @@ def _decode_step(model: torch.nn.Module, cache: StaticKVCache, tokens: torch.Ten
 
 
 def default_mode(device: torch.device) -> str:
-    """CUDA: CUDA graphs replay the whole step as one launch. CPU: plain inductor; max-autotune-no-cudagraphs
-    benchmarks GEMM templates at compile time (minutes on 2 cores) for no measured gain at these sizes."""
+    """CUDA: CUDA graphs replay the whole step as one launch. CPU: plain inductor, the cheaper compile;
+    max-autotune-no-cudagraphs also benchmarks GEMM templates while compiling, not yet measured here
+    (benchmarks/inference_compiled.py --mode max-autotune-no-cudagraphs)."""
     return "reduce-overhead" if device.type == "cuda" else "default"
 
 
