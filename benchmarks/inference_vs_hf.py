@@ -2,7 +2,9 @@
 
 Batch 1, CPU, greedy, 256 new tokens (end-of-text ignored so both generate exactly 256), on a ~8M and a ~55M
 Llama with random weights (speed does not depend on what the weights learned). Ours runs float32, bfloat16,
-weight-only int8 and weight-only int4 (groups of --group-size); HF runs float32 with its default dynamic cache.
+weight-only int8 and weight-only int4 (groups of --group-size) through both of its matmuls: "int4" is torch's fused
+CPU kernel with bf16 activations, "int4-unpack" dequantizes on every call in float32 (the fallback for other
+devices). HF runs float32 with its default dynamic cache.
 Each figure is the best of --repeats runs, so background load hurts less; the ratios come from the same run.
 Each variant's size is given in memory (its state dict) and on disk (that state dict as safetensors).
 
@@ -160,7 +162,8 @@ def main() -> None:
 
         # --- ours
         variants = {"fp32": model, "bf16": build(name).to(torch.bfloat16), "int8": quantize_int8(build(name)),
-                    "int4": quantize_int4(build(name), args.group_size)}
+                    "int4": quantize_int4(build(name), args.group_size, kernel="fused"),
+                    "int4-unpack": quantize_int4(build(name), args.group_size, kernel="unpack")}
         outs = {}
         for vname, m in variants.items():
             eng = Engine(m, tok)
@@ -172,11 +175,11 @@ def main() -> None:
         for k, v in row.items():
             size = "" if k == "hf fp32" else "   {:6.1f} MB in memory, {:6.1f} MB on disk".format(
                 *sizes_mb(variants[k.split()[1]]))
-            print(f"  {k:10s} {v:8.1f} tokens/s   {v / row['hf fp32']:.2f}x HF{size}")
+            print(f"  {k:16s} {v:8.1f} tokens/s   {v / row['hf fp32']:.2f}x HF{size}")
         same = outs["fp32"] == hf_tokens
         print(f"  greedy tokens identical to HF (fp32): {same}")
         ids = prompt + outs["fp32"]
-        for vname in ("bf16", "int8", "int4"):
+        for vname in ("bf16", "int8", "int4", "int4-unpack"):
             kl, agree = quality(model, variants[vname], ids)
             print(f"  quality {vname}: KL(fp32||{vname}) = {kl:.2e} nats/token, greedy agreement {agree:.1%}")
     if args.train_steps > 0:
