@@ -111,8 +111,8 @@ def test_cli_generate_compile_matches_eager_and_refuses_what_it_cannot_do(tiny_c
     assert main(base + ["--compile", "--stats"]) == 0
     out = capsys.readouterr()
     assert out.out == eager and "of which compiling the decode step" in out.err
-    assert main(base + ["--compile", "--prompt-lookup"]) == 2
-    assert "--compile speeds up plain decoding only" in capsys.readouterr().err
+    assert main(base + ["--compile", "--prompt-lookup", "--adaptive-gamma"]) == 2
+    assert "drop --adaptive-gamma" in capsys.readouterr().err
     assert main(["serve", "--run", str(tiny_chat_run), "--compile"]) == 2  # continuous batching: not compiled
     assert "add --batching static" in capsys.readouterr().err
 

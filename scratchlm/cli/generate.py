@@ -153,8 +153,9 @@ def handler(args: argparse.Namespace) -> int:
         raise ValueError(f"--batch-size and --gamma must be >= 1, got {args.batch_size} and {args.gamma}")
     if args.tools and not args.chat:
         raise ValueError("--tools needs --chat: tools are offered and called in the chat template")
-    if args.compile and (args.draft is not None or args.prompt_lookup):
-        raise ValueError("--compile speeds up plain decoding only; drop --compile or --draft / --prompt-lookup")
+    if args.compile and args.adaptive_gamma and (args.draft is not None or args.prompt_lookup):
+        raise ValueError("--compile compiles one verify graph per gamma, so gamma must stay fixed: "
+                         "drop --adaptive-gamma (or --compile)")
     if args.tools and (args.draft is not None or args.prompt_lookup):
         raise ValueError("--tools runs plain decoding; drop --draft / --prompt-lookup")
     if args.max_tool_calls < 0:

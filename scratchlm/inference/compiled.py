@@ -81,27 +81,50 @@ class StaticKVCache:
 
     # ------------------------------------------------------------------ the hooks Transformer.forward calls
     def begin(self, T: int, positions: torch.Tensor | None, valid: torch.Tensor | None):
-        """Reserve the slot for one new token per row: (positions (B, 1), mask (B, 1, 1, max_len), is_causal)."""
-        if T != 1 or positions is not None or valid is not None:
-            raise ValueError("StaticKVCache decodes one token per row at its own positions; prefill with KVCache")
-        self.valid.index_fill_(1, self.slot, True)
-        # Stale slots of an earlier request are finite and masked, so they add exactly 0 to the softmax.
-        return self.pos, self.valid[:, None, None, :], False
+        """Reserve T slots per row: (positions (B, T), mask (B, 1, T, max_len), is_causal). T = 1 is a decode
+        step; T > 1 is speculative decoding's verify forward (speculative.py), causal within its T tokens."""
+        if positions is not None or valid is not None:
+            raise ValueError("StaticKVCache decodes at each row's own positions; prefill with KVCache")
+        self._width = T
+        if T == 1:
+            self.valid.index_fill_(1, self.slot, True)
+            # Stale slots of an earlier request are finite and masked, so they add exactly 0 to the softmax.
+            return self.pos, self.valid[:, None, None, :], False
+        offsets = torch.arange(T, device=self.slot.device)
+        slots = self.slot + offsets  # (T,)
+        self.valid.index_fill_(1, slots, True)
+        causal = torch.arange(self.max_len, device=slots.device)[None, :] <= slots[:, None]  # (T, max_len)
+        return self.pos + offsets, self.valid[:, None, None, :] & causal, False  # (B, T), (B, 1, T, max_len)
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write this token's K/V (B, n_kv, 1, hd) at `slot`; return the whole (B, n_kv, max_len, hd) cache."""
-        self.k[layer].index_copy_(2, self.slot, k)
-        self.v[layer].index_copy_(2, self.slot, v)
+        """Write this forward's K/V (B, n_kv, T, hd) from `slot` on; return the whole (B, n_kv, max_len, hd) cache."""
+        T = k.shape[2]
+        slots = self.slot if T == 1 else self.slot + torch.arange(T, device=self.slot.device)
+        self.k[layer].index_copy_(2, slots, k)
+        self.v[layer].index_copy_(2, slots, v)
         return self.k[layer], self.v[layer]
 
     def commit(self) -> None:
-        self.slot.add_(1)
-        self.pos.add_(1)
+        self.slot.add_(self._width)
+        self.pos.add_(self._width)
+
+    def rewind(self, n: int) -> None:
+        """Forget the last n slots of every row (speculative decoding's rejected drafts): move the write slot and
+        the positions back and mark the slots empty, so later steps overwrite them and never attend to them."""
+        if n > 0:
+            self.slot.sub_(n)
+            self.valid.index_fill_(1, self.slot + torch.arange(n, device=self.slot.device), False)
+            self.pos.sub_(n)
 
 
 def _decode_step(model: torch.nn.Module, cache: StaticKVCache, tokens: torch.Tensor) -> torch.Tensor:
     """tokens (B, 1) -> next-token logits (B, V). The function torch.compile traces."""
     return model(tokens, cache=cache, last_only=True)[:, -1]
+
+
+def _verify_step(model: torch.nn.Module, cache: StaticKVCache, tokens: torch.Tensor) -> torch.Tensor:
+    """tokens (B, T) -> logits (B, T, V) of every position: speculative decoding's verify forward (one graph per T)."""
+    return model(tokens, cache=cache)
 
 
 def default_mode(device: torch.device) -> str:
@@ -144,6 +167,7 @@ class CompiledDecoder:
             raise RuntimeError("compile cannot build int8 weights with bf16/fp16 activations on CPU (inductor fails "
                                "on torch._weight_int8pack_mm); run int8 without --compile, or compile bf16/float32")
         self._step = torch.compile(_decode_step, mode=self.mode, fullgraph=True, dynamic=False)
+        self._verify = torch.compile(_verify_step, mode=self.mode, fullgraph=True, dynamic=False)
         self._caches: dict[tuple[int, int], StaticKVCache] = {}
         self.compile_seconds = 0.0
         """Seconds spent in first calls of new shapes (tracing + inductor), reported apart from decode time."""
@@ -158,6 +182,12 @@ class CompiledDecoder:
         """Run the (B, T0) prompts eagerly and load their K/V into the static cache of their bucket; returns the
         (B, V) logits of each row's first new token and `step`, which decodes (B, 1) tokens -> (B, V) logits.
         `total` is the most slots the batch will use (prompt + new tokens), as for the eager engine."""
+        logits, cache = self.open(idx, valid, total)
+        return logits, (lambda tokens: self._run(cache, tokens))
+
+    def open(self, idx: torch.Tensor, valid: torch.Tensor | None, total: int) -> tuple[torch.Tensor, StaticKVCache]:
+        """prefill, returning the static cache itself: speculative decoding calls `step`, `verify` and
+        `cache.rewind` on it."""
         B, T0 = idx.shape
         cfg = self.model.config
         key = (B, bucket(total, cfg.max_seq_len))
@@ -168,21 +198,32 @@ class CompiledDecoder:
                                               self.cache_dtype, self.device)
         cache = self._caches[key]
         cache.load(eager)
-        return logits, (lambda tokens: self._run(cache, tokens))
+        return logits, cache
 
-    def _run(self, cache: StaticKVCache, tokens: torch.Tensor) -> torch.Tensor:
+    def step(self, cache: StaticKVCache, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, 1) tokens -> (B, V) logits through the compiled decode graph."""
+        return self._run(cache, tokens)
+
+    def verify(self, cache: StaticKVCache, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, T) tokens -> (B, T, V) logits in one compiled forward writing T slots (one graph per T and shape).
+        The caller keeps slot + T <= cache.max_len (no check here: it would sync the GPU)."""
+        return self._run(cache, tokens, self._verify)
+
+    def _run(self, cache: StaticKVCache, tokens: torch.Tensor, fn=None) -> torch.Tensor:
         # no bounds check here (it would sync the GPU every step): total <= the bucket, and the engine stops there
-        if not getattr(cache, "_compiled", False):  # this shape's first step compiles it
+        fn = fn or self._step
+        done = cache.__dict__.setdefault("_compiled_widths", set())
+        if (fn, tokens.shape[1]) not in done:  # this shape's first call compiles it
             t0 = time.perf_counter()
             try:
                 with torch._dynamo.config.patch(recompile_limit=MAX_SHAPES, fail_on_recompile_limit_hit=True):
-                    logits = self._step(self.model, cache, tokens)
+                    logits = fn(self.model, cache, tokens)
             except Exception as e:  # noqa: BLE001 - say why compile failed instead of falling back to eager
                 raise RuntimeError(f"torch.compile of the decode step failed ({type(e).__name__}: "
                                    f"{str(e).splitlines()[0] if str(e) else ''}); run without --compile") from e
-            cache._compiled = True
+            done.add((fn, tokens.shape[1]))
             self.compile_seconds += time.perf_counter() - t0
         else:
-            logits = self._step(self.model, cache, tokens)
+            logits = fn(self.model, cache, tokens)
         # CUDA graphs reuse their output buffer on the next replay; callers may keep logits (on_logits, logprobs).
         return logits.clone() if self.mode == "reduce-overhead" else logits

@@ -22,6 +22,17 @@ Drafters:
 
 Adaptive gamma (like Hugging Face's assistant heuristic): +2 after a round with every draft accepted, -1 after a
 rejection, so gamma tracks how predictable the text currently is.
+
+Batches and compiled models (`steps_batch`). With `Engine(..., compile=True)` the draft's steps run through its
+own compiled decode graph and the target's verify forward through a compiled graph of fixed width gamma + 1
+(compiled.py: static shapes, one graph per gamma; prompt-lookup rows with fewer guesses are padded and their
+acceptance capped), and rejected slots are forgotten by moving the static cache's write slot back. A batch runs
+in lockstep: every round keeps the *fewest* tokens any live row accepted (m), and each row takes its own m
+drafts plus its own token at position m (the target's choice where that row rejected there, its accepted draft
+where it went further). Every row's text is still exactly what the target alone would give (for sampling: a
+sample of its distribution), at the price of acceptance: rows agreeing beyond m throw that work away
+(`SpecStats.agreed` vs `accepted`). Per-row positions would keep it, at the price of holes in the cache and a
+cache that outgrows prompt + new tokens; not done.
 """
 
 from __future__ import annotations
@@ -50,6 +61,10 @@ class SpecStats:
     """Proposed tokens the target accepted."""
     generated: int = 0
     seconds: float = 0.0
+    agreed: int = 0
+    """Batches: drafted tokens each row would have accepted alone (>= accepted, which keeps the fewest per round)."""
+    compile_seconds: float = 0.0
+    """Compiled runs: seconds of this run spent compiling graphs (first use of a shape), inside `seconds`."""
 
     @property
     def acceptance_rate(self) -> float:
@@ -113,6 +128,7 @@ class SpeculativeDecoder:
                 raise ValueError(f"draft vocabulary ({dv}) differs from the target's ({tv}); "
                                  "the draft model must use the target's tokenizer")
         self.stats = SpecStats()
+        self._draft_compiled = None  # the draft's CompiledDecoder, made on first use with a compiled engine
 
     # ------------------------------------------------------------------ public API
     def generate(self, prompt: str | list[int], params: SamplingParams | None = None) -> Sequence:
@@ -120,6 +136,13 @@ class SpeculativeDecoder:
         for _ in self.steps(seq):
             pass
         return seq
+
+    def generate_batch(self, prompts: list, params: SamplingParams | list[SamplingParams] | None = None) -> list[Sequence]:
+        """Several prompts in one lockstep batch (see the module docstring); one Sequence per prompt, in order."""
+        seqs = self.engine.make_sequences(prompts, params)
+        for _ in self.steps_batch(seqs):
+            pass
+        return seqs
 
     def stream(self, prompt_ids: list[int], params: SamplingParams | None = None) -> Iterator[StreamChunk]:
         seq = self.engine.make_sequences([prompt_ids], params)[0]
@@ -138,6 +161,9 @@ class SpeculativeDecoder:
     @torch.inference_mode()
     def steps(self, seq: Sequence) -> Iterator[None]:
         """Generate into `seq`, yielding after every round; self.stats describes the run afterwards."""
+        if self.engine.compiled is not None:
+            yield from self.steps_batch([seq])
+            return
         from scratchlm.model.kv_cache import KVCache
 
         eng, cfg, P = self.engine, self.config, seq.params
@@ -237,8 +263,195 @@ class SpeculativeDecoder:
         st.seconds = time.perf_counter() - t0
         yield
 
+    # ------------------------------------------------------------------ batches, eager or compiled
+    @torch.inference_mode()
+    def steps_batch(self, seqs: list[Sequence]) -> Iterator[None]:
+        """Generate into every row of `seqs` in lockstep rounds, yielding after the first token and every round."""
+        eng, cfg = self.engine, self.config
+        compiled = eng.compiled
+        if compiled is not None and cfg.adaptive:
+            raise ValueError("adaptive gamma with compile would compile one verify graph per gamma value; "
+                             "pick a fixed gamma (drop --adaptive-gamma)")
+        eng.prepare(seqs)
+        st = self.stats = SpecStats()
+        t0 = time.perf_counter()
+        c0 = self._compile_seconds()
+        B, dev, W = len(seqs), eng.device, cfg.gamma + 1  # W: the verify forward's fixed width
+        T0 = max(len(s.prompt_ids) for s in seqs)
+        total = min(T0 + max(s.params.max_new_tokens for s in seqs), eng.max_seq_len)
+        for s in seqs:
+            s._room = total - T0  # as Engine.steps: every row of the batch gets the same room
+        if all(s.done for s in seqs):
+            return
+        idx = torch.full((B, T0), eng.pad_id, dtype=torch.long)
+        valid = torch.zeros((B, T0), dtype=torch.bool)
+        for b, s in enumerate(seqs):  # left padding, as Engine.steps
+            idx[b, T0 - len(s.prompt_ids):] = torch.tensor(s.prompt_ids)
+            valid[b, T0 - len(s.prompt_ids):] = True
+        idx, valid = idx.to(dev), (valid.to(dev) if not bool(valid.all()) else None)
+        slots = min(total + W, eng.max_seq_len)  # a verify forward writes W slots past the last committed token
+        tgt = _Runner(self.target, compiled, idx, valid, slots)
+        drf = None
+        if self.draft is not None:
+            if compiled is not None and self._draft_compiled is None:
+                from .compiled import CompiledDecoder
+
+                self._draft_compiled = CompiledDecoder(self.draft, mode=compiled.mode)
+            drf = _Runner(self.draft, self._draft_compiled if compiled is not None else None, idx, valid, slots)
+        # The first token comes from the prefill, picked exactly as Engine.steps picks it.
+        last = eng._pick_tokens(seqs, tgt.first_logits)  # (B,) ints; both caches have seen all but these
+        pending = torch.tensor(last, device=dev)[:, None]  # (B, P): tokens the draft model has not seen yet
+        yield
+        fast = all(s.params.greedy and s.params.repetition_penalty == 1.0 for s in seqs)
+
+        while not all(s.done for s in seqs):
+            live = [b for b, s in enumerate(seqs) if not s.done]
+            budget = max(min(seqs[b].params.max_new_tokens, seqs[b]._room) - len(seqs[b].token_ids) for b in live)
+            width = W if tgt.room >= W else 1  # near a full cache: plain decode steps
+            g = max(0, min(cfg.gamma, budget - 1, width - 1))
+            # ---- 1. draft g tokens per row: drafts (B, g), cap[b] real guesses, qs[i][b] draft distributions
+            qs: list[list[torch.Tensor | None]] = []
+            if drf is not None:
+                g = max(0, min(g, drf.room - pending.shape[1] + 1))
+                cols, feed = [], pending
+                for i in range(g):
+                    logits = drf.forward(feed)[:, -1]  # (B, V)
+                    st.draft_calls += 1
+                    if fast:
+                        d = logits.argmax(-1)  # (B,)
+                    else:
+                        q_row = [self._row_probs(logits[b], seqs[b], cols, b) for b in range(B)]
+                        qs.append(q_row)
+                        d = torch.tensor([self._draw(q, seqs[b]) for b, q in enumerate(q_row)], device=dev)
+                    cols.append(d)
+                    feed = d[:, None]
+                drafts = torch.stack(cols, 1) if cols else torch.zeros(B, 0, dtype=torch.long, device=dev)
+                cap = [g] * B
+            else:
+                guesses = [prompt_lookup(s.prompt_ids + s.token_ids, g, cfg.ngram_max, cfg.ngram_min)
+                           if g > 0 and not s.done else [] for s in seqs]
+                cap = [len(x) for x in guesses]
+                drafts = torch.tensor([x + [last[b]] * (g - len(x)) for b, x in enumerate(guesses)],
+                                      dtype=torch.long, device=dev).view(B, g)
+            # ---- 2. the target scores last + drafts (padded to the graph's width) in one forward
+            x = torch.cat([torch.tensor(last, device=dev)[:, None], drafts], 1)  # (B, 1 + g)
+            if x.shape[1] < width:
+                x = torch.cat([x, x[:, -1:].expand(B, width - x.shape[1])], 1)  # (B, width)
+            logits = tgt.forward(x)  # (B, width, V)
+            st.target_calls += 1
+            # ---- 3. each row's accepted count n[b] and its token at n[b]; keep the fewest across live rows
+            if fast:
+                choice = logits.argmax(-1)  # (B, width)
+                ok = (choice[:, :g] == drafts) & (torch.arange(g, device=dev)[None, :] < torch.tensor(cap, device=dev)[:, None])
+                n = ok.long().cumprod(1).sum(1).tolist()
+                tok = choice.gather(1, torch.tensor(n, device=dev)[:, None])[:, 0].tolist()
+            else:
+                n, tok = [], []
+                for b, s in enumerate(seqs):
+                    nb, tb = self._accept_row(logits[b], drafts[b].tolist()[:cap[b]], [q[b] for q in qs][:cap[b]],
+                                              s) if not s.done else (g, eng.pad_id)
+                    n.append(nb)
+                    tok.append(tb)
+            m = min(n[b] for b in live)
+            st.drafted += sum(cap[b] for b in live)
+            st.agreed += sum(n[b] for b in live)
+            st.accepted += m * len(live)
+            head = drafts[:, :m].tolist()
+            new = [head[b] + [tok[b] if n[b] == m else int(drafts[b, m])] for b in range(B)]
+            # ---- 4. forget what was not kept: the target keeps last + m drafts, the draft its fed prefix of them
+            tgt.rewind(width - 1 - m)
+            if drf is not None:
+                if g == 0:
+                    pending = torch.cat([pending, torch.tensor([r[-1] for r in new], device=dev)[:, None]], 1)
+                elif m < g:
+                    drf.rewind(g - 1 - m)
+                    pending = torch.tensor([r[-1] for r in new], device=dev)[:, None]
+                else:  # all kept: the draft never fed its own last guess
+                    pending = torch.stack([drafts[:, -1], torch.tensor([r[-1] for r in new], device=dev)], 1)
+            for b in live:
+                for t in new[b]:
+                    eng.append_token(seqs[b], t)
+                    if seqs[b].done:
+                        break
+            last = [r[-1] for r in new]
+            yield
+        st.generated = sum(len(s.token_ids) for s in seqs)
+        st.seconds = time.perf_counter() - t0
+        st.compile_seconds = self._compile_seconds() - c0
+        yield
+
+    def _compile_seconds(self) -> float:
+        return sum(c.compile_seconds for c in (self.engine.compiled, self._draft_compiled) if c is not None)
+
+    def _row_probs(self, logits: torch.Tensor, seq: Sequence, cols: list[torch.Tensor], b: int) -> torch.Tensor:
+        """One row's draft distribution (V,) after its settings; `cols` are this round's earlier drafts (B,) each."""
+        ctx = None
+        if seq.params.repetition_penalty != 1.0:
+            ctx = torch.tensor(seq.prompt_ids + seq.token_ids + [int(c[b]) for c in cols], device=logits.device)
+        return probs_from_logits(logits, seq.params, ctx)
+
+    def _accept_row(self, logits: torch.Tensor, drafts: list[int], qs: list[torch.Tensor],
+                    seq: Sequence) -> tuple[int, int]:
+        """The accept/reject rule on one row: logits (width, V) of the target at last + drafts. Returns how many
+        drafts it accepts and the token at that position (the replacement, or the bonus after all of them)."""
+        P = seq.params
+        for i in range(len(drafts) + 1):
+            ctx = None
+            if P.repetition_penalty != 1.0:
+                ctx = torch.tensor(seq.prompt_ids + seq.token_ids + drafts[:i], device=logits.device)
+            p = probs_from_logits(logits[i], P, ctx)
+            if i == len(drafts):
+                return i, self._draw(p, seq)
+            d = drafts[i]
+            if P.greedy:
+                ok = int(p.argmax()) == d
+            else:
+                q_d = float(qs[i][d]) if qs else 1.0  # prompt lookup: q is a point mass on d
+                ok = float(torch.rand((), generator=seq.generator)) < min(1.0, float(p[d]) / q_d)
+            if not ok:
+                q = qs[i] if qs else torch.nn.functional.one_hot(torch.tensor(d), p.numel()).to(p)
+                residual = (p - q).clamp_min(0)
+                return i, self._draw(residual if float(residual.sum()) > 0 else p, seq)
+        raise AssertionError("unreachable")
+
     @staticmethod
     def _draw(p: torch.Tensor, seq: Sequence) -> int:
         if seq.params.greedy:
             return int(p.argmax())
         return int(torch.multinomial((p / p.sum()).cpu(), 1, generator=seq.generator))
+
+
+class _Runner:
+    """One model and its cache behind two calls, eager (KVCache) or compiled (StaticKVCache): forward (B, T) ->
+    (B, T, V), writing T slots, and rewind(n), forgetting the last n. `room` is the slots still free."""
+
+    def __init__(self, model: torch.nn.Module, compiled, idx: torch.Tensor, valid: torch.Tensor | None, slots: int):
+        from scratchlm.model.kv_cache import KVCache
+
+        self.model, self.compiled = model, compiled
+        if compiled is not None:
+            self.first_logits, self.cache = compiled.open(idx, valid, slots)  # (B, V)
+        else:
+            self.cache = KVCache.for_model(model, batch_size=idx.shape[0], max_len=slots)
+            self.first_logits = model(idx, cache=self.cache, valid=valid, last_only=True)[:, -1]  # (B, V)
+        self.used = idx.shape[1]
+
+    @property
+    def room(self) -> int:
+        return self.cache.max_len - self.used
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        self.used += tokens.shape[1]
+        if self.compiled is None:
+            return self.model(tokens, cache=self.cache)
+        if tokens.shape[1] == 1:
+            return self.compiled.step(self.cache, tokens)[:, None]  # the decode graph: (B, 1, V)
+        return self.compiled.verify(self.cache, tokens)
+
+    def rewind(self, n: int) -> None:
+        if n > 0:
+            self.used -= n
+            if self.compiled is None:
+                self.cache.rollback(self.cache.length - n)
+            else:
+                self.cache.rewind(n)
