@@ -1,13 +1,16 @@
-"""Speculative decoding vs plain decoding: a draft/target pair of run folders, greedy, batch 1.
+"""Speculative decoding vs plain decoding, eager and compiled: a draft/target pair of run folders, greedy, batch 1.
 
-    .venv/bin/python benchmarks/inference_speculative.py --target runs/pretrain --draft runs/draft
+    .venv/bin/python benchmarks/inference_speculative.py --target /tmp/demo1/pretrain --draft /tmp/demo1/draft
     .venv/bin/python benchmarks/inference_speculative.py            # random-init pair (a smoke test)
 
-Reports, per drafter (the draft model, and prompt lookup), tokens/s of both, the speedup, the acceptance
-rate, tokens per target forward, and whether the output is identical to plain greedy decoding (it must be).
+Reports, in one run, tokens/s of plain eager, plain compiled, speculative eager and speculative compiled decoding
+with the draft model, and prompt lookup (eager and compiled) on a summarisation-style prompt that repeats its
+input; speedups against plain decoding of the same kind; acceptance, tokens per target call; whether the output
+is identical to plain greedy decoding (it must be); compile time apart (paid in a warm-up); and the cost of one
+compiled draft step, target step and target verify forward, which decide whether speculation can pay:
+a round costs gamma draft steps + one verify and yields tokens-per-target-call tokens.
 A random-init pair is only a smoke test: untrained models tend to repeat one token, so they agree far more
-than trained models do and the speedup says nothing about real text. The goal is >= 1.8x at identical greedy
-output with a trained draft ~5-10x smaller than the target.
+than trained models do and the speedup says nothing about real text.
 """
 
 from __future__ import annotations
@@ -25,6 +28,10 @@ from scratchlm.inference.speculative import SpeculativeConfig, SpeculativeDecode
 
 PROMPTS = ["Once upon a time, there was a little girl named Lily.", "The little dog ran to the park and",
            "Tom and his mom went to the store. They bought"]
+# summarisation-style: the answer repeats the input, which is what prompt lookup copies from
+STORY = ("Lily had a red ball. She played with the ball in the park every day. One day the ball rolled into the "
+         "pond. Lily was sad. Her friend Tom got a long stick and pulled the ball out of the pond. Lily was happy.")
+LOOKUP_PROMPT = f"{STORY}\n\nThe same story again:\n\n{STORY}\n\nAnd once more:\n\n{STORY.split('.')[0]}."
 
 
 def random_pair():
@@ -44,7 +51,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--target", type=Path, help="target run folder (default: random-init models)")
     ap.add_argument("--draft", type=Path, help="draft run folder (same tokenizer)")
-    ap.add_argument("--new-tokens", type=int, default=200)
+    ap.add_argument("--new-tokens", type=int, default=128)
     ap.add_argument("--gamma", type=int, default=4)
     ap.add_argument("--adaptive", action="store_true")
     ap.add_argument("--threads", type=int, default=int(os.environ.get("THREADS", 1)))
@@ -68,27 +75,84 @@ def main() -> None:
     params = SamplingParams(max_new_tokens=args.new_tokens, temperature=0, ignore_eos=True)
     cfg = SpeculativeConfig(gamma=args.gamma, adaptive=args.adaptive, gamma_max=max(16, args.gamma))
     prompts = [engine.encode(p) for p in PROMPTS]
-    engine.generate([prompts[0]], SamplingParams(max_new_tokens=4, temperature=0))  # warm-up
-
+    lookup = [engine.encode(LOOKUP_PROMPT)]
+    compiled = Engine(engine.model, engine.tokenizer, compile=True)
+    draft_spec = {"eager": SpeculativeDecoder(engine, draft, cfg), "compiled": SpeculativeDecoder(compiled, draft, cfg)}
+    lookup_spec = {"eager": SpeculativeDecoder(engine, None, cfg), "compiled": SpeculativeDecoder(compiled, None, cfg)}
+    # warm-up: compiles every graph the timed runs use (same buckets), so the timings below exclude compiling
     t0 = time.perf_counter()
-    plain = [engine.generate([p], params)[0] for p in prompts]
-    t_plain = time.perf_counter() - t0
-    n = sum(len(s.token_ids) for s in plain)
-    print(f"plain:          {n / t_plain:8.1f} tokens/s")
-    for name, d in (("draft model", draft), ("prompt lookup", None)):
-        spec = SpeculativeDecoder(engine, d, cfg)
-        t0 = time.perf_counter()
-        outs, drafted, accepted, calls = [], 0, 0, 0
-        for p in prompts:
+    for ps in (prompts, lookup):
+        compiled.generate(ps[:1], params)
+        for p in ps:  # every prompt: rounds differ (e.g. the 2-token draft graph after a fully accepted round)
+            draft_spec["compiled"].generate(p, params)
+            lookup_spec["compiled"].generate(p, params)
+        engine.generate(ps, SamplingParams(max_new_tokens=4, temperature=0))
+    print(f"compile (warm-up, all graphs): {time.perf_counter() - t0:.1f} s, of which target "
+          f"{compiled.compiled.compile_seconds:.1f} s, draft {draft_spec['compiled']._draft_compiled.compile_seconds:.1f} s")
+
+    def plain(eng, ps):
+        t = time.perf_counter()
+        outs = [eng.generate([p], params)[0] for p in ps]
+        return outs, time.perf_counter() - t
+
+    def spec_run(spec, ps):
+        t, outs, drafted, accepted, calls = time.perf_counter(), [], 0, 0, 0
+        for p in ps:
             outs.append(spec.generate(p, params))
+            if spec.stats.compile_seconds:
+                print(f"   (compiled a new graph for {spec.stats.compile_seconds:.1f} s inside this timing)")
             drafted, accepted, calls = drafted + spec.stats.drafted, accepted + spec.stats.accepted, \
                 calls + spec.stats.target_calls
-        t = time.perf_counter() - t0
-        same = all(a.token_ids == b.token_ids for a, b in zip(outs, plain))
-        print(f"{name:15s} {n / t:8.1f} tokens/s -> speedup {t_plain / t:.2f}x; acceptance "
-              f"{accepted / max(1, drafted):.1%}, {n / max(1, calls):.2f} tokens per target call; "
-              f"identical to plain greedy: {same}")
+        return outs, time.perf_counter() - t, accepted / max(1, drafted), calls
+
+    for label, ps, specs in (("draft model", prompts, draft_spec), ("prompt lookup", lookup, lookup_spec)):
+        print(f"-- {label}: {len(ps)} prompt(s)")
+        base = {}
+        for kind, eng in (("eager", engine), ("compiled", compiled)):
+            outs, t = plain(eng, ps)
+            n = sum(len(s.token_ids) for s in outs)
+            base[kind] = (outs, t)
+            print(f"plain {kind:9s}    {n / t:8.1f} tokens/s" + (f" ({base['eager'][1] / t:.2f}x eager)"
+                                                                 if kind == "compiled" else ""))
+        for kind in ("eager", "compiled"):
+            outs, t, acc, calls = spec_run(specs[kind], ps)
+            n = sum(len(s.token_ids) for s in outs)
+            same = all(a.token_ids == b.token_ids for a, b in zip(outs, base["eager"][0]))
+            print(f"speculative {kind:9s} {n / t:8.1f} tokens/s -> {base[kind][1] / t:.2f}x plain {kind}, "
+                  f"{base['eager'][1] / t:.2f}x plain eager; acceptance {acc:.1%}, {n / max(1, calls):.2f} tokens "
+                  f"per target call; identical to plain greedy: {same}")
+    step_costs(compiled, draft_spec["compiled"], prompts[0], args.gamma)
     print(f"load average at the end: {open('/proc/loadavg').read().split()[0]}")
+
+
+def step_costs(compiled: Engine, spec: SpeculativeDecoder, prompt: list[int], gamma: int, n: int = 200) -> None:
+    """Milliseconds per compiled call: the target's decode step and verify forward, the draft's decode step."""
+    from scratchlm.inference.compiled import CompiledDecoder
+
+    idx = torch.tensor([prompt])
+    total = len(prompt) + 128 + gamma + 1
+
+    def per_call(dec: CompiledDecoder, width: int, fused: int = 0) -> float:
+        _, cache = dec.open(idx, None, total)
+        x = torch.tensor([prompt[-1:] * width])
+        call = (lambda c, t: dec.draft_greedy(c, t, fused)) if fused else dec.step if width == 1 else dec.verify
+        wrote = width + max(0, fused - 1)
+        call(cache, x)
+        cache.rewind(wrote)
+        t = time.perf_counter()
+        for _ in range(n):
+            call(cache, x)
+            cache.rewind(wrote)
+        return (time.perf_counter() - t) / n * 1e3
+
+    tgt, drf = compiled.compiled, spec._draft_compiled
+    with torch.inference_mode():  # the static caches are inference tensors
+        t_step, t_verify, d_step = per_call(tgt, 1), per_call(tgt, gamma + 1), per_call(drf, 1)
+        d_round = per_call(drf, 1, fused=gamma)
+    print(f"per compiled call: target step {t_step:.2f} ms, target verify ({gamma + 1} tokens) {t_verify:.2f} ms, "
+          f"draft step {d_step:.2f} ms, draft round ({gamma} steps in one graph) {d_round:.2f} ms; a greedy round "
+          f"costs {d_round + t_verify:.2f} ms = {(d_round + t_verify) / t_step:.2f} target steps "
+          f"(one step per draft: {(gamma * d_step + t_verify) / t_step:.2f})")
 
 
 if __name__ == "__main__":

@@ -127,6 +127,16 @@ def _verify_step(model: torch.nn.Module, cache: StaticKVCache, tokens: torch.Ten
     return model(tokens, cache=cache)
 
 
+def _draft_greedy(model: torch.nn.Module, cache: StaticKVCache, tokens: torch.Tensor, n: int) -> torch.Tensor:
+    """tokens (B, P) -> (B, n) greedy guesses: a draft model's n decode steps unrolled into one graph (the first
+    feeds the P tokens it has not seen), so speculative decoding pays one call's overhead per round, not n."""
+    out = []
+    for _ in range(n):
+        tokens = model(tokens, cache=cache, last_only=True)[:, -1].argmax(-1, keepdim=True)  # (B, 1)
+        out.append(tokens)
+    return torch.cat(out, 1)
+
+
 def default_mode(device: torch.device) -> str:
     """CUDA: CUDA graphs replay the whole step as one launch. CPU: plain inductor, the cheaper compile;
     max-autotune-no-cudagraphs also benchmarks GEMM templates while compiling, not yet measured here
@@ -168,6 +178,7 @@ class CompiledDecoder:
                                "on torch._weight_int8pack_mm); run int8 without --compile, or compile bf16/float32")
         self._step = torch.compile(_decode_step, mode=self.mode, fullgraph=True, dynamic=False)
         self._verify = torch.compile(_verify_step, mode=self.mode, fullgraph=True, dynamic=False)
+        self._draft = torch.compile(_draft_greedy, mode=self.mode, fullgraph=True, dynamic=False)
         self._caches: dict[tuple[int, int], StaticKVCache] = {}
         self.compile_seconds = 0.0
         """Seconds spent in first calls of new shapes (tracing + inductor), reported apart from decode time."""
@@ -209,21 +220,25 @@ class CompiledDecoder:
         The caller keeps slot + T <= cache.max_len (no check here: it would sync the GPU)."""
         return self._run(cache, tokens, self._verify)
 
-    def _run(self, cache: StaticKVCache, tokens: torch.Tensor, fn=None) -> torch.Tensor:
+    def draft_greedy(self, cache: StaticKVCache, tokens: torch.Tensor, n: int) -> torch.Tensor:
+        """(B, P) tokens -> (B, n) greedy next tokens, feeding each back, in one compiled call (one graph per P, n)."""
+        return self._run(cache, tokens, self._draft, n)
+
+    def _run(self, cache: StaticKVCache, tokens: torch.Tensor, fn=None, *extra) -> torch.Tensor:
         # no bounds check here (it would sync the GPU every step): total <= the bucket, and the engine stops there
         fn = fn or self._step
         done = cache.__dict__.setdefault("_compiled_widths", set())
-        if (fn, tokens.shape[1]) not in done:  # this shape's first call compiles it
+        if (fn, tokens.shape[1], *extra) not in done:  # this shape's first call compiles it
             t0 = time.perf_counter()
             try:
                 with torch._dynamo.config.patch(recompile_limit=MAX_SHAPES, fail_on_recompile_limit_hit=True):
-                    logits = fn(self.model, cache, tokens)
+                    logits = fn(self.model, cache, tokens, *extra)
             except Exception as e:  # noqa: BLE001 - say why compile failed instead of falling back to eager
                 raise RuntimeError(f"torch.compile of the decode step failed ({type(e).__name__}: "
                                    f"{str(e).splitlines()[0] if str(e) else ''}); run without --compile") from e
-            done.add((fn, tokens.shape[1]))
+            done.add((fn, tokens.shape[1], *extra))
             self.compile_seconds += time.perf_counter() - t0
         else:
-            logits = fn(self.model, cache, tokens)
+            logits = fn(self.model, cache, tokens, *extra)
         # CUDA graphs reuse their output buffer on the next replay; callers may keep logits (on_logits, logprobs).
         return logits.clone() if self.mode == "reduce-overhead" else logits

@@ -55,6 +55,7 @@ class SpecStats:
     """Target verify forwards (one per round; the prompt prefill is not counted). Plain decoding needs one
     forward per generated token, so tokens_per_target_call is the ideal speedup."""
     draft_calls: int = 0
+    """Draft model forwards; a compiled greedy round runs its gamma steps as one graph and counts once."""
     drafted: int = 0
     """Tokens proposed by the drafter."""
     accepted: int = 0
@@ -314,7 +315,10 @@ class SpeculativeDecoder:
             if drf is not None:
                 g = max(0, min(g, drf.room - pending.shape[1] + 1))
                 cols, feed = [], pending
-                for i in range(g):
+                if fast and drf.compiled is not None and g == cfg.gamma:  # the usual round: one fused draft graph
+                    cols = list(drf.draft_greedy(pending, g).unbind(1))
+                    st.draft_calls += 1
+                for i in range(g if not cols else 0):
                     logits = drf.forward(feed)[:, -1]  # (B, V)
                     st.draft_calls += 1
                     if fast:
@@ -447,6 +451,11 @@ class _Runner:
         if tokens.shape[1] == 1:
             return self.compiled.step(self.cache, tokens)[:, None]  # the decode graph: (B, 1, V)
         return self.compiled.verify(self.cache, tokens)
+
+    def draft_greedy(self, pending: torch.Tensor, n: int) -> torch.Tensor:
+        """(B, P) unseen tokens -> (B, n) greedy guesses in one compiled call, feeding P + n - 1 tokens."""
+        self.used += pending.shape[1] + n - 1
+        return self.compiled.draft_greedy(self.cache, pending, n)
 
     def rewind(self, n: int) -> None:
         if n > 0:
