@@ -244,12 +244,12 @@ def test_missing_backend_is_a_one_line_error(tmp_path, monkeypatch, capsys):
     f = tmp_path / "a.jsonl"
     f.write_text(json.dumps({"text": "hello world"}) + "\n")
     for argv in (["data", "prepare", "--input", str(f), "--toxicity-model", "profanity-check", "--out", str(tmp_path / "o")],
-                 ["data", "toxicity", "score", "--model", "profanity-check", "--input", str(f), "--out", str(tmp_path / "s.jsonl")],
+                 ["data", "toxicity", "score", "--toxicity-model", "profanity-check", "--input", str(f), "--out", str(tmp_path / "s.jsonl")],
                  ["data", "toxicity", "distill", "--input", str(f), "--out", str(tmp_path / "d")]):
         assert main(argv) == 2
         err = capsys.readouterr().err.strip()
         assert err.count("\n") == 0 and "alt-profanity-check" in err and "scratchlm[toxicity]" in err, err
-    assert main(["data", "toxicity", "score", "--model", str(tmp_path / "nothing"), "--input", str(f)]) == 2
+    assert main(["data", "toxicity", "score", "--toxicity-model", str(tmp_path / "nothing"), "--input", str(f)]) == 2
     assert "classifier.json" in capsys.readouterr().err
 
 
@@ -264,7 +264,7 @@ def test_bad_toxicity_settings_are_one_line_errors(tmp_path, capsys):
     cases = [(["data", "prepare", "--set", "toxicity.classifier=garbage"], "is not builtin, profanity-check or a folder"),
              (["data", "prepare", "--set", "toxicity.classifier_threshold=2"], "out of range"),
              (["data", "filter", "--set", "toxicity.max_word_density=-1"], "out of range"),
-             (["data", "toxicity", "score", "--model", str(tmp_path / "w.npz")], "no classifier description"),
+             (["data", "toxicity", "score", "--toxicity-model", str(tmp_path / "w.npz")], "no classifier description"),
              (["data", "toxicity", "distill", "--per-word", "-1"], "--per-word must be 0 or more")]
     for i, (argv, message) in enumerate(cases):
         assert main(argv + ["--input", str(f), "--out", str(tmp_path / f"o{i}")]) == 2, argv
@@ -310,7 +310,7 @@ def test_toxicity_cli_train_and_score(tmp_path, capsys):
                 "--set", "epochs=100", "--set", "ngram=1", "--set", "n_features=65536"]) == 0
     metrics = json.loads((tmp_path / "m" / "metrics.json").read_text())
     assert metrics["heldout"]["recall"] > 0.7 and "held-out: n=" in capsys.readouterr().out
-    assert run(["data", "toxicity", "score", "--model", str(tmp_path / "m"), "--toxic-words", str(WORDS),
+    assert run(["data", "toxicity", "score", "--toxicity-model", str(tmp_path / "m"), "--toxic-words", str(WORDS),
                 "--input", str(f), "--label-field", "label", "--out", str(tmp_path / "s.jsonl")]) == 0
     out = capsys.readouterr().out
     assert "classifier: n=1,500" in out and "word list: n=1,500" in out
