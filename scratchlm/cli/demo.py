@@ -313,7 +313,7 @@ def run(args) -> int:
         plain = engine.generate([prompts[0]], greedy)[0]
         t_plain = time.time() - t0
         # At 2M parameters a CPU decode step is per-layer overhead, so the 2-layer draft costs ~0.4 of a target
-        # step: short drafts pay best (gamma 2: ~1.0x here; 4: ~0.85x; benchmarks/inference_speculative.py).
+        # step: short drafts pay best eagerly (gamma 2: ~1.0-1.2x here; compiled, gamma 4 reaches ~1.3x: BENCHMARKS.md).
         spec = SpeculativeDecoder(engine, draft, SpeculativeConfig(gamma=2))
         t0 = time.time()
         fast = spec.generate(prompts[0], greedy)
