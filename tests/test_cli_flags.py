@@ -9,6 +9,7 @@ Old spellings keep working for one release with a note on stderr; every --help e
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import shlex
 
@@ -41,7 +42,7 @@ def _options(parser: argparse.ArgumentParser, visible: bool = True) -> dict[str,
 # Commands whose settings are a dataclass config: each takes --config FILE and --set KEY=VALUE.
 SETTINGS = {("pretrain",), ("sft",), ("dpo",), ("rl",), ("reward",), ("tokenizer", "train"), ("data", "prepare"),
             ("data", "filter"), ("data", "dedup"), ("data", "tokenize"), ("data", "toxicity", "train"),
-            ("data", "toxicity", "distill")}
+            ("data", "toxicity", "distill"), ("data", "toxicity", "score"), ("data", "synth"), ("plan",)}
 # Commands that use a trained model: it is named by --run.
 MODEL_USERS = {("generate",), ("chat",), ("serve",), ("eval",), ("export", "hf")}
 
@@ -81,6 +82,7 @@ RENAMED = [
      "--text-field a", "--text-field"),
     ("tokenizer stats -t tok --input a.txt --field q", "tokenizer stats -t tok --input a.txt --text-field q",
      "--text-field"),
+    ("generate --run r --prompts-file p.txt", "generate --run r --input p.txt", "--input"),
 ]
 
 
@@ -105,6 +107,18 @@ def test_old_and_new_spelling_together_are_refused(capsys):
 def test_a_required_flag_is_still_required():
     with pytest.raises(SystemExit):
         build_parser().parse_args(["import", "hf", "--out", "r"])
+
+
+@pytest.mark.parametrize("argv,message", [
+    ([], "one of the arguments --prompt --input"),  # the either-or is still required
+    (["--prompt", "hi", "--input", "p.txt"], "not allowed with"),
+    (["--prompt", "hi", "--prompts-file", "p.txt"], "not allowed with"),  # the old spelling is in the group too
+    (["--input", "p.txt", "--prompts-file", "p.txt"], "not allowed with"),
+])
+def test_generate_prompt_or_input(argv, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        build_parser().parse_args(["generate", "--run", "r", *argv])
+    assert e.value.code == 2 and message in capsys.readouterr().err
 
 
 def _example_lines(text: str) -> list[list[str]]:
@@ -241,3 +255,107 @@ def test_old_spellings_run_end_to_end(corpus, capsys):
                      "--out", str(out)]) == 0
         assert "toxicity" in json.loads(out.read_text())
     assert "use --toxicity-model" in capsys.readouterr().err
+
+
+# ------------------------------------------------------- plan, data synth, data toxicity score: --config / --set
+
+
+def test_plan_flags_are_its_config_keys():
+    """Each plan setting flag is a PlanConfig key and back: a flag missing from the config would be dropped unread."""
+    import dataclasses
+
+    from scratchlm.cli.plan import NOT_SETTINGS
+    from scratchlm.plan.config import PlanConfig
+
+    dests = {a.dest for a in LEAVES[("plan",)]._actions} - NOT_SETTINGS
+    assert dests == {f.name for f in dataclasses.fields(PlanConfig)}
+
+
+def test_plan_config_and_set(tmp_path, capsys):
+    import json
+
+    from scratchlm.cli.main import main
+
+    (tmp_path / "pod.toml").write_text('gpus = 8\nfsdp = 8\nmfu = 0.3\ngpu = "A100-80GB"\n', encoding="utf-8")
+    argv = ["plan", "--params", "1e9", "--tokens", "1e10", "--config", str(tmp_path / "pod.toml"), "--json"]
+    assert main([*argv, "--mfu", "0.5", "--set", "gpu=H100"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    layout = plan["memory"]["requested"]["layout"]
+    assert (plan["hardware"]["n_gpus"], layout["fsdp"]) == (8, 8)  # from the file
+    assert plan["time"]["mfu"] == 0.5  # the flag over the file
+    assert plan["hardware"]["name"] == "H100"  # --set over the file
+    assert main(argv) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert (plan["time"]["mfu"], plan["hardware"]["name"]) == (0.3, "A100-80GB")
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--set", "gpus=eight"], "gpus: expected an integer"),
+    (["--set", "mfuu=0.5"], "did you mean 'mfu'"),
+    (["--set", "precision=fp16"], "precision: expected one of"),
+])
+def test_plan_bad_set_is_one_line(argv, message, capsys):
+    from scratchlm.cli.main import main
+
+    assert main(["plan", "--params", "1e9", *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
+
+
+def test_data_synth_config_and_set(tmp_path, capsys):
+    import json
+
+    from scratchlm.cli.main import main
+
+    (tmp_path / "tw.toml").write_text('size = "30KB"\ninstructions = 30\nseed = 3\n', encoding="utf-8")
+    assert main(["data", "synth", "--config", str(tmp_path / "tw.toml"), "--seed", "1", "--set", "instructions=20",
+                 "--out", str(tmp_path / "tw"), "-q"]) == 0
+    m = json.loads((tmp_path / "tw" / "manifest.json").read_text())
+    assert m["seed"] == 1  # the flag over the file
+    assert m["files"]["instructions.jsonl"]["records"] == 20  # --set over the file
+    assert 25_000 <= m["files"]["train.txt"]["bytes"] + m["files"]["val.txt"]["bytes"] <= 35_000
+    for argv, message in ((["--set", "instructions=0"], "instructions: 0 is out of range"),
+                          (["--set", "sise=1MB"], "did you mean 'size'"), (["--instructions", "0"], "--instructions")):
+        assert main(["data", "synth", *argv, "--out", str(tmp_path / "bad")]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1 and not (tmp_path / "bad").exists(), err
+
+
+def test_data_toxicity_score_config_and_set(tmp_path, capsys):
+    import json
+
+    from scratchlm.cli.main import main
+
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text("".join(json.dumps({"body": t, "y": y}) + "\n" for t, y in
+                            (("a kind and friendly note", 0), ("you stupid idiot", 1))), encoding="utf-8")
+    (tmp_path / "score.toml").write_text('toxicity_model = "builtin"\ntext_field = "body"\nthreshold = 0.9\n',
+                                         encoding="utf-8")
+    out = tmp_path / "s.jsonl"
+    assert main(["data", "toxicity", "score", "--input", str(docs), "--config", str(tmp_path / "score.toml"),
+                 "--label-field", "y", "--set", "threshold=0.25", "--out", str(out)]) == 0
+    assert "threshold=0.25" in capsys.readouterr().out  # --set over the file; the model and field from the file
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["label"] for r in rows] == [0, 1] and all("toxicity" in r for r in rows)
+    for argv, message in ((["--set", "threshold=2"], "threshold: 2.0 is out of range"),
+                          (["--set", "toxicity_modle=builtin"], "did you mean 'toxicity_model'"),
+                          ([], "give --toxicity-model")):
+        assert main(["data", "toxicity", "score", "--input", str(docs), *argv, "--out", str(tmp_path / "b")]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1 and not (tmp_path / "b").exists(), err
+
+
+def test_generate_input_and_old_prompts_file_end_to_end(tiny_chat_run, tmp_path, capsys):
+    """The handler reads the prompts from --input; --prompts-file reaches it too, with the note."""
+    from scratchlm.cli.main import main
+
+    (tmp_path / "p.txt").write_text("Once\nThe cat\n", encoding="utf-8")
+    outputs = []
+    for flag in ("--input", "--prompts-file"):
+        assert main(["generate", "--run", str(tiny_chat_run), flag, str(tmp_path / "p.txt"), "--max-new-tokens", "3",
+                     "--temperature", "0", "--json", "--device", "cpu"]) == 0
+        outputs.append(capsys.readouterr())
+    assert [json.loads(line)["prompt"] for line in outputs[0].out.splitlines()] == ["Once", "The cat"]
+    assert outputs[0].out == outputs[1].out
+    assert "deprecated" not in outputs[0].err and "--prompts-file is deprecated" in outputs[1].err
+    assert "use --input" in outputs[1].err

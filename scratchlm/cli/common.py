@@ -38,13 +38,18 @@ def add_common(parser: argparse.ArgumentParser, *, out: str | None = None, confi
     g.add_argument("-q", "--quiet", action="count", default=0, help="less logging")
 
 
-def add_renamed(parser, flag: str, *old: str, old_value: str | None = None, **kwargs) -> argparse.Action:
+def add_renamed(parser, flag: str, *old: str, old_value: str | None = None, group=None, **kwargs) -> argparse.Action:
     """add_argument(flag, **kwargs), and its old spellings `old` kept working for one release. An old spelling is
     hidden from --help, sets what `flag` sets, and prints one line on stderr naming the new flag. Both spellings sit
     in one mutually exclusive group: passing both is an error, not "the last one wins", and a required flag is
     satisfied by either (argparse would not count the old spelling towards a required flag of its own).
-    `old_value`: the old spellings were switches that now mean `flag old_value` (--int8 is --quant int8)."""
-    group = parser.add_mutually_exclusive_group(required=kwargs.pop("required", False))
+    `old_value`: the old spellings were switches that now mean `flag old_value` (--int8 is --quant int8).
+    `group`: an existing mutually exclusive group to add both into (argparse cannot nest one group in another), e.g.
+    generate's required either-or of --prompt and --input."""
+    if group is None:
+        group = parser.add_mutually_exclusive_group(required=kwargs.pop("required", False))
+    elif "required" in kwargs:
+        raise TypeError("add_renamed: a flag in a given group is required through the group, not required=")
     new = group.add_argument(flag, **kwargs)
     for name in old:
         group.add_argument(name, action=_Renamed, new=new, dest=new.dest, value=old_value)

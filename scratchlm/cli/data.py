@@ -455,18 +455,30 @@ def _tox_train(args) -> int:
     return 0
 
 
+def _tox_score_config(args):
+    """The resolved settings (scratchlm/data/toxicity_score_config.py): defaults <- --config <- flags given <- --set."""
+    from scratchlm.config import load_config
+    from scratchlm.data.toxicity_score_config import ToxicityScoreConfig
+
+    given = {k: getattr(args, k) for k in ("toxicity_model", "toxic_words", "text_field", "label_field", "threshold",
+                                           "max_density")}
+    return load_config(ToxicityScoreConfig, args.config, args.overrides,
+                       flags={k: v for k, v in given.items() if v is not None})
+
+
 def _tox_score(args) -> int:
     import numpy as np
 
     from scratchlm.data.toxicity import WordListScorer, load_classifier, precision_recall
     from scratchlm.runs import atomic_write_text
 
-    if args.toxicity_model is None and args.toxic_words is None:
+    cfg = _tox_score_config(args)
+    if cfg.toxicity_model is None and cfg.toxic_words is None:
         raise ValueError("give --toxicity-model NAME (builtin, profanity-check or a classifier folder) and/or "
                          "--toxic-words FILE (a word list)")
-    clf = load_classifier(args.toxicity_model) if args.toxicity_model else None
-    words = WordListScorer.from_file(args.toxic_words) if args.toxic_words else None
-    texts, labels = _read_labelled(args.input, args.text_field, args.label_field)
+    clf = load_classifier(cfg.toxicity_model) if cfg.toxicity_model else None
+    words = WordListScorer.from_file(cfg.toxic_words) if cfg.toxic_words else None
+    texts, labels = _read_labelled(args.input, cfg.text_field, cfg.label_field)
     scores = clf.predict_proba(texts) if clf else None
     lines = []
     for i, t in enumerate(texts):
@@ -482,10 +494,10 @@ def _tox_score(args) -> int:
     atomic_write_text(args.out, "".join(lines))
     if labels is not None:
         if scores is not None:
-            _print_metrics("classifier", precision_recall(scores, labels, args.threshold))
+            _print_metrics("classifier", precision_recall(scores, labels, cfg.threshold))
         if words is not None:
             dens = np.array([words.density(t) for t in texts])
-            _print_metrics("word list", precision_recall(dens, labels, max(args.max_density, 1e-12)))
+            _print_metrics("word list", precision_recall(dens, labels, max(cfg.max_density, 1e-12)))
     print(f"wrote {len(texts):,} scored documents to {args.out}")
     return 0
 
@@ -590,9 +602,13 @@ def _register_toxicity(sub) -> None:
             add_renamed(q, "--toxicity-model", "--model", metavar="NAME", default=None,
                         help="builtin, profanity-check or a trained classifier folder")
             q.add_argument("--toxic-words", metavar="FILE", default=None, help="word list for density scores")
-            q.add_argument("--max-density", type=float, default=0.01, help="word-list density counted as toxic")
+            q.add_argument("--max-density", type=float, default=None,
+                           help="word-list density counted as toxic (default: 0.01)")
             q.add_argument("--out", type=Path, default=Path("scores.jsonl"), help="scored JSONL to write")
-            add_common(q, out=None, overrides=False, device=False)
+            # every setting is also a config key (data/toxicity_score_config.py): defaults <- --config <- these flags
+            # <- --set, so the flags default to None ("not given") and the defaults live in the dataclass
+            q.set_defaults(text_field=None, threshold=None)
+            add_common(q, out=None, config=True, device=False)
             q.set_defaults(func=_tox_score)
 
 

@@ -16,6 +16,7 @@ examples:
   scratchlm data synth --out runs/tinyworld --size 20MB --seed 0
   scratchlm data synth --out /tmp/tw --size 500KB            # a few hundred stories, for a quick look
   scratchlm data synth --out runs/tw1 --size 1GB --seed 1 --instructions 50000
+  scratchlm data synth --config tw.toml --set size=5MB --out runs/tw2   # settings as config keys (size = "5MB")
 
 sizes: a number of bytes, or with a unit: 500KB, 20MB, 1GB (powers of 1000), 1GiB (powers of 1024).
 
@@ -41,34 +42,48 @@ def add_synth_parser(data_subparsers) -> argparse.ArgumentParser:
                     "deterministic for a seed, with a held-out split of unseen combinations, plus instruction, "
                     "preference and verifiable-task data for SFT, DPO and RL.",
         epilog=SYNTH_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--size", default="20MB", help="text to write, train + val (default: 20MB)")
-    p.add_argument("--val-fraction", type=float, default=0.02,
+    # every setting is also a config key (data/tinyworld/config.py): defaults <- --config <- these flags <- --set,
+    # so the flags default to None ("not given") and the defaults live in the dataclass
+    p.add_argument("--size", default=None, help="text to write, train + val (default: 20MB)")
+    p.add_argument("--val-fraction", type=float, default=None,
                    help="share of --size that goes to val.txt (default: 0.02)")
     p.add_argument("--instructions", type=int, default=None, metavar="N",
                    help="train instruction records (default: one per KB of text, 200..20000; val gets N/10)")
     p.add_argument("--preferences", type=int, default=None, metavar="N", help="train preference pairs (default: N/2)")
     p.add_argument("--tasks", type=int, default=None, metavar="N", help="train verifiable tasks (default: N/2)")
-    add_common(p, out="runs/tinyworld", overrides=False, device=False)
+    add_common(p, out="runs/tinyworld", config=True, device=False)
     p.set_defaults(func=synth_handler)
     return p
+
+
+def synth_config(args):
+    """The resolved settings (scratchlm/data/tinyworld/config.py): defaults <- --config <- flags given <- --set."""
+    from scratchlm.config import load_config
+    from scratchlm.data.tinyworld.config import SynthConfig
+
+    for flag in ("instructions", "preferences", "tasks"):  # said with the flag's name; --set is checked by its range
+        n = getattr(args, flag, None)
+        if n is not None and n < 1:
+            raise ValueError(f"--{flag} must be at least 1, got {n}")
+    given = {k: getattr(args, k, None) for k in ("size", "val_fraction", "instructions", "preferences", "tasks",
+                                                 "seed")}
+    return load_config(SynthConfig, getattr(args, "config", None), getattr(args, "overrides", None),
+                       flags={k: v for k, v in given.items() if v is not None})
 
 
 def synth_handler(args) -> int:
     from scratchlm.data.tinyworld import parse_size, synthesize
 
     out = Path(args.out)
-    size = parse_size(args.size)
-    for flag in ("instructions", "preferences", "tasks"):
-        n = getattr(args, flag, None)
-        if n is not None and n < 1:
-            raise ValueError(f"--{flag} must be at least 1, got {n}")
+    cfg = synth_config(args)
+    size = parse_size(cfg.size)
     from scratchlm.runs import claim_out_dir
 
     claim_out_dir(out, overwrite=getattr(args, "overwrite", False), finished="manifest.json", wipe=False)
-    seed = 0 if args.seed is None else args.seed
+    seed = cfg.seed
     t0 = time.perf_counter()
-    m = synthesize(out, size, seed, val_fraction=args.val_fraction, n_instructions=args.instructions,
-                   n_preferences=args.preferences, n_tasks=args.tasks,
+    m = synthesize(out, size, seed, val_fraction=cfg.val_fraction, n_instructions=cfg.instructions,
+                   n_preferences=cfg.preferences, n_tasks=cfg.tasks,
                    progress=None if getattr(args, "quiet", 0) == 0 else False)
     dt = time.perf_counter() - t0
     text = m["files"]["train.txt"]["bytes"] + m["files"]["val.txt"]["bytes"]

@@ -16,7 +16,7 @@ EXAMPLES = """\
 examples:
   scratchlm generate --run runs/pretrain --prompt "Once upon a time"
   scratchlm generate --run runs/pretrain --prompt "Once upon a time" --temperature 0 --max-new-tokens 100 --stats
-  scratchlm generate --run runs/pretrain --prompts-file prompts.txt --json > out.jsonl
+  scratchlm generate --run runs/pretrain --input prompts.txt --json > out.jsonl
   scratchlm generate --run runs/pretrain --draft runs/draft --temperature 0 --prompt "Lily" --stats
   scratchlm generate --run runs/pretrain --prompt "Once upon a time" --quant int4 --quant-group-size 64 --stats
   scratchlm generate --run runs/sft --chat --prompt "What is the capital of France?"
@@ -107,10 +107,10 @@ def register(subparsers) -> None:
     p.add_argument("--run", type=Path, required=True, help="run folder (or checkpoint folder) of the model")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--prompt", help="the prompt text")
-    src.add_argument("--prompts-file", type=Path, metavar="FILE",
-                     help='one prompt per line (.txt) or JSON lines with a "prompt" field (.jsonl)')
+    add_renamed(p, "--input", "--prompts-file", group=src, type=Path, metavar="FILE",
+                help='prompts to read: one per line (.txt) or JSON lines with a "prompt" field (.jsonl)')
     p.add_argument("--chat", action="store_true", help="wrap each prompt as a user message in the chat template")
-    p.add_argument("--batch-size", type=int, default=8, help="prompts generated together from --prompts-file (default: 8)")
+    p.add_argument("--batch-size", type=int, default=8, help="prompts generated together from --input (default: 8)")
     p.add_argument("--json", action="store_true", help="print one JSON object per prompt instead of plain text")
     p.add_argument("--stats", action="store_true", help="print tokens/s (and speculative acceptance) to stderr")
     add_sampling_flags(p)
@@ -165,7 +165,7 @@ def handler(args: argparse.Namespace) -> int:
     tools = builtin_tools(args.tools)
     params = sampling_from_args(args)
     engine = load_engine_from_args(args)
-    prompts = [args.prompt] if args.prompt is not None else read_prompts(args.prompts_file)
+    prompts = [args.prompt] if args.prompt is not None else read_prompts(args.input)
     if tools:
         return generate_with_tools(args, engine, prompts, params, tools)
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
+from pathlib import Path
 
 from scratchlm.cli.common import add_renamed
 
@@ -27,6 +29,9 @@ examples:
 
   # does a 70B model fit on 64 H100s with tp=8 pp=2? (and if not, why)
   scratchlm plan --params 70e9 --tokens 2e12 --gpus 64 --gpu H100 --tp 8 --pp 2 --fsdp 4 --seq-len 4096
+
+  # settings from a file (keys named as the flags: gpus = 8, cost_per_gpu_hour = 2.5), flags and --set over it
+  scratchlm plan --config pod.toml --params 7e9 --set gpus=16
 
   scratchlm plan --list-gpus        # the hardware catalog (extend it with --hardware my_gpus.toml)
 """
@@ -91,9 +96,21 @@ def register(subparsers) -> None:
     i.add_argument("--infer-batch", type=int, default=1, help="sequences in the KV cache (default 1)")
     i.add_argument("--context", type=int, default=None, help="KV-cache context (default: --seq-len)")
     i.add_argument("--kv-bytes", type=int, default=2, choices=[1, 2, 4], help="bytes per cached value (default 2)")
+    c = p.add_argument_group("settings")
+    c.add_argument("--config", type=Path, default=None,
+                   help="TOML file of these settings, keys named as the flags with underscores (gpus = 8)")
+    c.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a setting, e.g. --set gpus=8 (repeatable)")
     p.add_argument("--json", action="store_true", help="print the plan as JSON (stable schema) instead of a table")
     p.add_argument("-v", "--verbose", action="count", default=0, help="tracebacks on errors")
-    p.set_defaults(func=handler)
+    # every setting is also a config key (plan/config.py): defaults <- --config <- these flags <- --set, so the flags
+    # default to None ("not given") and the defaults live in one place, the dataclass (not imported here: building
+    # the parser would import the whole planner on every command's start)
+    p.set_defaults(func=handler, **{a.dest: None for a in p._actions if a.dest not in NOT_SETTINGS})
+
+
+# the flags that are not PlanConfig keys (tests/test_cli_flags.py checks the rest are exactly its fields)
+NOT_SETTINGS = {"help", "list_gpus", "config", "overrides", "json", "verbose"}
 
 
 def _list_gpus(catalog) -> str:
@@ -106,39 +123,43 @@ def _list_gpus(catalog) -> str:
 
 
 def handler(args: argparse.Namespace) -> int:
+    from scratchlm.config import load_config
+    from scratchlm.plan.config import PlanConfig
     from scratchlm.plan.hardware import load_catalog, lookup
     from scratchlm.plan.planner import PlanRequest, make_plan
     from scratchlm.plan.report import format_plan
 
-    catalog = load_catalog(args.hardware)
+    flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(PlanConfig)}
+    cfg = load_config(PlanConfig, args.config, args.overrides, flags={k: v for k, v in flags.items() if v is not None})
+    catalog = load_catalog(cfg.hardware)
     if args.list_gpus:
         sys.stdout.write(_list_gpus(catalog))
         return 0
-    hw = lookup(args.gpu, catalog)
-    given = [f"--{k}" for k in ("params", "preset", "run") if getattr(args, k) is not None]
+    hw = lookup(cfg.gpu, catalog)
+    given = [f"--{k}" for k in ("params", "preset", "run") if getattr(cfg, k) is not None]
     if len(given) > 1:
         raise ValueError(f"give one model, not {' and '.join(given)}")
     shape = None
-    if args.params is not None:
+    if cfg.params is not None:
         from scratchlm.plan.shape import shape_from_params
 
-        shape = shape_from_params(args.params, seq_len=args.seq_len or 4096, n_kv_heads=args.kv_heads)
-    elif args.preset is not None:
+        shape = shape_from_params(cfg.params, seq_len=cfg.seq_len or 4096, n_kv_heads=cfg.kv_heads)
+    elif cfg.preset is not None:
         from scratchlm.plan.shape import shape_for_preset
 
-        shape = shape_for_preset(args.preset)
-    elif args.run is not None:
+        shape = shape_for_preset(cfg.preset)
+    elif cfg.run is not None:
         from scratchlm.plan.shape import shape_from_run
 
-        shape = shape_from_run(args.run)
+        shape = shape_from_run(cfg.run)
     req = PlanRequest(
-        tokens=args.tokens, flops=args.flops, days=args.days, budget_usd=args.budget_usd, n_gpus=args.gpus,
-        gpus_per_node=args.gpus_per_node, mfu=args.mfu, cost_per_gpu_hour=args.cost_per_gpu_hour,
-        precision=args.precision, optimizer=args.optimizer, attention=args.attention, dp=args.dp, fsdp=args.fsdp,
-        tp=args.tp, pp=args.pp, zero=args.zero, micro_batch=args.micro_batch, seq_len=args.seq_len,
-        checkpointing=args.checkpointing, sequence_parallel=args.sequence_parallel, pp_schedule=args.pp_schedule,
-        batch_tokens=args.batch_tokens, fit=args.fit, tokens_per_param=args.tokens_per_param,
-        infer_batch=args.infer_batch, context=args.context, kv_bytes=args.kv_bytes, reserve_gib=args.reserve_gib,
+        tokens=cfg.tokens, flops=cfg.flops, days=cfg.days, budget_usd=cfg.budget_usd, n_gpus=cfg.gpus,
+        gpus_per_node=cfg.gpus_per_node, mfu=cfg.mfu, cost_per_gpu_hour=cfg.cost_per_gpu_hour,
+        precision=cfg.precision, optimizer=cfg.optimizer, attention=cfg.attention, dp=cfg.dp, fsdp=cfg.fsdp,
+        tp=cfg.tp, pp=cfg.pp, zero=cfg.zero, micro_batch=cfg.micro_batch, seq_len=cfg.seq_len,
+        checkpointing=cfg.checkpointing, sequence_parallel=cfg.sequence_parallel, pp_schedule=cfg.pp_schedule,
+        batch_tokens=cfg.batch_tokens, fit=cfg.fit, tokens_per_param=cfg.tokens_per_param,
+        infer_batch=cfg.infer_batch, context=cfg.context, kv_bytes=cfg.kv_bytes, reserve_gib=cfg.reserve_gib,
     )
     plan = make_plan(req, shape, hw)
     if args.json:
