@@ -39,7 +39,7 @@ def test_generate_prints_text_and_stats(run, capsys):
 def test_generate_prompts_file_json_and_speculative(run, tmp_path, capsys):
     f = tmp_path / "p.jsonl"
     f.write_text('{"prompt": "Once"}\n{"prompt": "The cat"}\n')
-    assert main(["generate", "--run", str(run), "--prompts-file", str(f), "--max-new-tokens", "5", "--json",
+    assert main(["generate", "--run", str(run), "--input", str(f), "--max-new-tokens", "5", "--json",
                  "--temperature", "0"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["prompt"] for r in rows] == ["Once", "The cat"]

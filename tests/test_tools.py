@@ -474,7 +474,7 @@ def test_generate_chat_with_tools(scripted_cli, capsys, tmp_path):
     f = tmp_path / "p.txt"
     f.write_text("What is 6 times 7?\nWhat is 9 minus 2?\nHello\n")
     assert main(["generate", "--run", str(tmp_path), "--chat", "--tools", "calculator", "--temperature", "0",
-                 "--prompts-file", str(f), "--json"]) == 0
+                 "--input", str(f), "--json"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [(r["completion"], r["tool_calls"]) for r in rows] == [
         ("The answer is 42.", 1), ("The answer is 7.", 1), ("I think it is 12.", 0)]
