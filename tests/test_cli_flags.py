@@ -359,3 +359,17 @@ def test_generate_input_and_old_prompts_file_end_to_end(tiny_chat_run, tmp_path,
     assert outputs[0].out == outputs[1].out
     assert "deprecated" not in outputs[0].err and "--prompts-file is deprecated" in outputs[1].err
     assert "use --input" in outputs[1].err
+
+
+@pytest.mark.parametrize("argv", [
+    ["export", "hf", "--run", "r", "--out", "o", "--seed", "3"],
+    ["import", "hf", "--input", "i", "--out", "o", "--seed", "3"],
+    ["serve", "--run", "r", "--seed", "3"],
+    ["data", "toxicity", "score", "--input", "x.jsonl", "--seed", "3"],
+])
+def test_commands_with_nothing_random_refuse_seed(argv, capsys):
+    """A --seed that a command accepted and never used would be a silent no-op: these commands have no randomness of
+    their own (the server takes a seed per request, as OpenAI's API does), so argparse refuses the flag."""
+    with pytest.raises(SystemExit) as e:
+        build_parser().parse_args(argv)
+    assert e.value.code == 2 and "unrecognized arguments: --seed 3" in capsys.readouterr().err

@@ -12,8 +12,9 @@ log = logging.getLogger("scratchlm")
 
 
 def add_common(parser: argparse.ArgumentParser, *, out: str | None = None, config: bool = False,
-               overrides: bool = True, device: bool = True) -> None:
-    """Add the shared flags. `out` is the default run folder (e.g. "runs/pretrain"); None = no --out flag."""
+               overrides: bool = True, device: bool = True, seed: bool = True) -> None:
+    """Add the shared flags. `out` is the default run folder (e.g. "runs/pretrain"); None = no --out flag.
+    seed=False for a command with nothing random in it: a --seed it accepted and ignored would be a silent no-op."""
     g = parser.add_argument_group("common options")
     if out is not None:
         g.add_argument("--out", type=out_dir, default=Path(out), help=f"run folder to write (default: {out})")
@@ -24,7 +25,8 @@ def add_common(parser: argparse.ArgumentParser, *, out: str | None = None, confi
     if overrides:
         g.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config value, e.g. --set train.lr=3e-4 (repeatable)")
-    g.add_argument("--seed", type=int, default=None, help="random seed (default: from config, else 0)")
+    if seed:
+        g.add_argument("--seed", type=int, default=None, help="random seed (default: from config, else 0)")
     if device:
         g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
                        help="where to run (auto: cuda > mps > cpu)")

@@ -608,7 +608,7 @@ def _register_toxicity(sub) -> None:
             # every setting is also a config key (data/toxicity_score_config.py): defaults <- --config <- these flags
             # <- --set, so the flags default to None ("not given") and the defaults live in the dataclass
             q.set_defaults(text_field=None, threshold=None)
-            add_common(q, out=None, config=True, device=False)
+            add_common(q, out=None, config=True, device=False, seed=False)
             q.set_defaults(func=_tox_score)
 
 

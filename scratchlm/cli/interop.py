@@ -66,7 +66,7 @@ def register(subparsers) -> None:
     p.add_argument("--out", type=out_dir, required=True, help="folder to write the Hugging Face model into")
     p.add_argument("--overwrite", action="store_true", help="replace files in a non-empty --out")
     p.add_argument("--dtype", default="float32", choices=DTYPES, help="dtype of the saved weights")
-    add_common(p, overrides=False, device=False)
+    add_common(p, overrides=False, device=False, seed=False)
     p.set_defaults(func=export_hf)
 
     imp = subparsers.add_parser("import", help="import a model from another format (Hugging Face) into a run",
@@ -84,7 +84,7 @@ def register(subparsers) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
     p.add_argument("--pad-vocab-multiple", type=int, default=None,
                    help="pad the embedding rows to a multiple of this (default: 64 for Llama, 1 for GPT-2)")
-    add_common(p, overrides=False, device=False)
+    add_common(p, overrides=False, device=False, seed=False)
     p.set_defaults(func=import_hf)
 
 

@@ -52,7 +52,7 @@ def register(subparsers) -> None:
                         "the body gets a 408 (default: 30)")
     add_quant_flags(p)
     add_compile_flag(p)
-    add_common(p, out=None, overrides=False)
+    add_common(p, out=None, overrides=False, seed=False)  # seeds come with each request (OpenAI's `seed`)
     p.set_defaults(func=handler)
 
 
