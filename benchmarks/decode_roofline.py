@@ -25,28 +25,16 @@ import torch
 
 from scratchlm.inference.engine import Engine
 from scratchlm.inference.sampling import SamplingParams
-from scratchlm.inference.testing import ByteTokenizer
 from scratchlm.model import PRESETS, ModelConfig, Transformer
 from scratchlm.plan.hardware import lookup
 from scratchlm.plan.roofline import decode_roofline, hardware_for_device
 
-# benchmarks/inference_compiled.py's CPU sizes, beside the model presets (llama-125m, llama-350m, llama-1b, ...)
-SIZES = {
-    "llama-8m": ModelConfig(vocab_size=8192, d_model=256, n_layers=8, n_heads=4, n_kv_heads=2, max_seq_len=1024),
-    "llama-55m": ModelConfig(vocab_size=8192, d_model=512, n_layers=17, n_heads=8, n_kv_heads=4, max_seq_len=1024),
-} | {k: v for k, v in PRESETS.items() if k.startswith("llama-")}
+from inference_vs_hf import SIZES as CPU_SIZES, IdTokenizer  # noqa: E402  (python puts this folder on the path)
+
+# inference_vs_hf.py's CPU sizes (one definition), beside the model presets (llama-125m, llama-350m, llama-1b, ...)
+SIZES = {k: ModelConfig(vocab_size=8192, **v) for k, v in CPU_SIZES.items()} | {
+    k: v for k, v in PRESETS.items() if k.startswith("llama-")}
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
-
-
-class IdTokenizer(ByteTokenizer):
-    """Byte tokenizer widened to the model's vocabulary (ids >= 261 decode to nothing)."""
-
-    def __init__(self, vocab: int):
-        super().__init__()
-        self.vocab_size = vocab
-
-    def decode_bytes(self, ids):
-        return super().decode_bytes([i for i in ids if i < 261])
 
 
 def build(cfg: ModelConfig, device: torch.device, dtype: torch.dtype) -> Transformer:

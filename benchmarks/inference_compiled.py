@@ -26,43 +26,10 @@ import torch
 from scratchlm.inference.engine import Engine
 from scratchlm.inference.quant import quantize_int8
 from scratchlm.inference.sampling import SamplingParams
-from scratchlm.inference.testing import ByteTokenizer
-from scratchlm.model import ModelConfig, Transformer
-from scratchlm.model.hf import hf_config_from, to_hf_state_dict
 
-# the sizes of benchmarks/inference_vs_hf.py: ~8M and ~55M parameters (total) at an 8192 vocabulary
-SIZES = {
-    "llama-8m": dict(d_model=256, n_layers=8, n_heads=4, n_kv_heads=2, max_seq_len=1024),
-    "llama-55m": dict(d_model=512, n_layers=17, n_heads=8, n_kv_heads=4, max_seq_len=1024),
-}
-
-
-def build(name: str, seed: int = 0) -> Transformer:
-    torch.manual_seed(seed)
-    return Transformer(ModelConfig(vocab_size=8192, **SIZES[name])).eval()
-
-
-def hf_model(model: Transformer):
-    import transformers
-
-    hf_cfg = hf_config_from(model.config)
-    config = transformers.LlamaConfig(**{k: v for k, v in hf_cfg.items() if k not in ("architectures", "model_type")})
-    hf = transformers.LlamaForCausalLM(config).eval()
-    missing, unexpected = hf.load_state_dict(to_hf_state_dict(model, model.config), strict=False)
-    assert not unexpected and all("lm_head" in m for m in missing), (missing, unexpected)
-    hf.tie_weights()
-    return hf
-
-
-class IdTokenizer(ByteTokenizer):
-    """Byte tokenizer widened to the model's vocabulary (ids >= 261 decode to nothing)."""
-
-    def __init__(self, vocab: int):
-        super().__init__()
-        self.vocab_size = vocab
-
-    def decode_bytes(self, ids):
-        return super().decode_bytes([i for i in ids if i < 261])
+# the ~8M and ~55M random Llamas, the byte tokenizer widened to their vocabulary and the transformers twin: one
+# definition, in the benchmark these figures are compared with (python puts this folder on the path)
+from inference_vs_hf import SIZES, IdTokenizer, build, hf_model  # noqa: E402
 
 
 def best_of(fn, repeats: int) -> tuple[float, object]:
