@@ -3,13 +3,15 @@
 Batch 1, CPU, greedy, 256 new tokens (end-of-text ignored), on the ~8M and ~55M random Llamas of
 benchmarks/inference_vs_hf.py. Rows: transformers fp32 (its default dynamic cache), ours eager fp32, and ours
 compiled in fp32, bf16 and weight-only int8 (with float32 activations: int8 weights with bf16 activations do not
-compile on CPU, see compiled.py). Decode speed is the best of --repeats runs after a warm-up that compiled the
-graph; compile time (the warm-up's first decode step: tracing + inductor + the C++ build) is printed apart, since
-a process pays it once per (batch size, length bucket). It also says whether compiled greedy tokens equal eager
-ones (fp32; they must) and HF's.
+compile on CPU, see compiled.py); --python-wrapper adds compiled fp32 without inductor's cpp_wrapper (the
+setting compiled.py adds on CPU), to show what it pays. After a warm-up that compiled every graph, the rows run
+interleaved (HF, ours, ..., HF, ours, ...) --repeats times and each figure is the median, so load from other
+programs on a shared machine falls on every row alike; ratios are of medians. Compile time (the warm-up's first
+decode step: tracing + inductor + the C++ build) is printed apart, since a process pays it once per (batch
+size, length bucket). It also says whether compiled greedy tokens equal eager ones (fp32; they must) and HF's.
 
-    .venv/bin/python benchmarks/inference_compiled.py [--threads 2] [--new-tokens 256] [--repeats 3]
-        [--sizes llama-8m llama-55m] [--mode default|max-autotune-no-cudagraphs]
+    .venv/bin/python benchmarks/inference_compiled.py [--threads 2] [--new-tokens 256] [--repeats 5]
+        [--sizes llama-8m llama-55m] [--mode default|max-autotune-no-cudagraphs] [--python-wrapper]
 
 Compile times depend on inductor's on-disk cache (/tmp/torchinductor_$USER): the first run on a machine pays
 the full C++ build; set TORCHINDUCTOR_CACHE_DIR to an empty folder to measure that.
@@ -19,10 +21,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import time
 
 import torch
 
+from scratchlm.inference.compiled import CompiledDecoder
 from scratchlm.inference.engine import Engine
 from scratchlm.inference.quant import quantize_int8
 from scratchlm.inference.sampling import SamplingParams
@@ -32,22 +36,14 @@ from scratchlm.inference.sampling import SamplingParams
 from inference_vs_hf import SIZES, IdTokenizer, build, hf_model  # noqa: E402
 
 
-def best_of(fn, repeats: int) -> tuple[float, object]:
-    best, out = float("inf"), None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=int(os.environ.get("THREADS", 2)))
     ap.add_argument("--new-tokens", type=int, default=256)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
     ap.add_argument("--mode", default=None, help="torch.compile mode (default: compiled.py's choice for the device)")
+    ap.add_argument("--python-wrapper", action="store_true", help="add compiled fp32 without inductor's cpp_wrapper")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     N = args.new_tokens
@@ -58,35 +54,50 @@ def main() -> None:
     for name in args.sizes:
         model = build(name)
         tok = IdTokenizer(model.config.vocab_size)
-        rows: dict[str, float] = {}
         compile_s: dict[str, float] = {}
         outs: dict[str, list[int]] = {}
 
         hf = hf_model(model)
         x = torch.tensor([prompt])
-        with torch.inference_mode():
-            hf.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=8, do_sample=False, pad_token_id=0)
-            t, hf_out = best_of(lambda: hf.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=N,
-                                                    min_new_tokens=N, do_sample=False, pad_token_id=0), args.repeats)
-        rows["hf fp32"], outs["hf"] = N / t, hf_out[0, len(prompt):].tolist()
-        del hf
 
+        def hf_run():
+            with torch.inference_mode():
+                out = hf.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=N, min_new_tokens=N,
+                                  do_sample=False, pad_token_id=0)
+            return out[0, len(prompt):].tolist()
+
+        runs = {"hf fp32": hf_run}
         variants = {"eager fp32": (model, False), "compiled fp32": (model, True),
                     "compiled bf16": (build(name).to(torch.bfloat16), True),
                     # float32 activations: inductor cannot lower int8 x bf16 (compiled.py says why)
                     "compiled int8": (quantize_int8(build(name), dtype=torch.float32), True)}
+        if args.python_wrapper:
+            variants["compiled fp32 py"] = (model, "py")
         for vname, (m, compile) in variants.items():
-            eng = Engine(m, tok, compile=args.mode or True) if compile else Engine(m, tok)
+            eng = Engine(m, tok, compile=args.mode or True) if compile is True else Engine(m, tok)
+            if compile == "py":
+                eng.compiled = CompiledDecoder(m, mode=args.mode, cpp_wrapper=False)
+            t0 = time.perf_counter()
             eng.generate([prompt], params)  # warm-up: compiles the (1, 512) graph
             if compile:
                 compile_s[vname] = eng.compiled.compile_seconds
-            t, seqs = best_of(lambda: eng.generate([prompt], params), args.repeats)
-            rows[vname], outs[vname] = N / t, seqs[0].token_ids
+                print(f"  {name} {vname}: warm-up {time.perf_counter() - t0:.1f} s", flush=True)
+            runs[vname] = (lambda e: lambda: e.generate([prompt], params)[0].token_ids)(eng)
+        hf_run()  # warm-up
+        times: dict[str, list[float]] = {k: [] for k in runs}
+        for _ in range(args.repeats):  # interleaved: every row sees the same background load
+            for k, fn in runs.items():
+                t0 = time.perf_counter()
+                outs[k] = fn()
+                times[k].append(time.perf_counter() - t0)
+        rows = {k: N / statistics.median(v) for k, v in times.items()}
+        outs["hf"] = outs["hf fp32"]
 
         print(f"\n{name} ({model.num_params() / 1e6:.1f}M parameters):")
         for k, v in rows.items():
             extra = f"   (compile {compile_s[k]:.1f} s, once)" if k in compile_s else ""
-            print(f"  {k:14s} {v:8.1f} tokens/s   {v / rows['hf fp32']:.2f}x HF{extra}")
+            spread = f"   [{min(N / t for t in times[k]):.1f}-{max(N / t for t in times[k]):.1f}]"
+            print(f"  {k:16s} {v:8.1f} tokens/s   {v / rows['hf fp32']:.2f}x HF{spread}{extra}")
         print(f"  compiled fp32 greedy tokens identical to eager: {outs['compiled fp32'] == outs['eager fp32']}, "
               f"to HF: {outs['compiled fp32'] == outs['hf']}")
     print(f"\nload average at the end: {open('/proc/loadavg').read().split()[0]}")

@@ -5,7 +5,7 @@
 
 Reports, in one run, tokens/s of plain eager, plain compiled, speculative eager and speculative compiled decoding
 with the draft model, and prompt lookup (eager and compiled) on a summarisation-style prompt that repeats its
-input; speedups against plain decoding of the same kind; acceptance, tokens per target call; whether the output
+input, each the median of --repeats runs taken in turns (plain, speculative, plain, ...); speedups against plain decoding of the same kind; acceptance, tokens per target call; whether the output
 is identical to plain greedy decoding (it must be); compile time apart (paid in a warm-up); and the cost of one
 compiled draft step, target step and target verify forward, which decide whether speculation can pay:
 a round costs gamma draft steps + one verify and yields tokens-per-target-call tokens.
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import time
 from pathlib import Path
 
@@ -56,6 +57,7 @@ def main() -> None:
     ap.add_argument("--adaptive", action="store_true")
     ap.add_argument("--threads", type=int, default=int(os.environ.get("THREADS", 1)))
     ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--repeats", type=int, default=5, help="interleaved runs of every row; figures are medians")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.target is not None:
@@ -106,16 +108,26 @@ def main() -> None:
         return outs, time.perf_counter() - t, accepted / max(1, drafted), calls
 
     for label, ps, specs in (("draft model", prompts, draft_spec), ("prompt lookup", lookup, lookup_spec)):
-        print(f"-- {label}: {len(ps)} prompt(s)")
-        base = {}
-        for kind, eng in (("eager", engine), ("compiled", compiled)):
-            outs, t = plain(eng, ps)
-            n = sum(len(s.token_ids) for s in outs)
+        print(f"-- {label}: {len(ps)} prompt(s), median of {args.repeats} interleaved runs")
+        times: dict[str, list[float]] = {}
+        base, spec_out = {}, {}
+        for _ in range(args.repeats):  # plain and speculative take turns, so background load falls on both
+            for kind, eng in (("eager", engine), ("compiled", compiled)):
+                base[kind] = plain(eng, ps)
+                times.setdefault(f"plain {kind}", []).append(base[kind][1])
+            for kind in ("eager", "compiled"):
+                spec_out[kind] = spec_run(specs[kind], ps)
+                times.setdefault(f"spec {kind}", []).append(spec_out[kind][1])
+        med = {k: statistics.median(v) for k, v in times.items()}
+        for kind in ("eager", "compiled"):
+            outs, t = base[kind][0], med[f"plain {kind}"]
             base[kind] = (outs, t)
+            n = sum(len(s.token_ids) for s in outs)
             print(f"plain {kind:9s}    {n / t:8.1f} tokens/s" + (f" ({base['eager'][1] / t:.2f}x eager)"
                                                                  if kind == "compiled" else ""))
         for kind in ("eager", "compiled"):
-            outs, t, acc, calls = spec_run(specs[kind], ps)
+            outs, _, acc, calls = spec_out[kind]
+            t = med[f"spec {kind}"]
             n = sum(len(s.token_ids) for s in outs)
             same = all(a.token_ids == b.token_ids for a, b in zip(outs, base["eager"][0]))
             print(f"speculative {kind:9s} {n / t:8.1f} tokens/s -> {base[kind][1] / t:.2f}x plain {kind}, "
@@ -145,14 +157,29 @@ def step_costs(compiled: Engine, spec: SpeculativeDecoder, prompt: list[int], ga
             cache.rewind(wrote)
         return (time.perf_counter() - t) / n * 1e3
 
+    def per_round(tgt: CompiledDecoder, drf: CompiledDecoder) -> float:
+        """compiled.py's fused greedy round (draft, verify, accept, rewind in one graph), rewound after each."""
+        (_, tcache), (_, dcache) = tgt.open(idx, None, total), drf.open(idx, None, total)
+        last, live = torch.tensor([prompt[-1:]]), torch.ones(1, dtype=torch.bool)
+        t = 0.0
+        for i in range(n + 1):
+            t0 = time.perf_counter()
+            kept = 1 + int(tgt.spec_round(tcache, last, drf, dcache, last, live, gamma)[0, gamma + 1])
+            t += (time.perf_counter() - t0) if i else 0.0  # the first call may compile
+            tcache.rewind(kept)
+            dcache.rewind(kept)
+        return t / n * 1e3
+
     tgt, drf = compiled.compiled, spec._draft_compiled
     with torch.inference_mode():  # the static caches are inference tensors
         t_step, t_verify, d_step = per_call(tgt, 1), per_call(tgt, gamma + 1), per_call(drf, 1)
         d_round = per_call(drf, 1, fused=gamma)
+        fused = per_round(tgt, drf)
     print(f"per compiled call: target step {t_step:.2f} ms, target verify ({gamma + 1} tokens) {t_verify:.2f} ms, "
           f"draft step {d_step:.2f} ms, draft round ({gamma} steps in one graph) {d_round:.2f} ms; a greedy round "
           f"costs {d_round + t_verify:.2f} ms = {(d_round + t_verify) / t_step:.2f} target steps "
-          f"(one step per draft: {(gamma * d_step + t_verify) / t_step:.2f})")
+          f"(one step per draft: {(gamma * d_step + t_verify) / t_step:.2f}); the whole round as one graph "
+          f"(what greedy speculation runs): {fused:.2f} ms = {fused / t_step:.2f} target steps")
 
 
 if __name__ == "__main__":

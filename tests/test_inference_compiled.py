@@ -124,3 +124,20 @@ def test_compile_refuses_int8_with_bf16_activations_on_cpu():
     cfg = ModelConfig(vocab_size=tok.vocab_size, d_model=64, n_layers=1, n_heads=4, n_kv_heads=2, max_seq_len=64)
     with pytest.raises(RuntimeError, match="run int8 without --compile"):
         Engine(quantize_int8(Transformer(cfg)), tok, compile=True)
+
+
+def test_forget_by_tensor_equals_rewind_by_int():
+    """StaticKVCache.forget (the fused speculative round's rewind, a tensor amount) leaves the cache exactly as
+    rewind (a Python int) does, left padding included. Eager: no compile needed."""
+    from scratchlm.inference.compiled import StaticKVCache
+
+    a, b = (StaticKVCache(1, 2, 16, 1, 4, torch.float32, torch.device("cpu")) for _ in range(2))
+    for c in (a, b):
+        c.valid[0, 2:9] = True  # row 0 left-padded by 2, row 1 full
+        c.valid[1, :9] = True
+        c.slot.fill_(9)
+        c.pos.copy_(torch.tensor([[7], [9]]))
+    a.rewind(3)
+    b.forget(torch.tensor(3))
+    assert torch.equal(a.valid, b.valid) and torch.equal(a.slot, b.slot) and torch.equal(a.pos, b.pos)
+    assert a.valid[0].tolist() == [False] * 2 + [True] * 4 + [False] * 10 and int(a.slot) == 6

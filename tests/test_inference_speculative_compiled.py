@@ -113,3 +113,17 @@ def test_cli_generate_compile_with_draft(tiny_chat_run, capsys):
     assert main(base + ["--compile", "--draft", str(tiny_chat_run), "--stats"]) == 0
     out = capsys.readouterr()
     assert out.out == want and "identical output: True" in out.err
+
+
+@pytest.mark.parametrize("rows", [1, 3])
+def test_compiled_greedy_rounds_run_as_one_graph(models, rows):
+    """The usual greedy round (draft gamma, verify, accept, rewind) is compiled.py's fused `_spec_round` graph:
+    one compiled call and one sync per round, the draft counted once per round."""
+    eager, compiled, draft = models
+    spec = SpeculativeDecoder(compiled, draft, SpeculativeConfig(gamma=4))
+    got = spec.generate_batch(PROMPTS[:rows], GREEDY)
+    assert [s.token_ids for s in got] == [plain(eager, [p])[0] for p in PROMPTS[:rows]]
+    done = set().union(*(c.__dict__.get("_compiled_widths", set()) for c in compiled.compiled._caches.values()))
+    assert any(key[0] is compiled.compiled._round for key in done)
+    st = spec.stats
+    assert st.draft_calls <= st.target_calls + 4  # fused rounds count one draft call each; the tail may step

@@ -116,6 +116,13 @@ class StaticKVCache:
             self.valid.index_fill_(1, self.slot + torch.arange(n, device=self.slot.device), False)
             self.pos.sub_(n)
 
+    def forget(self, n: torch.Tensor) -> None:
+        """rewind by a tensor n (0-dim), inside a compiled graph: no sync to learn n. Every slot from the new
+        write slot on is marked empty (they hold only this round's rejected tokens or were never filled)."""
+        self.slot.sub_(n)
+        self.pos.sub_(n)
+        self.valid.logical_and_(torch.arange(self.max_len, device=self.slot.device)[None, :] < self.slot)
+
 
 def _decode_step(model: torch.nn.Module, cache: StaticKVCache, tokens: torch.Tensor) -> torch.Tensor:
     """tokens (B, 1) -> next-token logits (B, V). The function torch.compile traces."""
@@ -137,11 +144,45 @@ def _draft_greedy(model: torch.nn.Module, cache: StaticKVCache, tokens: torch.Te
     return torch.cat(out, 1)
 
 
+def _spec_round(target: torch.nn.Module, tcache: StaticKVCache, last: torch.Tensor, draft: torch.nn.Module,
+                dcache: StaticKVCache, pending: torch.Tensor, live: torch.Tensor, n: int) -> torch.Tensor:
+    """One greedy speculative round as one graph (speculative.py's lockstep rule, decided on the tensors):
+    the draft guesses n tokens after `pending` (B, P) and also feeds its last guess, the target scores
+    `last` (B, 1) + the guesses, every live row's accepted count is compared, the fewest (m) is kept, and
+    both caches forget what was not kept. Returns (B, n + 3): the n guesses, the token every row takes at
+    position m (the target's choice there, which equals the guess of rows that agreed beyond m), m, and the
+    row's own accepted count (for SpecStats.agreed).
+    Feeding the last guess costs one more draft step but makes the next round's `pending` always (B, 1):
+    one graph, where a P = 2 pending after a fully accepted round would compile a second."""
+    drafts = _draft_greedy(draft, dcache, pending, n)  # (B, n)
+    draft(drafts[:, -1:], cache=dcache, last_only=True)  # the draft now holds pending + all n guesses
+    choice = target(torch.cat([last, drafts], 1), cache=tcache).argmax(-1)  # (B, n + 1)
+    agreed = (choice[:, :n] == drafts).long().cumprod(1).sum(1)  # (B,) guesses each row accepts
+    m = torch.where(live, agreed, n).min()  # finished rows do not hold the others back
+    tcache.forget(n - m)  # the target keeps last + m guesses
+    dcache.forget(n - m)  # the draft keeps pending + m guesses
+    nxt = choice.gather(1, m.expand(choice.shape[0], 1))  # (B, 1)
+    return torch.cat([drafts, nxt, m.expand(choice.shape[0], 1), agreed[:, None]], 1)
+
+
 def default_mode(device: torch.device) -> str:
     """CUDA: CUDA graphs replay the whole step as one launch. CPU: plain inductor, the cheaper compile;
     max-autotune-no-cudagraphs also benchmarks GEMM templates while compiling, not yet measured here
     (benchmarks/inference_compiled.py --mode max-autotune-no-cudagraphs)."""
     return "reduce-overhead" if device.type == "cuda" else "default"
+
+
+def cpu_options(mode: str, cpp_wrapper: bool = True) -> dict:
+    """Inductor settings for a CPU decode graph: `mode`'s own settings plus cpp_wrapper, which launches the
+    graph's ~220 kernels (54M model) from generated C++ instead of a generated Python function. Measured on the
+    2-core machine (BENCHMARKS.md, issue 21): see docs/LOG.md for what paid. It doubles the first compile (the
+    wrapper is a second C++ build); inductor's on-disk cache makes later processes cheap.
+    Freezing (constant-folding the weights) is not used: it applies only to torch.compile(module), and here the
+    model is an argument of the step function, so its weights stay graph inputs -- which also means loading new
+    weights into the model can never be served from a stale graph."""
+    import torch._inductor
+
+    return {**torch._inductor.list_mode_options(mode), "cpp_wrapper": cpp_wrapper}
 
 
 def bucket(total: int, max_seq_len: int) -> int:
@@ -152,7 +193,7 @@ def bucket(total: int, max_seq_len: int) -> int:
 class CompiledDecoder:
     """Eager prefill + a torch.compile'd decode step over bucketed static caches, kept for the process's life."""
 
-    def __init__(self, model: torch.nn.Module, mode: str | None = None):
+    def __init__(self, model: torch.nn.Module, mode: str | None = None, cpp_wrapper: bool = True):
         from scratchlm.model import Transformer
 
         if not isinstance(model, Transformer):
@@ -176,9 +217,13 @@ class CompiledDecoder:
             # int8 weights with float32 activations compile (inductor fuses the dequantize into the same kernel)
             raise RuntimeError("compile cannot build int8 weights with bf16/fp16 activations on CPU (inductor fails "
                                "on torch._weight_int8pack_mm); run int8 without --compile, or compile bf16/float32")
-        self._step = torch.compile(_decode_step, mode=self.mode, fullgraph=True, dynamic=False)
-        self._verify = torch.compile(_verify_step, mode=self.mode, fullgraph=True, dynamic=False)
-        self._draft = torch.compile(_draft_greedy, mode=self.mode, fullgraph=True, dynamic=False)
+        # CPU: the mode's settings as explicit options, plus cpp_wrapper (cpu_options); CUDA: the mode as given
+        how = {"options": cpu_options(self.mode, cpp_wrapper)} if self.device.type == "cpu" else {"mode": self.mode}
+        self.cpp_wrapper = cpp_wrapper and self.device.type == "cpu"
+        self._step = torch.compile(_decode_step, fullgraph=True, dynamic=False, **how)
+        self._verify = torch.compile(_verify_step, fullgraph=True, dynamic=False, **how)
+        self._draft = torch.compile(_draft_greedy, fullgraph=True, dynamic=False, **how)
+        self._round = torch.compile(_spec_round, fullgraph=True, dynamic=False, **how)
         self._caches: dict[tuple[int, int], StaticKVCache] = {}
         self.compile_seconds = 0.0
         """Seconds spent in first calls of new shapes (tracing + inductor), reported apart from decode time."""
@@ -224,11 +269,19 @@ class CompiledDecoder:
         """(B, P) tokens -> (B, n) greedy next tokens, feeding each back, in one compiled call (one graph per P, n)."""
         return self._run(cache, tokens, self._draft, n)
 
-    def _run(self, cache: StaticKVCache, tokens: torch.Tensor, fn=None, *extra) -> torch.Tensor:
+    def spec_round(self, cache: StaticKVCache, last: torch.Tensor, draft: "CompiledDecoder", dcache: StaticKVCache,
+                   pending: torch.Tensor, live: torch.Tensor, n: int) -> torch.Tensor:
+        """A whole greedy speculative round in one compiled call (_spec_round); (B, n + 3) on the device. The
+        caller keeps n + 1 target slots and P + n draft slots free (no check: it would sync)."""
+        return self._run(cache, last, self._round, draft.model, dcache, pending, live, n,
+                         key=(self._round, draft.model, pending.shape[1], n))
+
+    def _run(self, cache: StaticKVCache, tokens: torch.Tensor, fn=None, *extra, key=None) -> torch.Tensor:
         # no bounds check here (it would sync the GPU every step): total <= the bucket, and the engine stops there
         fn = fn or self._step
         done = cache.__dict__.setdefault("_compiled_widths", set())
-        if (fn, tokens.shape[1], *extra) not in done:  # this shape's first call compiles it
+        key = key or (fn, tokens.shape[1], *extra)
+        if key not in done:  # this shape's first call compiles it
             t0 = time.perf_counter()
             try:
                 with torch._dynamo.config.patch(recompile_limit=MAX_SHAPES, fail_on_recompile_limit_hit=True):
@@ -236,7 +289,7 @@ class CompiledDecoder:
             except Exception as e:  # noqa: BLE001 - say why compile failed instead of falling back to eager
                 raise RuntimeError(f"torch.compile of the decode step failed ({type(e).__name__}: "
                                    f"{str(e).splitlines()[0] if str(e) else ''}); run without --compile") from e
-            done.add((fn, tokens.shape[1], *extra))
+            done.add(key)
             self.compile_seconds += time.perf_counter() - t0
         else:
             logits = fn(self.model, cache, tokens, *extra)

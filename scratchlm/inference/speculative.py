@@ -297,7 +297,7 @@ class SpeculativeDecoder:
             if compiled is not None and self._draft_compiled is None:
                 from .compiled import CompiledDecoder
 
-                self._draft_compiled = CompiledDecoder(self.draft, mode=compiled.mode)
+                self._draft_compiled = CompiledDecoder(self.draft, mode=compiled.mode, cpp_wrapper=compiled.cpp_wrapper)
             drf = _Runner(self.draft, self._draft_compiled if compiled is not None else None, idx, valid, slots)
         # The first token comes from the prefill, picked exactly as Engine.steps picks it.
         last = eng._pick_tokens(seqs, tgt.first_logits)  # (B,) ints; both caches have seen all but these
@@ -310,6 +310,29 @@ class SpeculativeDecoder:
             budget = max(min(seqs[b].params.max_new_tokens, seqs[b]._room) - len(seqs[b].token_ids) for b in live)
             width = W if tgt.room >= W else 1  # near a full cache: plain decode steps
             g = max(0, min(cfg.gamma, budget - 1, width - 1))
+            if (fast and drf is not None and drf.compiled is not None and g == cfg.gamma
+                    and drf.room >= pending.shape[1] + g):
+                # the usual compiled greedy round: draft, verify, accept and rewind in one graph, one sync
+                live_t = torch.tensor([not s.done for s in seqs], device=dev)
+                out = tgt.spec_round(torch.tensor(last, device=dev)[:, None], drf, pending, live_t, g).tolist()
+                m = out[0][g + 1]
+                tgt.used -= g - m  # the graph forgot the rejected guesses in both caches
+                drf.used -= g - m
+                st.target_calls += 1
+                st.draft_calls += 1
+                st.drafted += g * len(live)
+                st.accepted += m * len(live)
+                st.agreed += sum(out[b][g + 2] for b in live)
+                new = [row[:m] + [row[g]] for row in out]
+                pending = torch.tensor([[row[g]] for row in out], device=dev)  # (B, 1)
+                for b in live:
+                    for t in new[b]:
+                        eng.append_token(seqs[b], t)
+                        if seqs[b].done:
+                            break
+                last = [r[-1] for r in new]
+                yield
+                continue
             # ---- 1. draft g tokens per row: drafts (B, g), cap[b] real guesses, qs[i][b] draft distributions
             qs: list[list[torch.Tensor | None]] = []
             if drf is not None:
@@ -456,6 +479,14 @@ class _Runner:
         """(B, P) unseen tokens -> (B, n) greedy guesses in one compiled call, feeding P + n - 1 tokens."""
         self.used += pending.shape[1] + n - 1
         return self.compiled.draft_greedy(self.cache, pending, n)
+
+    def spec_round(self, last: torch.Tensor, drf: "_Runner", pending: torch.Tensor, live: torch.Tensor,
+                   n: int) -> torch.Tensor:
+        """compiled.py's fused greedy round, self the target and drf the draft: (B, n + 3), see _spec_round.
+        `used` counts every slot written; the caller subtracts the n - m the graph forgot once it knows m."""
+        self.used += 1 + n
+        drf.used += pending.shape[1] + n
+        return self.compiled.spec_round(self.cache, last, drf.compiled, drf.cache, pending, live, n)
 
     def rewind(self, n: int) -> None:
         if n > 0:
