@@ -6,12 +6,14 @@ compiled in fp32, bf16 and weight-only int8 (with float32 activations: int8 weig
 compile on CPU, see compiled.py); --python-wrapper adds compiled fp32 without inductor's cpp_wrapper (the
 setting compiled.py adds on CPU), to show what it pays. After a warm-up that compiled every graph, the rows run
 interleaved (HF, ours, ..., HF, ours, ...) --repeats times and each figure is the median, so load from other
-programs on a shared machine falls on every row alike; ratios are of medians. Compile time (the warm-up's first
+programs on a shared machine falls on every row alike; ratios are of medians, and "paired" is the median
+over rounds of HF's time over the row's time in the same round. Compile time (the warm-up's first
 decode step: tracing + inductor + the C++ build) is printed apart, since a process pays it once per (batch
 size, length bucket). It also says whether compiled greedy tokens equal eager ones (fp32; they must) and HF's.
 
     .venv/bin/python benchmarks/inference_compiled.py [--threads 2] [--new-tokens 256] [--repeats 5]
         [--sizes llama-8m llama-55m] [--mode default|max-autotune-no-cudagraphs] [--python-wrapper]
+        [--rows bf16 int8]
 
 Compile times depend on inductor's on-disk cache (/tmp/torchinductor_$USER): the first run on a machine pays
 the full C++ build; set TORCHINDUCTOR_CACHE_DIR to an empty folder to measure that.
@@ -44,6 +46,8 @@ def main() -> None:
     ap.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
     ap.add_argument("--mode", default=None, help="torch.compile mode (default: compiled.py's choice for the device)")
     ap.add_argument("--python-wrapper", action="store_true", help="add compiled fp32 without inductor's cpp_wrapper")
+    ap.add_argument("--rows", nargs="*", default=["bf16", "int8"], choices=["bf16", "int8"],
+                    help="compiled rows besides fp32 (--rows with nothing after it: fp32 only)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     N = args.new_tokens
@@ -73,6 +77,7 @@ def main() -> None:
                     "compiled int8": (quantize_int8(build(name), dtype=torch.float32), True)}
         if args.python_wrapper:
             variants["compiled fp32 py"] = (model, "py")
+        variants = {k: v for k, v in variants.items() if "fp32" in k or k.split()[-1] in args.rows}
         for vname, (m, compile) in variants.items():
             eng = Engine(m, tok, compile=args.mode or True) if compile is True else Engine(m, tok)
             if compile == "py":
@@ -96,8 +101,12 @@ def main() -> None:
         print(f"\n{name} ({model.num_params() / 1e6:.1f}M parameters):")
         for k, v in rows.items():
             extra = f"   (compile {compile_s[k]:.1f} s, once)" if k in compile_s else ""
-            spread = f"   [{min(N / t for t in times[k]):.1f}-{max(N / t for t in times[k]):.1f}]"
-            print(f"  {k:16s} {v:8.1f} tokens/s   {v / rows['hf fp32']:.2f}x HF{spread}{extra}")
+            # paired: HF's time over this row's in the same round, median over rounds: robust to load that
+            # changes between rounds, which moves both runs of a round alike
+            paired = statistics.median(h / t for h, t in zip(times["hf fp32"], times[k]))
+            spread = f"[{min(N / t for t in times[k]):.1f}-{max(N / t for t in times[k]):.1f}]"
+            print(f"  {k:16s} {v:8.1f} tokens/s {spread:>13s}  {v / rows['hf fp32']:.2f}x HF (paired "
+                  f"{paired:.2f}x){extra}")
         print(f"  compiled fp32 greedy tokens identical to eager: {outs['compiled fp32'] == outs['eager fp32']}, "
               f"to HF: {outs['compiled fp32'] == outs['hf']}")
     print(f"\nload average at the end: {open('/proc/loadavg').read().split()[0]}")
