@@ -167,16 +167,17 @@ def _spec_round(target: torch.nn.Module, tcache: StaticKVCache, last: torch.Tens
 
 def default_mode(device: torch.device) -> str:
     """CUDA: CUDA graphs replay the whole step as one launch. CPU: plain inductor, the cheaper compile;
-    max-autotune-no-cudagraphs also benchmarks GEMM templates while compiling, not yet measured here
-    (benchmarks/inference_compiled.py --mode max-autotune-no-cudagraphs)."""
+    max-autotune-no-cudagraphs (benchmarks GEMM templates while compiling) measured no faster on the demo's 2M
+    pair (plain compiled 1,152 vs 1,168 tokens/s, interleaved, 2026-12-06) for a 60 s compile."""
     return "reduce-overhead" if device.type == "cuda" else "default"
 
 
 def cpu_options(mode: str, cpp_wrapper: bool = True) -> dict:
     """Inductor settings for a CPU decode graph: `mode`'s own settings plus cpp_wrapper, which launches the
     graph's ~220 kernels (54M model) from generated C++ instead of a generated Python function. Measured on the
-    2-core machine (BENCHMARKS.md, issue 21): see docs/LOG.md for what paid. It doubles the first compile (the
-    wrapper is a second C++ build); inductor's on-disk cache makes later processes cheap.
+    2-core machine, interleaved (BENCHMARKS.md, issue 21): 54M fp32 1.62x transformers vs 1.44x without it; the
+    demo's 2M target +12%. It costs a second C++ build on the first compile of a shape (30-90 s cold on a busy
+    machine instead of 10-30 s); inductor's on-disk cache makes later processes cheap.
     Freezing (constant-folding the weights) is not used: it applies only to torch.compile(module), and here the
     model is an argument of the step function, so its weights stay graph inputs -- which also means loading new
     weights into the model can never be served from a stale graph."""

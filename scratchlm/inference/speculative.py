@@ -26,7 +26,10 @@ rejection, so gamma tracks how predictable the text currently is.
 Batches and compiled models (`steps_batch`). With `Engine(..., compile=True)` the draft's steps run through its
 own compiled decode graph and the target's verify forward through a compiled graph of fixed width gamma + 1
 (compiled.py: static shapes, one graph per gamma; prompt-lookup rows with fewer guesses are padded and their
-acceptance capped), and rejected slots are forgotten by moving the static cache's write slot back. A batch runs
+acceptance capped), and rejected slots are forgotten by moving the static cache's write slot back. A greedy
+round with a draft model is one compiled graph (compiled.py `_spec_round`: draft, verify, accept and rewind,
+decided on tensors) and one sync: at the demo's sizes a round's cost is per-call overhead, not arithmetic, and
+fusing took speculation from 1.30x to 1.56-1.66x plain compiled (BENCHMARKS.md). A batch runs
 in lockstep: every round keeps the *fewest* tokens any live row accepted (m), and each row takes its own m
 drafts plus its own token at position m (the target's choice where that row rejected there, its accepted draft
 where it went further). Every row's text is still exactly what the target alone would give (for sampling: a
