@@ -5,7 +5,8 @@
 
 Reports, in one run, tokens/s of plain eager, plain compiled, speculative eager and speculative compiled decoding
 with the draft model, and prompt lookup (eager and compiled) on a summarisation-style prompt that repeats its
-input, each the median of --repeats runs taken in turns (plain, speculative, plain, ...); speedups against plain decoding of the same kind; acceptance, tokens per target call; whether the output
+input, each the median of --repeats runs taken in turns (plain, speculative, plain, ...); speedups against
+plain decoding of the same kind; acceptance, tokens per target call; whether the output
 is identical to plain greedy decoding (it must be); compile time apart (paid in a warm-up); and the cost of one
 compiled draft step, target step and target verify forward, which decide whether speculation can pay:
 a round costs gamma draft steps + one verify and yields tokens-per-target-call tokens.
