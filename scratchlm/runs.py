@@ -131,6 +131,24 @@ def owned(path: str | Path) -> bool:
         return False
 
 
+def folder_kind(path: str | Path) -> str | None:
+    """The command whose output an owned folder holds ("pretrain", "data synth", ...), None if unrecorded."""
+    try:
+        kind = json.loads((Path(path) / OWNER_MARK).read_text(encoding="utf-8")).get("kind")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return kind if isinstance(kind, str) else None
+
+
+def _holds(folder: Path, item: str | Path) -> bool:
+    """Does `item` (a path, or a glob: its fixed part counts) lie in `folder` or is it `folder`?"""
+    text = str(item)
+    cut = min((text.index(c) for c in "*?[" if c in text), default=len(text))
+    fixed = Path(text[:cut] or ".").expanduser().resolve()
+    top = folder.resolve()
+    return fixed == top or top in fixed.parents
+
+
 def check_out_path(path: str | Path, flag: str = "--out") -> Path:
     """Refuse output paths that no command should write into or delete: empty, `.`, a parent of the current
     folder, the home folder, the filesystem root, or a symbolic link."""
@@ -167,14 +185,18 @@ def remove_owned_dir(path: str | Path, flag: str = "--out") -> None:
 
 
 def claim_out_dir(path: str | Path, overwrite: bool = False, resume: bool = False, finished: str | None = "DONE",
-                  wipe: bool = True, flag: str = "--out", check_only: bool = False) -> Path:
+                  wipe: bool = True, flag: str = "--out", check_only: bool = False, kind: str | None = None,
+                  inputs: tuple | list = ()) -> Path:
     """Make `path` this command's output folder: the one check every command's --out goes through.
 
     - a new or empty folder is created and marked as ours;
     - a non-empty folder that scratchlm did not create is refused (we would mix our files into the user's);
     - a folder holding a finished result (the file `finished`) is refused unless overwrite=True, which deletes
       the whole folder first (wipe=True) or lets the command replace its own files in it (wipe=False);
-    - resume=True keeps what is there.
+    - resume=True keeps what is there;
+    - `kind` names the command (recorded in the mark): a non-empty folder holding another command's output is
+      refused, --overwrite or not (`pretrain --out` on a `data synth` folder would delete the very text it reads);
+    - `inputs` are the paths the command reads: one inside a folder that --overwrite would delete is refused.
     check_only=True runs every check and changes nothing (to fail before a long computation, not after)."""
     path = check_out_path(path, flag)
     if path.exists() and not path.is_dir():
@@ -184,6 +206,15 @@ def claim_out_dir(path: str | Path, overwrite: bool = False, resume: bool = Fals
     if path.is_dir() and not owned(path) and any(path.iterdir()) and not legacy_run:
         raise FileExistsError(f"{path} is not empty and was not created by scratchlm (no {OWNER_MARK} file); "
                               f"choose a new or empty folder for {flag}")
+    theirs = folder_kind(path) if path.is_dir() else None
+    if kind and theirs and theirs != kind and any(p.name != OWNER_MARK for p in path.iterdir()):
+        raise FileExistsError(f"{path} holds the output of `scratchlm {theirs}`, not of `scratchlm {kind}`; choose "
+                              f"another {flag} (each command writes its own folder)")
+    if overwrite and wipe and not resume and path.is_dir():
+        for item in inputs:
+            if item and _holds(path, item):
+                raise ValueError(f"{item} is inside {flag} {path}, which --overwrite would delete before reading it; "
+                                 f"choose another {flag}")
     if finished and (path / finished).exists() and not resume and not overwrite:
         raise FileExistsError(f"{path} is not empty: it holds a finished run ({finished}); pass --overwrite to "
                               f"replace it or choose another {flag}")
@@ -198,14 +229,16 @@ def claim_out_dir(path: str | Path, overwrite: bool = False, resume: bool = Fals
     new = not path.exists() or not any(path.iterdir())
     path.mkdir(parents=True, exist_ok=True)
     if new:
-        atomic_write_json(path / OWNER_MARK, {"created_by": "scratchlm",
+        atomic_write_json(path / OWNER_MARK, {"created_by": "scratchlm", **({"kind": kind} if kind else {}),
                                               "note": "scratchlm made this folder; --overwrite may delete it"})
     return path
 
 
-def prepare_run_dir(run_dir: str | Path, overwrite: bool = False, resume: bool = False) -> Path:
-    """Create the run folder layout. A finished run is only replaced with overwrite=True (and only if we made it)."""
-    run_dir = claim_out_dir(run_dir, overwrite=overwrite, resume=resume)
+def prepare_run_dir(run_dir: str | Path, overwrite: bool = False, resume: bool = False, kind: str | None = None,
+                    inputs: tuple | list = ()) -> Path:
+    """Create the run folder layout. A finished run is only replaced with overwrite=True (and only if we made it);
+    kind and inputs: as in claim_out_dir."""
+    run_dir = claim_out_dir(run_dir, overwrite=overwrite, resume=resume, kind=kind, inputs=inputs)
     for sub in RUN_SUBDIRS:
         (run_dir / sub).mkdir(exist_ok=True)
     return run_dir

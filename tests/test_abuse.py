@@ -425,3 +425,37 @@ def test_sigterm_under_torchrun_checkpoints_every_rank_at_the_same_step(tmp_path
     assert runs.verify_checkpoint(ckpt, require=True) and (ckpt / "dcp" / ".metadata").exists()
     assert f"SIGTERM: stopped after step {int(ckpt.name.split('_')[1])}; checkpoint saved" in err, err[-2000:]
     assert "run the same torchrun command again with --resume" in err
+
+
+def test_one_commands_folder_is_never_another_commands_output(tmp_path, capsys):
+    """`data synth --out d` then `pretrain --input d/train.txt --out d --overwrite` deleted d, the text it was about
+    to read, and failed; without --overwrite it mixed a run into the corpus folder. Both are refused now."""
+    data = tmp_path / "d"
+    assert _cli("data", "synth", "--out", data, "--size", "60KB", "-q") == 0
+    before = _tree(data)
+    for extra in ((), ("--overwrite",)):
+        assert _cli("pretrain", "--input", data / "train.txt", "--out", data, "--time", "5s", "-q", *extra) == 2
+        assert "holds the output of `scratchlm data synth`, not of `scratchlm pretrain`" in capsys.readouterr().err
+    assert _tree(data) == before
+    # the same check for any two kinds, and a folder without a recorded kind (older scratchlm) is still accepted
+    run = runs.prepare_run_dir(tmp_path / "run", kind="pretrain")
+    with pytest.raises(FileExistsError, match="output of `scratchlm pretrain`, not of `scratchlm sft`"):
+        runs.prepare_run_dir(run, overwrite=True, kind="sft")
+    assert runs.folder_kind(run) == "pretrain" and (run / "checkpoints").is_dir()
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    runs.atomic_write_json(legacy / runs.OWNER_MARK, {"created_by": "scratchlm"})
+    (legacy / "x.txt").write_text("x")
+    runs.prepare_run_dir(legacy, kind="sft")
+
+
+def test_overwrite_refuses_to_delete_a_folder_holding_the_commands_own_input(tmp_path):
+    run = runs.prepare_run_dir(tmp_path / "sft", kind="sft")
+    (run / "data.jsonl").write_text("{}\n")
+    runs.mark_done(run)
+    for inputs in ([run], [run / "data.jsonl"], [str(run / "*.jsonl")]):
+        with pytest.raises(ValueError, match="inside --out .* which --overwrite would delete before reading it"):
+            runs.prepare_run_dir(run, overwrite=True, kind="sft", inputs=inputs)
+    assert (run / "data.jsonl").exists() and runs.is_done(run)
+    runs.prepare_run_dir(run, overwrite=True, kind="sft", inputs=[tmp_path / "elsewhere.jsonl"])  # unrelated: fine
+    assert not (run / "data.jsonl").exists()

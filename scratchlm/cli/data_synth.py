@@ -79,7 +79,8 @@ def synth_handler(args) -> int:
     size = parse_size(cfg.size)
     from scratchlm.runs import claim_out_dir
 
-    claim_out_dir(out, overwrite=getattr(args, "overwrite", False), finished="manifest.json", wipe=False)
+    claim_out_dir(out, overwrite=getattr(args, "overwrite", False), finished="manifest.json", wipe=False,
+                  kind="data synth")
     seed = cfg.seed
     t0 = time.perf_counter()
     m = synthesize(out, size, seed, val_fraction=cfg.val_fraction, n_instructions=cfg.instructions,

@@ -159,7 +159,7 @@ def run(args) -> int:
     seed = 0 if args.seed is None else args.seed
     seed_everything(seed)
     out = Path(args.out)
-    claim_out_dir(out, overwrite=args.overwrite)  # only a folder scratchlm made is ever replaced
+    claim_out_dir(out, overwrite=args.overwrite, kind="demo")  # only a folder scratchlm made is ever replaced
     report: dict = {"mode": "quick" if args.quick else "full", "seed": seed, "steps": {}}
     t_start = time.time()
 

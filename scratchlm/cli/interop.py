@@ -103,7 +103,8 @@ def export_hf(args) -> int:
     from scratchlm.runs import atomic_write, atomic_write_json, claim_out_dir, load_model_state, resolve_checkpoint
 
     ckpt = resolve_checkpoint(args.run)
-    out = claim_out_dir(args.out, overwrite=args.overwrite, finished="config.json", check_only=True)
+    out = claim_out_dir(args.out, overwrite=args.overwrite, finished="config.json", check_only=True,
+                        kind="export hf", inputs=[args.run])
     cfg_dict, state = load_model_state(ckpt)
     cfg = ModelConfig.from_dict(cfg_dict)
     tok_dir = _tokenizer_dir(ckpt)
@@ -114,7 +115,7 @@ def export_hf(args) -> int:
     dtype = getattr(torch, args.dtype)
     tensors = {k: v.to(dtype) for k, v in to_hf_state_dict(state, cfg).items()}
 
-    claim_out_dir(out, overwrite=args.overwrite, finished="config.json")
+    claim_out_dir(out, overwrite=args.overwrite, finished="config.json", kind="export hf", inputs=[args.run])
     atomic_write(out / "model.safetensors", lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
     if tok_dir:
         _write_hf_tokenizer(tok_dir, out)
@@ -201,7 +202,7 @@ def import_hf(args) -> int:
     state = _read_hf_weights(src)
     cfg, sd = from_hf_state_dict(state, hf_config, pad_vocab_multiple=args.pad_vocab_multiple)
 
-    run = prepare_run_dir(args.out, overwrite=args.overwrite)
+    run = prepare_run_dir(args.out, overwrite=args.overwrite, kind="import hf", inputs=[str(src)])
     ckpt = save_model(checkpoint_dir(run, 0), sd, cfg.to_dict(),
                       extra_meta={"step": 0, "source": str(src.resolve()), "format": "huggingface",
                                   "architecture": (hf_config.get("architectures") or [None])[0]})

@@ -120,7 +120,8 @@ def _data_flags(args, overrides: list[str]) -> tuple[dict, dict]:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ValueError("--input prepares the data in one process; run `scratchlm data prepare` first and pass its "
                          "folder as --data under torchrun")
-    claim_out_dir(run, overwrite=args.overwrite, resume=args.resume)  # (a finished run needs --overwrite)
+    claim_out_dir(run, overwrite=args.overwrite, resume=args.resume, kind="pretrain",  # (a finished run needs
+                  inputs=[str(i) for i in args.input])                                 # --overwrite)
     built = build_corpus(args.input, run, vocab_size=vocab, progress=args.quiet <= 0)
     m = read_manifest(built["shards"])
     return data, {"vocab_size": m["vocab_size"], "train_tokens": m["n_tokens"]["train"], "estimated": False,

@@ -162,7 +162,8 @@ def cmd_train(args) -> int:
         chat_template = Path(cfg.chat_template).read_text(encoding="utf-8")
     corpus = _corpus(cfg.inputs, tuple(cfg.fields))  # fail on a bad path before touching --out
     files = corpus.paths
-    runs.claim_out_dir(args.out, overwrite=args.overwrite, check_only=True)  # fail before training, not after
+    runs.claim_out_dir(args.out, overwrite=args.overwrite, check_only=True, kind="tokenizer train",  # fail
+                       inputs=list(cfg.inputs))                                                  # early
     progress = args.quiet == 0
     t0 = time.perf_counter()
     report = new_report()
@@ -181,7 +182,8 @@ def cmd_train(args) -> int:
     for line in report["problems"]:
         log.warning("skipped %s", line)
     log.info("%s", describe_report({**report, "problems": []}))
-    out = runs.prepare_run_dir(args.out, overwrite=args.overwrite)  # only now: a failed run leaves nothing behind
+    out = runs.prepare_run_dir(args.out, overwrite=args.overwrite, kind="tokenizer train",  # only now: a failed
+                               inputs=list(cfg.inputs))                                 # run leaves nothing
     tok.save(out / "tokenizer", chat_template=chat_template)
     # the settings as resolved, with the files actually read: `--config RUN/config.toml` trains the same tokenizer
     save_config(TokenizerRunConfig(dataclasses.replace(cfg, inputs=[str(f) for f in files])), out / "config.toml")

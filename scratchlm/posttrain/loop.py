@@ -99,7 +99,8 @@ class PostTrainer:
             raise ValueError("no budget: set train.max_steps or train.max_time (e.g. --set train.max_steps=200)")
         self.run_dir = Path(run_dir)
         if self.is_main:
-            prepare_run_dir(run_dir, overwrite=overwrite, resume=resume)
+            reads = [getattr(cfg, k, "") for k in ("base", "data", "val_data", "reward_model")]
+            prepare_run_dir(run_dir, overwrite=overwrite, resume=resume, kind=self.stage, inputs=reads)
             clean_partial(self.run_dir)
             save_config(cfg, self.run_dir / "config.toml")
         self._barrier()

@@ -72,7 +72,9 @@ class Trainer:
                                       "--overwrite to start over")
             if resume and is_done(run_dir) and not overwrite:
                 (run_dir / "DONE").unlink()  # resuming a finished run extends it (e.g. with a larger max_steps)
-            prepare_run_dir(run_dir, overwrite=overwrite, resume=resume)
+            tok = cfg.data.tokenizer if cfg.data.tokenizer not in ("auto", "char", "bpe") else None
+            reads = [x for x in (cfg.data.shards, tok, cfg.data.train_text, cfg.data.val_text) if x]
+            prepare_run_dir(run_dir, overwrite=overwrite, resume=resume, kind="pretrain", inputs=reads)
             clean_partial(run_dir)
             return prepare_data(cfg.data, run_dir, progress=tc.progress)
 
