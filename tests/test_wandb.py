@@ -131,6 +131,35 @@ def test_pretrain_offline_run_holds_the_metrics(tmp_path, no_login, caplog):
 
 
 @needs_wandb
+def test_resume_continues_the_same_wandb_run(tmp_path, no_login):
+    """--resume used to start a second W&B run; now the id kept in logs/ continues the first."""
+    from wandb.proto import wandb_internal_pb2
+
+    (tmp_path / "input.txt").write_text(TEXT)
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text(PRETRAIN_TOML.format(text=tmp_path / "input.txt"))
+    out = tmp_path / "run"
+    assert main(["pretrain", "--config", str(cfg), "--out", str(out), "--wandb", "scratchlm-test"]) == 0
+    assert main(["pretrain", "--config", str(cfg), "--out", str(out), "--wandb", "scratchlm-test", "--resume",
+                 "--set", "train.max_steps=8"]) == 0
+    ids, steps = [], []
+    for f in sorted((out / "logs" / "wandb").glob("offline-run-*/run-*.wandb")):
+        for data in leveldb_log_records(f):
+            rec = wandb_internal_pb2.Record()
+            rec.ParseFromString(data)
+            if rec.WhichOneof("record_type") == "run":
+                ids.append(rec.run.run_id)
+            elif rec.WhichOneof("record_type") == "history":
+                steps += [json.loads(it.value_json) for it in rec.history.item
+                          if (it.key or "/".join(it.nested_key)) == "step"]
+    assert len(ids) == 2 and ids[0] == ids[1] == (out / "logs" / "wandb_run_id").read_text().strip()
+    assert max(steps) == 8
+    # --overwrite starts over: a new scratchlm run, a new W&B run
+    assert main(["pretrain", "--config", str(cfg), "--out", str(out), "--wandb", "scratchlm-test", "--overwrite"]) == 0
+    assert (out / "logs" / "wandb_run_id").read_text().strip() != ids[0]
+
+
+@needs_wandb
 def test_sft_offline_run_holds_the_metrics(tmp_path, no_login):
     from test_posttrain_distributed import COMMON, _base
 

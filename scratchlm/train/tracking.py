@@ -18,10 +18,13 @@ from __future__ import annotations
 import logging
 import math
 import netrc
+import secrets
 import os
 import socket
 from pathlib import Path
 from urllib.parse import urlparse
+
+from scratchlm.runs import atomic_write_text
 
 log = logging.getLogger("scratchlm")
 
@@ -105,7 +108,16 @@ class WandbRun:
         # console="off": wandb would otherwise wrap stdout/stderr to capture them (the run's logs/ has them);
         # silent: its banner would interleave with the progress bar.
         settings = wandb.Settings(console="off", silent=True, init_timeout=60)
-        kwargs = dict(project=project, name=run_dir.name, dir=str(logs), config=config, settings=settings)
+        # One W&B run per scratchlm run: its id is kept in logs/, so `--resume` continues the same W&B run (charts
+        # go on from the checkpoint's step) instead of starting a second one. A fresh or --overwrite run has no
+        # logs/ from before, so it gets a new id.
+        id_file = logs / "wandb_run_id"
+        resumed = id_file.is_file()
+        run_id = id_file.read_text(encoding="utf-8").strip() if resumed else secrets.token_hex(6)
+        if not resumed:
+            atomic_write_text(id_file, run_id + "\n")
+        kwargs = dict(project=project, name=run_dir.name, dir=str(logs), config=config, settings=settings,
+                      id=run_id, resume="allow")
         try:
             self.run = wandb.init(mode=mode, **kwargs)
         except Exception as e:  # noqa: BLE001 - wandb's network errors have no common base class
