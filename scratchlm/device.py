@@ -17,6 +17,29 @@ import torch
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
+_TRIM = []  # glibc's malloc_trim, looked up once ([None] where there is none)
+
+
+def release_host_memory() -> None:
+    """Hand freed CPU memory back to the operating system (glibc's malloc_trim; elsewhere nothing to do).
+
+    PyTorch's CPU tensors come from malloc. Batches padded to different lengths free and allocate tensors of ever
+    new sizes, and glibc keeps the freed pages in its heap: a process's RSS only grows. In the demo (all stages in
+    one process) that was 4.5 GB at the end, 1.4 GB of it DPO's reference pass alone, mostly free heap. Fixing
+    glibc's mmap threshold instead halves the memory but doubles DPO's time (every large tensor a fresh mmap).
+    A trim costs ~40 ms, so callers do it between phases or every few seconds, not every step."""
+    if not _TRIM:
+        import ctypes
+        import ctypes.util
+
+        try:
+            _TRIM.append(getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), "malloc_trim", None))
+        except OSError:
+            _TRIM.append(None)
+    if _TRIM[0] is not None:
+        _TRIM[0](0)
+
+
 def resolve_device(name: str = "auto") -> str:
     """"auto": cuda > mps > cpu; an explicit device that is not there is a one-line error."""
     if name == "auto":

@@ -175,6 +175,22 @@ def test_dpo_loss_is_ln2_when_policy_is_reference():
     torch.testing.assert_close(lp[0], want, rtol=1e-5, atol=1e-4)
 
 
+def test_pad_batch_rounds_widths_to_16_within_the_limit_and_no_log_prob_sees_it():
+    c = make_reply_example(TOK, [{"role": "user", "content": "hi"}], "good answer", 100)
+    r = make_reply_example(TOK, [{"role": "user", "content": "hi"}], "bad", 100)
+    n = max(len(c), len(r))
+    up = -(-n // 16) * 16
+    assert up > n  # the case under test: rounding adds columns
+    assert pad_batch([c, r], TOK.pad_id).x.shape == (2, n)  # no limit: the exact width
+    assert pad_batch([c, r], TOK.pad_id, limit=100).x.shape == (2, up)
+    assert pad_batch([c, r], TOK.pad_id, limit=n + 1).x.shape == (2, n + 1)  # never past the model's context
+    assert pad_batch([c, r], TOK.pad_id, limit=n - 5).x.shape == (2, n)  # nor shorter than the longest row
+    model = tiny_model()
+    with torch.no_grad():
+        exact, rounded = (pad_batch([c, r], TOK.pad_id, limit) for limit in (None, 100))
+        torch.testing.assert_close(sequence_logps(model(rounded.x), rounded.y), sequence_logps(model(exact.x), exact.y))
+
+
 # ------------------------------------------------------------------------------------------- reward model
 
 def test_bradley_terry_loss_by_hand():

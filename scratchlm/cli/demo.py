@@ -102,6 +102,9 @@ class Step:
         return self.info
 
     def __exit__(self, exc_type, exc, tb):
+        from scratchlm.device import release_host_memory
+
+        release_host_memory()  # the stages share one process: each step's freed heap goes back before the next
         if exc_type is None:
             self.info["seconds"] = round(time.time() - self.t0, 1)
             self.report["steps"][self.name] = self.info

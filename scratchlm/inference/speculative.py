@@ -118,6 +118,16 @@ def prompt_lookup(history: list[int], gamma: int, ngram_max: int = 3, ngram_min:
     return []
 
 
+def _commit(eng, seqs, live: list[int], new: list[list[int]]) -> list[int]:
+    """Append each live row's accepted tokens (stopping at its end) and return every row's last token."""
+    for b in live:
+        for t in new[b]:
+            eng.append_token(seqs[b], t)
+            if seqs[b].done:
+                break
+    return [r[-1] for r in new]
+
+
 class SpeculativeDecoder:
     """Speculative generation for one sequence at a time, with a draft model or prompt lookup."""
 
@@ -328,12 +338,7 @@ class SpeculativeDecoder:
                 st.agreed += sum(out[b][g + 2] for b in live)
                 new = [row[:m] + [row[g]] for row in out]
                 pending = torch.tensor([[row[g]] for row in out], device=dev)  # (B, 1)
-                for b in live:
-                    for t in new[b]:
-                        eng.append_token(seqs[b], t)
-                        if seqs[b].done:
-                            break
-                last = [r[-1] for r in new]
+                last = _commit(eng, seqs, live, new)
                 yield
                 continue
             # ---- 1. draft g tokens per row: drafts (B, g), cap[b] real guesses, qs[i][b] draft distributions
@@ -398,12 +403,7 @@ class SpeculativeDecoder:
                     pending = torch.tensor([r[-1] for r in new], device=dev)[:, None]
                 else:  # all kept: the draft never fed its own last guess
                     pending = torch.stack([drafts[:, -1], torch.tensor([r[-1] for r in new], device=dev)], 1)
-            for b in live:
-                for t in new[b]:
-                    eng.append_token(seqs[b], t)
-                    if seqs[b].done:
-                        break
-            last = [r[-1] for r in new]
+            last = _commit(eng, seqs, live, new)
             yield
         st.generated = sum(len(s.token_ids) for s in seqs)
         st.seconds = time.perf_counter() - t0

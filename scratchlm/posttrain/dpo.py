@@ -102,7 +102,8 @@ class DPOTrainer(PostTrainer):
 
         collective: a training step under torchrun, where every rank calls it in step: the policy (and a LoRA
         model's reference, adapters off) run through the DDP / FSDP wrapper, whose hooks gather and sync."""
-        batch = pad_batch([c for c, _ in pairs] + [r for _, r in pairs], self.pad_id).to(self.device)
+        batch = pad_batch([c for c, _ in pairs] + [r for _, r in pairs], self.pad_id, self.tc.seq_len)
+        batch = batch.to(self.device)
         through_wrapper = collective  # a training step: the wrapper (torchrun) and torch.compile, when on
         if reference:
             with torch.no_grad(), self._ref_context() as m, self.autocast():

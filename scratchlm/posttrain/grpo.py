@@ -214,7 +214,7 @@ class GRPOTrainer(PostTrainer):
         adv = group_advantages(rewards, g.group_size, scale=g.scale_rewards)
         exs = [example_from_ids(r["prompt_ids"], r["ids"] or [self.pad_id], self.model.config.max_seq_len)
                for r in replies]
-        batch = pad_batch(exs, self.pad_id).to(self.device)
+        batch = pad_batch(exs, self.pad_id, self.model.config.max_seq_len).to(self.device)
         with torch.no_grad():
             old = None
             if g.updates_per_batch * g.minibatches > 1:  # one step per batch: pi_old == pi, logp.detach()

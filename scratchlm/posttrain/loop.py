@@ -30,7 +30,7 @@ from scratchlm.config import save_config
 from scratchlm.runs import checkpoint_dir, is_done, list_checkpoints, mark_done, prepare_run_dir, write_manifest
 from scratchlm.train.checkpoint import (clean_partial, load_checkpoint, load_train_state, mark_best, read_best,
                                         resume_checkpoint, rng_state, save_checkpoint, set_rng_state)
-from scratchlm.device import resolve_device, train_dtype
+from scratchlm.device import release_host_memory, resolve_device, train_dtype
 from scratchlm.train.metrics import MetricsLogger, plot_loss
 from scratchlm.train.optim import param_groups, set_lr
 from scratchlm.train.schedule import lr_multiplier
@@ -428,9 +428,14 @@ class PostTrainer:
         stopped_by = self.stop_reason()
         # Ctrl-C / SIGTERM (scratchlm/train/stopping.py): the step under way finishes, is checkpointed, and the
         # run exits
+        release_host_memory()  # what building the stage left (tokenizing, DPO's reference pass) goes back first
+        last_trim = time.perf_counter()
         with StopOnSignal() as stop:
             while stopped_by is None:
                 t0 = time.perf_counter()
+                if t0 - last_trim > 10:  # rows of varying length fragment the heap (device.release_host_memory)
+                    release_host_memory()
+                    last_trim = t0
                 self.model.train()
                 row = self.train_step()
                 self.tokens += row.pop("n_tokens", 0)

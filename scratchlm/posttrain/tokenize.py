@@ -95,9 +95,19 @@ class Batch:
         return Batch(mv(self.x), mv(self.y), mv(self.positions), mv(self.doc_ids))
 
 
-def pad_batch(examples: list[Example], pad_id: int) -> Batch:
-    """Right-pad to the longest example. Causal attention never looks right, so padding needs no mask."""
+PAD_MULTIPLE = 16
+
+
+def pad_batch(examples: list[Example], pad_id: int, limit: int | None = None) -> Batch:
+    """Right-pad to the longest example, rounded up to a multiple of PAD_MULTIPLE where `limit` (the longest row
+    the model takes) allows. Causal attention never looks right, so padding needs no mask.
+
+    The rounding is for memory: a new width every batch means tensors of ever new sizes, which glibc's heap keeps
+    once freed (the process only grows). DPO on the demo's model peaked at 2.1 GB padded to the exact length and at
+    1.3 GB rounded to 16, in the same time (48 s for 40 steps and the reference pass; docs/LOG.md)."""
     T = max(len(e) for e in examples)
+    if limit is not None:
+        T = max(T, min(-(-T // PAD_MULTIPLE) * PAD_MULTIPLE, limit))
     x = torch.full((len(examples), T), pad_id, dtype=torch.long)
     y = torch.full((len(examples), T), IGNORE, dtype=torch.long)
     for i, e in enumerate(examples):
@@ -167,7 +177,7 @@ def make_batches(examples: list[Example], micro_batch: int, seq_len: int, pad_id
         chunks += [part[i:i + micro_batch] for i in range(0, len(part), micro_batch)]
     if shuffle:
         rng.shuffle(chunks)
-    return [pad_batch(c, pad_id) for c in chunks]
+    return [pad_batch(c, pad_id, seq_len) for c in chunks]
 
 
 def make_reply_example(tokenizer, prompt: list[dict], reply: str, max_len: int) -> Example | None:
