@@ -342,3 +342,22 @@ def test_fsdp_resume_needs_a_checkpoint_with_complete_optimizer_shards(tmp_path)
     stub = SimpleNamespace(run_dir=tmp_path, sharded_optimizer=True, is_main=True, ctx=None)
     with pytest.raises(ValueError, match="no checkpoint .* has the sharded optimizer state an FSDP resume needs"):
         PostTrainer._resume(stub)
+
+
+def test_a_run_resumed_at_the_end_of_an_epoch_starts_the_next():
+    """SFT/DPO/GRPO/reward keep (epoch, cursor) in checkpoints, not the order. A SIGTERM that landed exactly at an
+    epoch's end made the resumed run index past its rebuilt order (IndexError in SFT, empty batches in DPO)."""
+    from scratchlm.posttrain.loop import next_epoch_position, shuffled
+
+    built = []
+
+    def build(e):
+        built.append(e)
+        return shuffled(4, 100 + e)
+
+    order, cursor, epoch = next_epoch_position(None, 4, 2, build)  # resumed with epoch 2 spent
+    assert (cursor, epoch) == (0, 3) and built == [2, 3] and order == shuffled(4, 103)
+    order, cursor, epoch = next_epoch_position(None, 1, 2, build)  # resumed mid-epoch: the same order again
+    assert (order, cursor, epoch) == (shuffled(4, 102), 1, 2)
+    assert next_epoch_position(order, 3, 2, build) == (order, 3, 2)  # nothing to do mid-epoch
+    assert sorted(shuffled(5, 0)) == list(range(5)) and shuffled(5, 0) == shuffled(5, 0)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import random
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -26,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from .lora import adapters_disabled
-from .loop import PostTrainer, load_preference_split
+from .loop import PostTrainer, load_preference_split, next_epoch_position, shuffled
 from .tokenize import IGNORE, make_reply_example, pad_batch
 
 log = logging.getLogger("scratchlm")
@@ -139,11 +138,8 @@ class DPOTrainer(PostTrainer):
 
     def next_indices(self) -> list[int]:
         mb = self.tc.micro_batch_size
-        if self.order is None or self.cursor >= len(self.order):
-            if self.order is not None:
-                self.epoch, self.cursor = self.epoch + 1, 0
-            self.order = list(range(len(self.train_pairs)))
-            random.Random(self.tc.seed + self.epoch).shuffle(self.order)
+        self.order, self.cursor, self.epoch = next_epoch_position(
+            self.order, self.cursor, self.epoch, lambda e: shuffled(len(self.train_pairs), self.tc.seed + e))
         idx = self.order[self.cursor:self.cursor + mb]
         self.cursor += mb
         return idx

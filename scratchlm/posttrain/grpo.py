@@ -28,7 +28,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import random
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -41,7 +40,7 @@ from scratchlm.train.metrics import plot_rl
 from scratchlm.train.wrap import UNHONOURED_GRPO, UNHONOURED_POSTTRAIN
 
 from .lora import adapters_disabled
-from .loop import PostTrainer, chat_replies, prompt_fits
+from .loop import PostTrainer, chat_replies, next_epoch_position, prompt_fits, shuffled
 from .rewards import VERIFIERS, load_task_splits
 from .tokenize import IGNORE, example_from_ids, pad_batch
 
@@ -147,11 +146,8 @@ class GRPOTrainer(PostTrainer):
         n = self.cfg.grpo.prompts_per_step
         out = []
         while len(out) < n:
-            if self.order is None or self.cursor >= len(self.order):
-                if self.order is not None:
-                    self.epoch, self.cursor = self.epoch + 1, 0
-                self.order = list(range(len(self.train_tasks)))
-                random.Random(self.tc.seed + self.epoch).shuffle(self.order)
+            self.order, self.cursor, self.epoch = next_epoch_position(
+                self.order, self.cursor, self.epoch, lambda e: shuffled(len(self.train_tasks), self.tc.seed + e))
             out.append(self.train_tasks[self.order[self.cursor]])
             self.cursor += 1
         return out

@@ -21,6 +21,7 @@ import contextlib
 import logging
 import math
 import os
+import random
 import time
 from pathlib import Path
 
@@ -535,6 +536,24 @@ def load_preference_split(data: str, val_data: str, val_fraction: float, seed: i
     pairs = load_preferences(data)
     val_path = val_data or val_twin(data)
     return (pairs, load_preferences(val_path)) if val_path else split_holdout(pairs, val_fraction, seed)
+
+
+def next_epoch_position(order, cursor: int, epoch: int, build) -> tuple[list, int, int]:
+    """(order, cursor, epoch) to draw the next item from. `build(epoch)` makes an epoch's order (shuffled indices,
+    or batches). A resumed run restores epoch and cursor but not the order (None), and may have stopped exactly at
+    an epoch's end: rebuild that epoch's order first, then move to the next epoch if it is spent."""
+    if order is None:
+        order = build(epoch)
+    if cursor >= len(order):
+        epoch, cursor = epoch + 1, 0
+        order = build(epoch)
+    return order, cursor, epoch
+
+
+def shuffled(n: int, seed: int) -> list[int]:
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    return order
 
 
 def prompt_fits(tokenizer, prompt: list[dict], max_seq_len: int, room: int = 16) -> bool:

@@ -12,7 +12,6 @@ Held-out accuracy = share of pairs where r(chosen) > r(rejected). GRPO can use t
 from __future__ import annotations
 
 import logging
-import random
 from pathlib import Path
 
 import torch
@@ -22,7 +21,7 @@ import torch.nn.functional as F
 from scratchlm.train.checkpoint import load_train_state
 from scratchlm.train.wrap import compiled
 
-from .loop import PostTrainer, load_base, load_preference_split
+from .loop import PostTrainer, load_base, load_preference_split, next_epoch_position, shuffled
 from .tokenize import make_reply_example
 
 log = logging.getLogger("scratchlm")
@@ -114,11 +113,8 @@ class RewardTrainer(PostTrainer):
 
     def train_step(self) -> dict:
         mb = self.tc.micro_batch_size
-        if self.order is None or self.cursor >= len(self.order):
-            if self.order is not None:
-                self.epoch, self.cursor = self.epoch + 1, 0
-            self.order = list(range(len(self.train_pairs)))
-            random.Random(self.tc.seed + self.epoch).shuffle(self.order)
+        self.order, self.cursor, self.epoch = next_epoch_position(
+            self.order, self.cursor, self.epoch, lambda e: shuffled(len(self.train_pairs), self.tc.seed + e))
         pairs = [self.train_pairs[i] for i in self.order[self.cursor:self.cursor + mb]]
         self.cursor += mb
         self.rm.train()

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from .formats import load_sft, split_holdout
-from .loop import PostTrainer, chat_replies, prompt_fits, masked_nll, val_twin
+from .loop import PostTrainer, chat_replies, masked_nll, next_epoch_position, prompt_fits, val_twin
 from .packing import forward_batch
 from .tokenize import make_batches, make_example
 
@@ -66,11 +66,10 @@ class SFTTrainer(PostTrainer):
 
     def next_batch(self):
         tc = self.tc
-        if self._batches is None or self.cursor >= len(self._batches):
-            if self._batches is not None:
-                self.epoch, self.cursor = self.epoch + 1, 0
-            self._batches = make_batches(self.train_examples, tc.micro_batch_size, tc.seq_len, self.pad_id,
-                                         self.cfg.sft.batching, seed=tc.seed + self.epoch)
+        self._batches, self.cursor, self.epoch = next_epoch_position(
+            self._batches, self.cursor, self.epoch,
+            lambda e: make_batches(self.train_examples, tc.micro_batch_size, tc.seq_len, self.pad_id,
+                                   self.cfg.sft.batching, seed=tc.seed + e))
         b = self._batches[self.cursor]
         self.cursor += 1
         return b
