@@ -442,6 +442,8 @@ def test_one_commands_folder_is_never_another_commands_output(tmp_path, capsys):
     with pytest.raises(FileExistsError, match="output of `scratchlm pretrain`, not of `scratchlm sft`"):
         runs.prepare_run_dir(run, overwrite=True, kind="sft")
     assert runs.folder_kind(run) == "pretrain" and (run / "checkpoints").is_dir()
+    assert _cli("data", "prepare", "--input", data / "train.txt", "--out", run) == 2  # the data commands too
+    assert "holds the output of `scratchlm pretrain`" in capsys.readouterr().err
     legacy = tmp_path / "legacy"
     legacy.mkdir()
     runs.atomic_write_json(legacy / runs.OWNER_MARK, {"created_by": "scratchlm"})

@@ -48,12 +48,12 @@ def _add_executor_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--ray-address", default=None, help="Ray cluster to join, e.g. ray://head:10001 (default: start a local one)")
 
 
-def _check_out(out: Path, overwrite: bool, marker: str) -> None:
+def _check_out(out: Path, overwrite: bool, marker: str, kind: str) -> None:
     """--out must be new, empty or ours (scratchlm.runs.claim_out_dir); a finished result needs --overwrite,
     which lets the command replace its own files (the folder is not deleted: inputs may live beside them)."""
     from scratchlm.runs import claim_out_dir
 
-    claim_out_dir(out, overwrite=overwrite, finished=marker, wipe=False)
+    claim_out_dir(out, overwrite=overwrite, finished=marker, wipe=False, kind=kind)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -117,7 +117,7 @@ def _tokenize(args) -> int:
     if not tok_dir.is_dir():
         raise FileNotFoundError(f"--tokenizer {tok_dir} is not a folder; train one with `scratchlm tokenizer train`")
     settings = _shard_config(args)
-    _check_out(args.out, args.overwrite, "manifest.json")
+    _check_out(args.out, args.overwrite, "manifest.json", "data tokenize")
     cfg = settings.source
     stats = SourceStats()
     source = {"inputs": [str(p) for p in args.input], "val_inputs": [str(p) for p in args.val_input or []],
@@ -200,7 +200,7 @@ def _plan(args):
 def _prepare_out(out: Path, overwrite: bool) -> None:
     import shutil
 
-    _check_out(out, overwrite, "report.json")
+    _check_out(out, overwrite, "report.json", "data prepare/filter/dedup")
     for sub in ("work", "clean"):  # stale chunks of an earlier run would be read as input
         if (out / sub).is_dir():
             shutil.rmtree(out / sub)
@@ -434,7 +434,7 @@ def _tox_train(args) -> int:
     from scratchlm.data.toxicity import ClassifierConfig, ToxicityClassifier, precision_recall
     from scratchlm.runs import atomic_write_json
 
-    _check_out(args.out, args.overwrite, "classifier.json")
+    _check_out(args.out, args.overwrite, "classifier.json", "data toxicity")
     cfg = load_config(ClassifierConfig, args.config, args.overrides)
     texts, labels = _read_labelled(args.input, args.text_field, args.label_field)
     if len(texts) < 10:
@@ -509,7 +509,7 @@ def _tox_distill(args) -> int:
     from scratchlm.data.sources import SourceConfig, read_sources
     from scratchlm.data.toxicity import ClassifierConfig, ProfanityCheck, agreement, distill, text_pieces
 
-    _check_out(args.out, args.overwrite, "classifier.json")
+    _check_out(args.out, args.overwrite, "classifier.json", "data toxicity")
     # word unigrams, as the backend's TF-IDF: agreement on held-out pieces, kappa 0.80 (1- and 2-grams: 0.56);
     # soft labels unweighted (match the backend's probabilities); an L2 of 1e-4 kept a word seen in two probes at 0
     cfg = load_config(ClassifierConfig, args.config, args.overrides,

@@ -142,7 +142,7 @@ def download(source: str, out: str | Path, shards: int | None = None, pattern: s
         raise ValueError(f"no file of {repo.name} matches {pattern!r}; check --pattern")
     wanted = wanted[:shards] if shards else wanted
     # re-running continues (overwrite: starts over); a folder scratchlm did not create is refused
-    out = claim_out_dir(out, overwrite=overwrite, resume=not overwrite, finished=None)
+    out = claim_out_dir(out, overwrite=overwrite, resume=not overwrite, finished=None, kind="data download")
     from tqdm import tqdm
 
     total = sum(f.size for f in wanted)
