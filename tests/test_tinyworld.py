@@ -57,7 +57,8 @@ def test_synthesize_is_byte_identical_for_a_seed(tmp_path):
     m2 = synthesize(tmp_path / "b", "150KB", seed=0, **kw)
     m3 = synthesize(tmp_path / "c", "150KB", seed=1, **kw)
     names = ["train.txt", "val.txt", "instructions.jsonl", "instructions_val.jsonl", "preferences.jsonl",
-             "preferences_val.jsonl", "tasks.jsonl", "tasks_val.jsonl", "tool_chats.jsonl", "tool_chats_val.jsonl"]
+             "preferences_val.jsonl", "tasks.jsonl", "tasks_val.jsonl", "tool_chats.jsonl", "tool_chats_val.jsonl",
+             "edits.jsonl", "edits_val.jsonl"]
     assert sorted(m1["files"]) == sorted(names)
     for name in names:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name

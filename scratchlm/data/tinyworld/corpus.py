@@ -137,13 +137,14 @@ def synthesize(out_dir: str | os.PathLike, size_bytes: int | str, seed: int = 0,
     """Write the TinyWorld corpus into `out_dir` and return its manifest (also saved as manifest.json).
 
     Files: train.txt and val.txt (`size_bytes` of text in all, `val_fraction` of it val), instructions.jsonl,
-    preferences.jsonl, tasks.jsonl, tool_chats.jsonl (train) and *_val.jsonl twins (held-out), manifest.json
-    (written last, so its presence marks a finished corpus). Record counts default to one instruction per 2 KB
-    of text (200..10000), half as many preferences, tasks and tool conversations; val gets 1/10 of that (at
-    least 20).
+    preferences.jsonl, tasks.jsonl, tool_chats.jsonl, edits.jsonl (train) and *_val.jsonl twins (held-out),
+    manifest.json (written last, so its presence marks a finished corpus). Record counts default to one
+    instruction per 2 KB of text (200..10000), half as many preferences, tasks, tool conversations and edits; val
+    gets 1/10 of that (at least 20).
     Same arguments -> byte-identical files.
     """
     from scratchlm.data.tinyworld import tasks  # here, not at the top: tasks imports this module
+    from scratchlm.data.tinyworld.edits import iter_edits
     from scratchlm.data.tinyworld.tool_chats import iter_tool_chats
 
     size = parse_size(size_bytes)
@@ -177,7 +178,8 @@ def synthesize(out_dir: str | os.PathLike, size_bytes: int | str, seed: int = 0,
         sfx = "" if split == "train" else "_val"
         for name, n, gen in (("instructions", n_instr, tasks.iter_instructions),
                              ("preferences", n_pref, tasks.iter_preferences),
-                             ("tasks", n_task, tasks.iter_tasks), ("tool_chats", n_task, iter_tool_chats)):
+                             ("tasks", n_task, tasks.iter_tasks), ("tool_chats", n_task, iter_tool_chats),
+                             ("edits", n_task, iter_edits)):
             jobs.append((f"{name}{sfx}.jsonl", gen(split, seed), max(20, int(n * scale))))
     bar = None
     if progress or (progress is None and size > 4_000_000):
@@ -208,7 +210,9 @@ def synthesize(out_dir: str | os.PathLike, size_bytes: int | str, seed: int = 0,
                   "*.jsonl: one JSON object per line; instructions are Alpaca (instruction, input, output); "
                   "preferences add chosen/rejected; tasks add a checkable `answer` "
                   "(scratchlm.data.tinyworld.check_answer); tool_chats are OpenAI messages that call the "
-                  "calculator (docs/tools.md). *_val.jsonl hold the held-out split.",
+                  "calculator (docs/tools.md); edits are Alpaca records whose output repeats the input, copied "
+                  "or with one name changed (`answer` is the exact reply; docs/inference.md). "
+                  "*_val.jsonl hold the held-out split.",
         "holdout": "val uses only reserved (hero, place, plot) triples, fact wordings and (a, op, b) sums; "
                    "train uses none of them (scratchlm/data/tinyworld/heldout.py)",
         "files": files,
