@@ -72,6 +72,63 @@ def test_speculative_respects_stops_and_streams():
         == plain.token_ids[:7]
 
 
+def _successor_model() -> MarkovLM:
+    """Greedy next token f(t): round the 40-cycle 0 -> 1 -> ... -> 39 -> 0, or up the cycle 40 -> ... -> 255 -> 40."""
+    model = MarkovLM(261)
+    with torch.no_grad():
+        model.table.fill_(-30.0)
+        for t in range(256):
+            model.table[t, (t + 1) % 40 if t < 40 else (t + 1 if t < 255 else 40)] = 30.0
+    return model
+
+
+@pytest.mark.parametrize("batch_path", [False, True])
+def test_prompt_lookup_backoff(batch_path):
+    """Text the model does not copy: its prompt holds every token it will write, each followed by another one, so
+    lookup's guesses are wrong; without the back-off nearly every round verifies them, with it few do. Text it
+    copies (its prompt is its own cycle): the back-off keeps nearly every accepted guess. Output is the
+    target's greedy text either way."""
+    engine = Engine(_successor_model(), ByteTokenizer())
+    shuffled = [40 + i for i in torch.randperm(216, generator=torch.Generator().manual_seed(0)).tolist()]
+    params = SamplingParams(max_new_tokens=60, temperature=0, ignore_eos=True)
+    stats = {}
+    for name, prompt in (("copies", list(range(40)) + list(range(10))), ("never", shuffled)):
+        want = engine.generate([prompt], params)[0].token_ids
+        for backoff in (0, 16):
+            spec = SpeculativeDecoder(engine, None, SpeculativeConfig(gamma=4, lookup_backoff=backoff))
+            got = spec.generate_batch([prompt], params)[0] if batch_path else spec.generate(prompt, params)
+            assert got.token_ids == want, (name, backoff)
+            stats[name, backoff] = spec.stats
+    never, never_off = stats["never", 16], stats["never", 0]
+    assert never_off.accepted <= 0.1 * never_off.drafted  # lookup's guesses are wrong on this text
+    assert never.drafted < never_off.drafted / 3 and min(never.target_calls, never_off.target_calls) >= 55
+    copies = stats["copies", 16]
+    assert copies.accepted >= 0.9 * stats["copies", 0].accepted and copies.tokens_per_target_call > 4
+
+
+def test_backoff_schedule():
+    from scratchlm.inference.speculative import _Backoff
+
+    b, pauses = _Backoff(cap=8), []
+    for _ in range(5):  # five failed rounds in a row: pauses of 1, 2, 4, 8, 8 rounds
+        assert b.ready
+        b.update(guessed=3, kept=0)
+        n = 0
+        while not b.ready:
+            b.update(guessed=0, kept=0)
+            n += 1
+        pauses.append(n)
+    assert pauses == [1, 2, 4, 8, 8]
+    b.update(guessed=3, kept=1)  # an accepted guess resets the pause
+    b.update(guessed=3, kept=0)
+    assert not b.ready and b.skip == 1
+    off = _Backoff(cap=0)
+    off.update(guessed=3, kept=0)
+    assert off.ready  # 0: guess every round
+    with pytest.raises(ValueError, match="lookup_backoff"):
+        SpeculativeConfig(lookup_backoff=-1).validate()
+
+
 def test_prompt_lookup():
     assert prompt_lookup([1, 2, 3, 4, 1, 2], gamma=2) == [3, 4]
     assert prompt_lookup([1, 2, 3, 9, 2, 3, 7, 2, 3], gamma=3) == [7, 2, 3]  # latest match of (2, 3)

@@ -61,12 +61,17 @@ def test_compiled_draft_greedy_equals_plain_greedy(models, rows):
 
 @pytest.mark.parametrize("rows", [1, 3])
 def test_compiled_prompt_lookup_greedy_equals_plain_greedy(models, rows):
+    """With and without the back-off: its rounds without guesses run the plain decode graph, not the verify."""
     eager, compiled, _ = models
     want = [plain(eager, [p])[0] for p in PROMPTS[:rows]]
-    spec = SpeculativeDecoder(compiled, None, SpeculativeConfig(gamma=4))
-    got = spec.generate_batch(PROMPTS[:rows], GREEDY)
-    assert [s.token_ids for s in got] == want
-    assert spec.stats.drafted > 0 and spec.stats.draft_calls == 0
+    drafted = {}
+    for backoff in (0, 16):
+        spec = SpeculativeDecoder(compiled, None, SpeculativeConfig(gamma=4, lookup_backoff=backoff))
+        got = spec.generate_batch(PROMPTS[:rows], GREEDY)
+        assert [s.token_ids for s in got] == want, backoff
+        assert spec.stats.drafted > 0 and spec.stats.draft_calls == 0
+        drafted[backoff] = spec.stats.drafted
+    assert drafted[16] <= drafted[0]
 
 
 def test_batch_rows_with_their_own_stops_and_lengths(models):

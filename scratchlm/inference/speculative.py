@@ -19,6 +19,10 @@ Drafters:
 - prompt lookup (Saxena 2023): copy the tokens that followed the last occurrence of the current n-gram earlier
   in the context. Free, and strong when the output repeats the input (summaries, code edits, extraction).
   Its q is a point mass on the guess, so acceptance is p_i(d_i) and the residual is p_i without d_i.
+  A 1-token match nearly always exists, so on text the model does not copy every round would pay for a wide
+  verify forward and keep nothing (0.64x plain compiled on the demo's 2M model). Hence the back-off: after a
+  round whose guesses were all rejected, stop guessing for 1, 2, 4, ... rounds (up to `lookup_backoff`); any
+  accepted guess resets it. A round without guesses is a plain decode step (compiled: the decode graph).
 
 Adaptive gamma (like Hugging Face's assistant heuristic): +2 after a round with every draft accepted, -1 after a
 rejection, so gamma tracks how predictable the text currently is.
@@ -99,13 +103,41 @@ class SpeculativeConfig:
     """Prompt lookup: longest n-gram to match (the longest match found wins)."""
     ngram_min: int = 1
     """Prompt lookup: shortest n-gram to match."""
+    lookup_backoff: int = 16
+    """Prompt lookup: after a round with every guess rejected, make no guesses for 1, 2, 4, ... rounds, at most
+    this many (an accepted guess resets it), so text the model does not copy costs about a plain step. 0: guess
+    every round."""
 
     def validate(self) -> "SpeculativeConfig":
         if self.gamma < 1 or self.gamma_max < self.gamma:
             raise ValueError(f"need 1 <= gamma <= gamma_max, got gamma={self.gamma}, gamma_max={self.gamma_max}")
         if not 1 <= self.ngram_min <= self.ngram_max:
             raise ValueError(f"need 1 <= ngram_min <= ngram_max, got {self.ngram_min}, {self.ngram_max}")
+        if not 0 <= self.lookup_backoff <= 1024:
+            raise ValueError(f"need 0 <= lookup_backoff <= 1024 (rounds), got {self.lookup_backoff}")
         return self
+
+
+class _Backoff:
+    """Prompt lookup's pause after failed guesses: `ready` says whether to guess this round, `update` learns
+    from how many guesses the round made and kept. Exponential, so a stretch the model copies is found again
+    within a few tokens while a stretch it does not copy costs one wide verify per `cap` rounds."""
+
+    def __init__(self, cap: int):
+        self.cap, self.wait, self.skip = cap, 0, 0
+
+    @property
+    def ready(self) -> bool:
+        return self.skip == 0
+
+    def update(self, guessed: int, kept: int) -> None:
+        if guessed == 0:  # a round without guesses: one step nearer the next try
+            self.skip = max(0, self.skip - 1)
+        elif kept > 0:
+            self.wait = 0
+        elif self.cap > 0:
+            self.wait = min(self.cap, max(1, 2 * self.wait))
+            self.skip = self.wait
 
 
 def prompt_lookup(history: list[int], gamma: int, ngram_max: int = 3, ngram_min: int = 1) -> list[int]:
@@ -200,6 +232,7 @@ class SpeculativeDecoder:
                 self.draft(ctx, cache=dcache, last_only=True)
         pending = [prompt[-1]]  # tokens the draft model has not seen yet
         gamma = cfg.gamma
+        backoff = _Backoff(cfg.lookup_backoff)
 
         def history() -> list[int]:
             return prompt + seq.token_ids
@@ -226,7 +259,7 @@ class SpeculativeDecoder:
                     drafts.append(d)
                     qs.append(q)
                     feed = [d]
-            elif self.draft is None and g > 0:
+            elif self.draft is None and g > 0 and backoff.ready:
                 drafts = prompt_lookup(history(), g, cfg.ngram_max, cfg.ngram_min)
             g = len(drafts)
             # ---- 2. the target scores last + all drafts in one forward: p_1 .. p_{g+1}
@@ -256,6 +289,7 @@ class SpeculativeDecoder:
             n_acc = len(new) - 1
             st.drafted += g
             st.accepted += n_acc
+            backoff.update(g, n_acc)
             # ---- 4. roll both caches back to "every committed token but the newest"
             tcache.rollback(before + 1 + n_acc)
             if self.draft is not None:
@@ -317,6 +351,7 @@ class SpeculativeDecoder:
         pending = torch.tensor(last, device=dev)[:, None]  # (B, P): tokens the draft model has not seen yet
         yield
         fast = all(s.params.greedy and s.params.repetition_penalty == 1.0 for s in seqs)
+        backoff = _Backoff(cfg.lookup_backoff)  # one for the batch: its rows keep the same count anyway
 
         while not all(s.done for s in seqs):
             live = [b for b, s in enumerate(seqs) if not s.done]
@@ -364,8 +399,10 @@ class SpeculativeDecoder:
                 cap = [g] * B
             else:
                 guesses = [prompt_lookup(s.prompt_ids + s.token_ids, g, cfg.ngram_max, cfg.ngram_min)
-                           if g > 0 and not s.done else [] for s in seqs]
+                           if g > 0 and backoff.ready and not s.done else [] for s in seqs]
                 cap = [len(x) for x in guesses]
+                if not any(cap[b] for b in live):  # nothing to check: a plain decode step, not a padded verify
+                    width, g, guesses = 1, 0, [[] for _ in seqs]
                 drafts = torch.tensor([x + [last[b]] * (g - len(x)) for b, x in enumerate(guesses)],
                                       dtype=torch.long, device=dev).view(B, g)
             # ---- 2. the target scores last + drafts (padded to the graph's width) in one forward
@@ -388,6 +425,8 @@ class SpeculativeDecoder:
                     n.append(nb)
                     tok.append(tb)
             m = min(n[b] for b in live)
+            if drf is None:
+                backoff.update(max(cap[b] for b in live), m)
             st.drafted += sum(cap[b] for b in live)
             st.agreed += sum(n[b] for b in live)
             st.accepted += m * len(live)
