@@ -2,10 +2,16 @@
 
     .venv/bin/python benchmarks/inference_speculative.py --target /tmp/demo1/pretrain --draft /tmp/demo1/draft
     .venv/bin/python benchmarks/inference_speculative.py            # random-init pair (a smoke test)
+    # prompt lookup on a model that copies: the demo's chat model fine-tuned on TinyWorld's edit conversations
+    # (docs/inference.md, "A model that copies"), on held-out edit requests
+    .venv/bin/python benchmarks/inference_speculative.py --target /tmp/demo1/pretrain --draft /tmp/demo1/draft \
+        --lookup-target runs/edit --lookup-data /tmp/demo1/corpus/edits_val.jsonl
 
 Reports, in one run, tokens/s of plain eager, plain compiled, speculative eager and speculative compiled decoding
-with the draft model, and prompt lookup (eager and compiled) on a summarisation-style prompt that repeats its
-input, each the median of --repeats runs taken in turns (plain, speculative, plain, ...); speedups against
+with the draft model, and prompt lookup (eager and compiled; compiled also without its back-off) on a
+summarisation-style prompt that repeats its input (the target, which does not copy) and, with --lookup-target,
+on held-out edit requests whose replies repeat their input (chat template, greedy to the end of the reply),
+each the median of --repeats runs taken in turns (plain, speculative, plain, ...); speedups against
 plain decoding of the same kind; acceptance, tokens per target call; whether the output
 is identical to plain greedy decoding (it must be); compile time apart (paid in a warm-up); and the cost of one
 compiled draft step, target step and target verify forward, which decide whether speculation can pay:
@@ -17,6 +23,7 @@ than trained models do and the speedup says nothing about real text.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import statistics
 import time
@@ -59,8 +66,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=int(os.environ.get("THREADS", 1)))
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--repeats", type=int, default=5, help="interleaved runs of every row; figures are medians")
+    ap.add_argument("--lookup-target", type=Path, help="a run that copies its input (e.g. fine-tuned on edits.jsonl)")
+    ap.add_argument("--lookup-data", type=Path, help="Alpaca JSONL of requests for --lookup-target (edits_val.jsonl)")
+    ap.add_argument("--lookup-prompts", type=int, default=20, help="how many --lookup-data records to time")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if (args.lookup_target is None) != (args.lookup_data is None):
+        ap.error("--lookup-target and --lookup-data go together")
     if args.target is not None:
         if args.draft is None:
             ap.error("--target needs --draft")
@@ -81,43 +93,57 @@ def main() -> None:
     lookup = [engine.encode(LOOKUP_PROMPT)]
     compiled = Engine(engine.model, engine.tokenizer, compile=True)
     draft_spec = {"eager": SpeculativeDecoder(engine, draft, cfg), "compiled": SpeculativeDecoder(compiled, draft, cfg)}
-    lookup_spec = {"eager": SpeculativeDecoder(engine, None, cfg), "compiled": SpeculativeDecoder(compiled, None, cfg)}
+    no_backoff = dataclasses.replace(cfg, lookup_backoff=0)
+
+    def lookup_specs(eng: Engine, comp: Engine) -> dict:
+        return {"eager": SpeculativeDecoder(eng, None, cfg), "compiled": SpeculativeDecoder(comp, None, cfg),
+                "compiled, no back-off": SpeculativeDecoder(comp, None, no_backoff)}
+
+    # cases: (label, plain engines, prompts, sampling params per prompt, speculative decoders)
+    cases = [("draft model", {"eager": engine, "compiled": compiled}, prompts, [params] * len(prompts), draft_spec),
+             ("prompt lookup, target", {"eager": engine, "compiled": compiled}, lookup, [params],
+              lookup_specs(engine, compiled))]
+    if args.lookup_target is not None:
+        cases.append(lookup_case(args))
+        print(f"lookup target {args.lookup_target} ({cases[-1][1]['eager'].model.num_params() / 1e6:.1f}M): "
+              f"{len(cases[-1][2])} requests from {args.lookup_data}, greedy to the end of each reply")
     # warm-up: compiles every graph the timed runs use (same buckets), so the timings below exclude compiling
     t0 = time.perf_counter()
-    for ps in (prompts, lookup):
-        compiled.generate(ps[:1], params)
-        for p in ps:  # every prompt: rounds differ (e.g. the 2-token draft graph after a fully accepted round)
-            draft_spec["compiled"].generate(p, params)
-            lookup_spec["compiled"].generate(p, params)
-        engine.generate(ps, SamplingParams(max_new_tokens=4, temperature=0))
+    for _, engs, ps, pps, specs in cases:
+        engs["compiled"].generate([ps[0]], pps[0])
+        for p, pp in zip(ps, pps):  # every prompt: rounds differ (e.g. the 2-token draft graph after a full round)
+            for k, spec in specs.items():
+                if k != "eager":
+                    spec.generate(p, pp)
+        engs["eager"].generate(ps, SamplingParams(max_new_tokens=4, temperature=0))
     print(f"compile (warm-up, all graphs): {time.perf_counter() - t0:.1f} s, of which target "
           f"{compiled.compiled.compile_seconds:.1f} s, draft {draft_spec['compiled']._draft_compiled.compile_seconds:.1f} s")
 
-    def plain(eng, ps):
+    def plain(eng, ps, pps):
         t = time.perf_counter()
-        outs = [eng.generate([p], params)[0] for p in ps]
+        outs = [eng.generate([p], pp)[0] for p, pp in zip(ps, pps)]
         return outs, time.perf_counter() - t
 
-    def spec_run(spec, ps):
+    def spec_run(spec, ps, pps):
         t, outs, drafted, accepted, calls = time.perf_counter(), [], 0, 0, 0
-        for p in ps:
-            outs.append(spec.generate(p, params))
+        for p, pp in zip(ps, pps):
+            outs.append(spec.generate(p, pp))
             if spec.stats.compile_seconds:
                 print(f"   (compiled a new graph for {spec.stats.compile_seconds:.1f} s inside this timing)")
             drafted, accepted, calls = drafted + spec.stats.drafted, accepted + spec.stats.accepted, \
                 calls + spec.stats.target_calls
         return outs, time.perf_counter() - t, accepted / max(1, drafted), calls
 
-    for label, ps, specs in (("draft model", prompts, draft_spec), ("prompt lookup", lookup, lookup_spec)):
+    for label, engs, ps, pps, specs in cases:
         print(f"-- {label}: {len(ps)} prompt(s), median of {args.repeats} interleaved runs")
         times: dict[str, list[float]] = {}
         base, spec_out = {}, {}
         for _ in range(args.repeats):  # plain and speculative take turns, so background load falls on both
-            for kind, eng in (("eager", engine), ("compiled", compiled)):
-                base[kind] = plain(eng, ps)
+            for kind, eng in engs.items():
+                base[kind] = plain(eng, ps, pps)
                 times.setdefault(f"plain {kind}", []).append(base[kind][1])
-            for kind in ("eager", "compiled"):
-                spec_out[kind] = spec_run(specs[kind], ps)
+            for kind in specs:
+                spec_out[kind] = spec_run(specs[kind], ps, pps)
                 times.setdefault(f"spec {kind}", []).append(spec_out[kind][1])
         med = {k: statistics.median(v) for k, v in times.items()}
         for kind in ("eager", "compiled"):
@@ -126,16 +152,37 @@ def main() -> None:
             n = sum(len(s.token_ids) for s in outs)
             print(f"plain {kind:9s}    {n / t:8.1f} tokens/s" + (f" ({base['eager'][1] / t:.2f}x eager)"
                                                                  if kind == "compiled" else ""))
-        for kind in ("eager", "compiled"):
+        for kind in specs:
             outs, _, acc, calls = spec_out[kind]
             t = med[f"spec {kind}"]
             n = sum(len(s.token_ids) for s in outs)
             same = all(a.token_ids == b.token_ids for a, b in zip(outs, base["eager"][0]))
-            print(f"speculative {kind:9s} {n / t:8.1f} tokens/s -> {base[kind][1] / t:.2f}x plain {kind}, "
+            plain_kind = "eager" if kind == "eager" else "compiled"
+            print(f"speculative {kind:9s} {n / t:8.1f} tokens/s -> {base[plain_kind][1] / t:.2f}x plain {plain_kind}, "
                   f"{base['eager'][1] / t:.2f}x plain eager; acceptance {acc:.1%}, {n / max(1, calls):.2f} tokens "
                   f"per target call; identical to plain greedy: {same}")
     step_costs(compiled, draft_spec["compiled"], prompts[0], args.gamma)
     print(f"load average at the end: {open('/proc/loadavg').read().split()[0]}")
+
+
+def lookup_case(args) -> tuple:
+    """The --lookup-target case: held-out requests in the chat template, each greedy to the end of its reply."""
+    import json
+
+    from scratchlm.inference.chat_template import alpaca_prompt, chat_stop_token_ids, encode_chat
+    from scratchlm.inference.loading import load_engine
+
+    eng = load_engine(args.lookup_target, device="cpu", dtype=args.dtype)
+    comp = Engine(eng.model, eng.tokenizer, compile=True)
+    recs = [json.loads(line) for line in args.lookup_data.read_text().splitlines() if line.strip()]
+    ps = [encode_chat(eng.tokenizer, alpaca_prompt(r)) for r in recs[:args.lookup_prompts]]
+    stops = chat_stop_token_ids(eng.tokenizer)
+    pps = [SamplingParams(max_new_tokens=eng.max_seq_len - len(p), temperature=0, stop_token_ids=stops) for p in ps]
+    no_backoff = SpeculativeConfig(gamma=args.gamma, lookup_backoff=0)
+    cfg = SpeculativeConfig(gamma=args.gamma)
+    specs = {"eager": SpeculativeDecoder(eng, None, cfg), "compiled": SpeculativeDecoder(comp, None, cfg),
+             "compiled, no back-off": SpeculativeDecoder(comp, None, no_backoff)}
+    return "prompt lookup, edit requests", {"eager": eng, "compiled": comp}, ps, pps, specs
 
 
 def step_costs(compiled: Engine, spec: SpeculativeDecoder, prompt: list[int], gamma: int, n: int = 200) -> None:

@@ -402,6 +402,13 @@ class SpeculativeDecoder:
                            if g > 0 and backoff.ready and not s.done else [] for s in seqs]
                 cap = [len(x) for x in guesses]
                 if not any(cap[b] for b in live):  # nothing to check: a plain decode step, not a padded verify
+                    if fast:  # greedy: the step's argmax is the token, so skip the accept bookkeeping below
+                        tok = tgt.forward(torch.tensor(last, device=dev)[:, None])[:, 0].argmax(-1).tolist()
+                        st.target_calls += 1
+                        backoff.update(0, 0)
+                        last = _commit(eng, seqs, live, [[t] for t in tok])
+                        yield
+                        continue
                     width, g, guesses = 1, 0, [[] for _ in seqs]
                 drafts = torch.tensor([x + [last[b]] * (g - len(x)) for b, x in enumerate(guesses)],
                                       dtype=torch.long, device=dev).view(B, g)
