@@ -51,6 +51,19 @@ def test_generate_prompts_file_json_and_speculative(run, tmp_path, capsys):
                  "--max-new-tokens", "8"]) == 0
 
 
+def test_read_prompts_takes_alpaca_records(tmp_path):
+    from scratchlm.cli.generate import read_prompts
+
+    f = tmp_path / "edits_val.jsonl"
+    f.write_text('{"instruction": "Copy this text exactly.", "input": "Mia ran. ", "output": "Mia ran."}\n'
+                 '{"instruction": " Tell me a story. ", "input": ""}\n{"prompt": "Once"}\n')
+    assert read_prompts(f) == ["Copy this text exactly.\n\nMia ran.", "Tell me a story.", "Once"]
+    for bad in ('{"instruction": 3}', '{"prompt": ["x"]}', '["x"]', '{"output": "x"}'):
+        f.write_text(bad + "\n")
+        with pytest.raises(ValueError, match=r'edits_val.jsonl:1 is not a JSON object with a "prompt"'):
+            read_prompts(f)
+
+
 def test_generate_bad_input_exit_2(run, tmp_path, capsys):
     assert main(["generate", "--run", str(tmp_path / "nope"), "--prompt", "x"]) == 2
     assert "error:" in capsys.readouterr().err

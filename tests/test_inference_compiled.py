@@ -110,7 +110,10 @@ def test_cli_generate_compile_matches_eager_and_refuses_what_it_cannot_do(tiny_c
     eager = capsys.readouterr().out
     assert main(base + ["--compile", "--stats"]) == 0
     out = capsys.readouterr()
-    assert out.out == eager and "of which compiling the decode step" in out.err
+    assert out.out == eager and "of which compiling" in out.err
+    assert main(base + ["--compile", "--prompt-lookup", "--stats"]) == 0  # the speedup leaves compiling out
+    out = capsys.readouterr()
+    assert out.out == eager and "(compiling excluded on both sides), identical output: True" in out.err
     assert main(base + ["--compile", "--prompt-lookup", "--adaptive-gamma"]) == 2
     assert "drop --adaptive-gamma" in capsys.readouterr().err
     assert main(["serve", "--run", str(tiny_chat_run), "--compile"]) == 2  # continuous batching: not compiled
