@@ -6,7 +6,9 @@
 
 Modules: lexicon (the fixed world), templates (the sentence template language), plots (story parts),
 stories (casting and telling a story), facts, arithmetic, heldout (which combinations only val sees),
-tasks (instructions, preferences, verifiable tasks, check_answer), corpus (documents and files).
+tasks (instructions, preferences, verifiable tasks, check_answer), tool_chats (conversations that call the
+calculator), edits (requests whose reply repeats the input: copy or rename, for prompt lookup), corpus
+(documents and files).
 Pure Python: no torch.
 """
 
