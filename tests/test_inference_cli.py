@@ -78,6 +78,26 @@ def test_chat_from_a_pipe(run, monkeypatch, capsys):
     assert "[system] Be brief." in out.out
 
 
+def test_chat_with_prompt_lookup_or_draft_says_what_plain_chat_says(run, monkeypatch, capsys):
+    from scratchlm.inference.speculative import SpeculativeDecoder
+
+    turns = "Hello\nRepeat: the cat sat on the mat\n/exit\n"
+    base = ["chat", "--run", str(run), "--max-new-tokens", "12", "--temperature", "0"]
+    outs, calls = [], []
+    stream = SpeculativeDecoder.stream
+    monkeypatch.setattr(SpeculativeDecoder, "stream", lambda self, *a, **k: calls.append(self) or stream(self, *a, **k))
+    for extra in ([], ["--prompt-lookup"], ["--draft", str(run), "--gamma", "3"]):
+        monkeypatch.setattr(sys, "stdin", io.StringIO(turns))
+        assert main(base + extra) == 0
+        outs.append(capsys.readouterr().out)
+    assert len(outs[0]) > 2 and outs[1] == outs[0] and outs[2] == outs[0]  # (the random model writes newlines)
+    assert [c.draft is None for c in calls] == [True, True, False, False]  # two turns each, speculative
+    for bad, why in ((["--gamma", "6"], "add --draft RUN or --prompt-lookup"),
+                     (["--prompt-lookup", "--tools", "calculator"], "--tools runs plain decoding")):
+        monkeypatch.setattr(sys, "stdin", io.StringIO(turns))
+        assert main(base + bad) == 2 and why in capsys.readouterr().err
+
+
 def test_cli_modules_do_not_import_torch():
     code = ("import sys; import scratchlm.cli.generate, scratchlm.cli.chat, scratchlm.cli.serve; "
             "print('torch' in sys.modules, 'fastapi' in sys.modules)")

@@ -11,8 +11,9 @@ import sys
 from pathlib import Path
 
 from scratchlm.cli.common import add_common
-from scratchlm.cli.generate import (add_compile_flag, add_sampling_flags, add_tool_flags, load_engine_from_args,
-                                    sampling_from_args)
+from scratchlm.cli.generate import (add_compile_flag, add_sampling_flags, add_speculative_flags, add_tool_flags,
+                                    check_speculative_args, load_engine_from_args, sampling_from_args,
+                                    speculative_from_args)
 
 EXAMPLES = """\
 examples:
@@ -20,6 +21,7 @@ examples:
   scratchlm chat --run runs/sft --system "You answer in one sentence." --temperature 0.7
   echo "Hello!" | scratchlm chat --run runs/sft --temperature 0     # one turn from a pipe
   scratchlm chat --run runs/sft_tools --tools calculator            # the model may call the calculator
+  scratchlm chat --run runs/edit --prompt-lookup --compile --temperature 0   # replies that repeat the prompt
 
 commands inside the chat:
   /reset           forget the conversation (keeps the system prompt)
@@ -43,6 +45,7 @@ def register(subparsers) -> None:
     add_tool_flags(p)
     add_sampling_flags(p, temperature=0.7, top_p=0.9, max_new_tokens=512)
     add_compile_flag(p)
+    add_speculative_flags(p)
     add_common(p, out=None, overrides=False)
     p.set_defaults(func=handler)
 
@@ -71,7 +74,9 @@ def handler(args: argparse.Namespace) -> int:
     tools = builtin_tools(args.tools)
     if args.max_tool_calls < 0:
         raise ValueError(f"--max-tool-calls must be >= 0, got {args.max_tool_calls}")
+    check_speculative_args(args)
     engine = load_engine_from_args(args)
+    spec = speculative_from_args(args, engine)  # draft or prompt lookup: the same text, sooner (greedy: identical)
     params.stop_token_ids = chat_stop_token_ids(engine.tokenizer)
     interactive = sys.stdin.isatty()
     system, history = args.system, []
@@ -139,7 +144,7 @@ def handler(args: argparse.Namespace) -> int:
             continue
         answer = []
         try:
-            for chunk in engine.stream(ids, params):
+            for chunk in (spec or engine).stream(ids, params):
                 answer.append(chunk.text)
                 sys.stdout.write(chunk.text)
                 sys.stdout.flush()

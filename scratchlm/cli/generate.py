@@ -98,6 +98,49 @@ def add_compile_flag(p: argparse.ArgumentParser) -> None:
                         "one-time compile per batch size and length bucket (docs/inference.md)")
 
 
+def add_speculative_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("speculative decoding")
+    g.add_argument("--draft", type=Path, metavar="RUN", help="a small draft model's run (same tokenizer)")
+    g.add_argument("--prompt-lookup", action="store_true",
+                   help="draft by copying n-grams from the context: pays when replies repeat the prompt (edits, "
+                        "extraction, summaries) on a model that copies (docs/inference.md)")
+    g.add_argument("--gamma", type=int, default=4, help="tokens drafted per round (default: 4)")
+    g.add_argument("--adaptive-gamma", action="store_true", help="adapt gamma to the acceptance rate")
+
+
+def check_speculative_args(args: argparse.Namespace) -> bool:
+    """Refuse speculative flags that cannot be honoured (before any model loads); True if speculation is on."""
+    if args.draft is not None and args.prompt_lookup:
+        raise ValueError("use either --draft or --prompt-lookup, not both")
+    if args.gamma < 1:
+        raise ValueError(f"--gamma must be >= 1, got {args.gamma}")
+    if args.draft is None and not args.prompt_lookup:
+        if args.adaptive_gamma or args.gamma != 4:
+            raise ValueError("--gamma / --adaptive-gamma set how speculative decoding drafts: add --draft RUN or "
+                             "--prompt-lookup (or drop them)")
+        return False
+    if getattr(args, "compile", False) and args.adaptive_gamma:
+        raise ValueError("--compile compiles one verify graph per gamma, so gamma must stay fixed: "
+                         "drop --adaptive-gamma (or --compile)")
+    if getattr(args, "tools", None):
+        raise ValueError("--tools runs plain decoding; drop --draft / --prompt-lookup")
+    return True
+
+
+def speculative_from_args(args: argparse.Namespace, engine):
+    """The SpeculativeDecoder the flags ask for, or None without --draft / --prompt-lookup."""
+    if not check_speculative_args(args):
+        return None
+    from scratchlm.inference.loading import load_model
+    from scratchlm.inference.speculative import SpeculativeConfig, SpeculativeDecoder
+
+    draft = None
+    if args.draft is not None:
+        draft, _ = load_model(args.draft, device=str(engine.device), dtype=args.dtype)
+    return SpeculativeDecoder(engine, draft, SpeculativeConfig(gamma=args.gamma, adaptive=args.adaptive_gamma,
+                                                               gamma_max=max(16, args.gamma)))
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "generate", help="generate text from a trained run",
@@ -117,11 +160,7 @@ def register(subparsers) -> None:
     add_sampling_flags(p)
     add_tool_flags(p)
     add_compile_flag(p)
-    g = p.add_argument_group("speculative decoding")
-    g.add_argument("--draft", type=Path, metavar="RUN", help="a small draft model's run (same tokenizer)")
-    g.add_argument("--prompt-lookup", action="store_true", help="draft by copying n-grams from the context")
-    g.add_argument("--gamma", type=int, default=4, help="tokens drafted per round (default: 4)")
-    g.add_argument("--adaptive-gamma", action="store_true", help="adapt gamma to the acceptance rate")
+    add_speculative_flags(p)
     add_common(p, out=None, overrides=False)
     p.set_defaults(func=handler)
 
@@ -156,17 +195,11 @@ def read_prompts(path: Path) -> list[str]:
 def handler(args: argparse.Namespace) -> int:
     import time
 
-    if args.draft is not None and args.prompt_lookup:
-        raise ValueError("use either --draft or --prompt-lookup, not both")
-    if args.batch_size < 1 or args.gamma < 1:
-        raise ValueError(f"--batch-size and --gamma must be >= 1, got {args.batch_size} and {args.gamma}")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.tools and not args.chat:
         raise ValueError("--tools needs --chat: tools are offered and called in the chat template")
-    if args.compile and args.adaptive_gamma and (args.draft is not None or args.prompt_lookup):
-        raise ValueError("--compile compiles one verify graph per gamma, so gamma must stay fixed: "
-                         "drop --adaptive-gamma (or --compile)")
-    if args.tools and (args.draft is not None or args.prompt_lookup):
-        raise ValueError("--tools runs plain decoding; drop --draft / --prompt-lookup")
+    check_speculative_args(args)
     if args.max_tool_calls < 0:
         raise ValueError(f"--max-tool-calls must be >= 0, got {args.max_tool_calls}")
     from scratchlm.inference.tools import builtin_tools
@@ -191,16 +224,7 @@ def handler(args: argparse.Namespace) -> int:
         params.stop_token_ids = chat_stop_token_ids(engine.tokenizer)
     ids = [encode(p) for p in prompts]
 
-    spec = None
-    if args.draft is not None or args.prompt_lookup:
-        from scratchlm.inference.loading import load_model
-        from scratchlm.inference.speculative import SpeculativeConfig, SpeculativeDecoder
-
-        draft = None
-        if args.draft is not None:
-            draft, _ = load_model(args.draft, device=str(engine.device), dtype=args.dtype)
-        spec = SpeculativeDecoder(engine, draft, SpeculativeConfig(gamma=args.gamma, adaptive=args.adaptive_gamma,
-                                                                   gamma_max=max(16, args.gamma)))
+    spec = speculative_from_args(args, engine)
 
     stream = len(prompts) == 1 and not args.json
     results = []
