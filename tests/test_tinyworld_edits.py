@@ -9,7 +9,7 @@ import pytest
 
 from scratchlm.data.tinyworld.corpus import rng_for
 from scratchlm.data.tinyworld.edits import (
-    COPY_Q, MAX_INPUT_CHARS, MAX_SENTENCES, MIN_SENTENCES, RENAME_Q, check_edit, iter_edits, make_edit,
+    COPY_Q, EXTRACT_Q, MAX_INPUT_CHARS, MAX_SENTENCES, MIN_SENTENCES, RENAME_Q, check_edit, iter_edits, make_edit,
 )
 from scratchlm.data.tinyworld.lexicon import CHARACTER_BY_NAME
 from scratchlm.data.tinyworld.stories import RESERVED_STORIES, split_sentences
@@ -28,8 +28,9 @@ def test_edits_are_deterministic_and_exact(split):
     recs = list(itertools.islice(iter_edits(split, 0), 400))
     assert recs == list(itertools.islice(iter_edits(split, 0), 400))
     assert recs != list(itertools.islice(iter_edits(split, 1), 400))
-    assert {r["kind"] for r in recs} == {"copy", "rename"}
-    assert 0.5 < sum(r["kind"] == "rename" for r in recs) / len(recs) < 0.85  # ~70% of excerpts that name a child
+    assert {r["kind"] for r in recs} == {"copy", "rename", "extract"}
+    share = {k: sum(r["kind"] == k for r in recs) / len(recs) for k in ("rename", "extract")}
+    assert 0.35 < share["rename"] < 0.65 and 0.15 < share["extract"] < 0.4, share
     for r in recs:
         assert set(r) == {"instruction", "input", "output", "kind", "answer", "split"} and r["split"] == split
         assert r["answer"] == r["output"] and check_edit(" " + r["output"] + "\n", r)
@@ -38,6 +39,12 @@ def test_edits_are_deterministic_and_exact(split):
         assert MIN_SENTENCES <= len(split_sentences(r["input"])) <= MAX_SENTENCES
         if r["kind"] == "copy":
             assert r["instruction"] in COPY_Q and r["output"] == r["input"]
+            continue
+        if r["kind"] == "extract":  # exactly the input's sentences that name the child, in order; not all of them
+            a = next(n for n in CHARACTER_BY_NAME if r["instruction"] in {q.format(a=n) for q in EXTRACT_Q})
+            sentences = split_sentences(r["input"])
+            kept = [x for x in sentences if _count(a, x)]
+            assert 0 < len(kept) < len(sentences) and r["output"] == " ".join(kept), r
             continue
         gone, new = _names(r["input"]) - _names(r["output"]), _names(r["output"]) - _names(r["input"])
         assert len(gone) == 1 and len(new) == 1, r

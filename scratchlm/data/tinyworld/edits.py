@@ -11,10 +11,11 @@ prompt lookup accepts ~1% of its guesses. These records teach copying directly. 
      "output": "There once was a boy named Finn. He was eight years old. One day, Finn walked to the pond.",
      "kind": "rename", "answer": <output>, "split": "train"}
 
-where the input is the first 2..5 sentences of a story and the output is the input copied ("copy") or with one
+where the input is the first 2..5 sentences of a story and the output is the input copied ("copy"), with one
 child's name changed to another child's of the same gender ("rename": same pronouns, so the text stays true to
 itself, though the new child keeps the old one's age and home: these records teach copying, not the world, and
-nothing pretrains on them). `answer` is the exact expected reply; `check_edit` compares by exact match. Stories follow
+nothing pretrains on them), or an extractive summary: only the sentences that name one child, in order
+("extract": "Keep only the sentences about Kai.", the reply quotes the input but skips parts of it). `answer` is the exact expected reply; `check_edit` compares by exact match. Stories follow
 `stories.sample_story`'s split: val excerpts come only from the held-out (hero, place, plot) triples.
 """
 
@@ -30,7 +31,10 @@ from scratchlm.data.tinyworld.stories import Story, sample_story, split_sentence
 COPY_Q = ("Copy this text exactly.", "Repeat the story word for word.", "Write this story out again.")
 RENAME_Q = ("Tell this story again, but call {a} {b}.", "Rewrite the text with the name {b} instead of {a}.",
             "Change the name {a} to {b} in this story.")
+EXTRACT_Q = ("Keep only the sentences about {a}.", "Summarise: copy just the sentences that name {a}.",
+             "Which sentences mention {a}? Write them out.")
 RENAME_SHARE = 0.7  # of the excerpts that name a child; the rest (and those naming none) are plain copies
+EXTRACT_SHARE = 0.3  # of the excerpts where some, not all, sentences name a child (decided before renaming)
 MIN_SENTENCES, MAX_SENTENCES = 2, 5
 # Instruction + input + output must fit the demo's 256-token SFT context with its 2048-token BPE (~4 bytes a
 # token on TinyWorld): 2 x 380 characters plus the instruction and the chat template stay under it (a test checks).
@@ -72,7 +76,14 @@ def make_edit(rng, split: str = "train") -> tuple[dict, Story]:
         if text is not None:
             break
     present = names_in(text)
-    if present and r() < RENAME_SHARE:
+    sentences = split_sentences(text)
+    # a child named in some sentences but not all: the summary must choose (all or none would be a copy or empty)
+    partial = [n for n in present if 0 < sum(bool(_NAME[n].search(x)) for x in sentences) < len(sentences)]
+    if partial and r() < EXTRACT_SHARE:
+        a = _pick(r, partial)
+        output = " ".join(x for x in sentences if _NAME[a].search(x))
+        instruction, kind = _pick(r, EXTRACT_Q).format(a=a), "extract"
+    elif present and r() < RENAME_SHARE:
         a = _pick(r, present)
         gender = CHARACTER_BY_NAME[a].gender
         # b must be absent from the excerpt, or "call Mia Lily" in a story with Lily would merge two children
