@@ -69,6 +69,7 @@ def main() -> None:
     ap.add_argument("--lookup-target", type=Path, help="a run that copies its input (e.g. fine-tuned on edits.jsonl)")
     ap.add_argument("--lookup-data", type=Path, help="Alpaca JSONL of requests for --lookup-target (edits_val.jsonl)")
     ap.add_argument("--lookup-prompts", type=int, default=20, help="how many --lookup-data records to time")
+    ap.add_argument("--lookup-kind", help="only --lookup-data records of this kind (edits: copy, rename, extract)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if (args.lookup_target is None) != (args.lookup_data is None):
@@ -175,6 +176,9 @@ def lookup_case(args) -> tuple:
     eng = load_engine(args.lookup_target, device="cpu", dtype=args.dtype)
     comp = Engine(eng.model, eng.tokenizer, compile=True)
     recs = [json.loads(line) for line in args.lookup_data.read_text().splitlines() if line.strip()]
+    recs = [r for r in recs if args.lookup_kind in (None, r.get("kind"))]
+    if not recs:
+        raise SystemExit(f"{args.lookup_data} has no records of kind {args.lookup_kind!r}")
     ps = [encode_chat(eng.tokenizer, alpaca_prompt(r)) for r in recs[:args.lookup_prompts]]
     stops = chat_stop_token_ids(eng.tokenizer)
     pps = [SamplingParams(max_new_tokens=eng.max_seq_len - len(p), temperature=0, stop_token_ids=stops) for p in ps]
@@ -182,7 +186,8 @@ def lookup_case(args) -> tuple:
     cfg = SpeculativeConfig(gamma=args.gamma)
     specs = {"eager": SpeculativeDecoder(eng, None, cfg), "compiled": SpeculativeDecoder(comp, None, cfg),
              "compiled, no back-off": SpeculativeDecoder(comp, None, no_backoff)}
-    return "prompt lookup, edit requests", {"eager": eng, "compiled": comp}, ps, pps, specs
+    label = f"prompt lookup, {args.lookup_kind or 'edit'} requests"
+    return label, {"eager": eng, "compiled": comp}, ps, pps, specs
 
 
 def step_costs(compiled: Engine, spec: SpeculativeDecoder, prompt: list[int], gamma: int, n: int = 200) -> None:
