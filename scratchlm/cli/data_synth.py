@@ -28,7 +28,7 @@ writes into --out:
   tasks.jsonl                 {id, kind, instruction, input, question, answer, output} (+ tasks_val.jsonl);
                               score replies with scratchlm.data.tinyworld.check_answer(reply, answer, question)
   tool_chats.jsonl            OpenAI messages that call the calculator (docs/tools.md) (+ tool_chats_val.jsonl)
-  edits.jsonl                 Alpaca; output = input copied, or with one name changed  (+ edits_val.jsonl);
+  edits.jsonl                 Alpaca; output = input copied, renamed or cut to one child's sentences (+ _val);
                               teaches a model to copy, for prompt lookup (docs/inference.md)
   manifest.json               seed, sizes, counts, sha256 of every file, generator version
 

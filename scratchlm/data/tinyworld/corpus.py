@@ -139,8 +139,9 @@ def synthesize(out_dir: str | os.PathLike, size_bytes: int | str, seed: int = 0,
     Files: train.txt and val.txt (`size_bytes` of text in all, `val_fraction` of it val), instructions.jsonl,
     preferences.jsonl, tasks.jsonl, tool_chats.jsonl, edits.jsonl (train) and *_val.jsonl twins (held-out),
     manifest.json (written last, so its presence marks a finished corpus). Record counts default to one
-    instruction per 2 KB of text (200..10000), half as many preferences, tasks, tool conversations and edits; val
-    gets 1/10 of that (at least 20).
+    instruction per 2 KB of text (200..10000), half as many preferences, tasks and tool conversations, twice as
+    many edits (copying is learnt from many examples: 2,000 overfit within 1,000 SFT steps); val gets 1/10 of
+    that (at least 20).
     Same arguments -> byte-identical files.
     """
     from scratchlm.data.tinyworld import tasks  # here, not at the top: tasks imports this module
@@ -179,7 +180,7 @@ def synthesize(out_dir: str | os.PathLike, size_bytes: int | str, seed: int = 0,
         for name, n, gen in (("instructions", n_instr, tasks.iter_instructions),
                              ("preferences", n_pref, tasks.iter_preferences),
                              ("tasks", n_task, tasks.iter_tasks), ("tool_chats", n_task, iter_tool_chats),
-                             ("edits", n_task, iter_edits)):
+                             ("edits", 2 * n_instr, iter_edits)):
             jobs.append((f"{name}{sfx}.jsonl", gen(split, seed), max(20, int(n * scale))))
     bar = None
     if progress or (progress is None and size > 4_000_000):
@@ -210,8 +211,9 @@ def synthesize(out_dir: str | os.PathLike, size_bytes: int | str, seed: int = 0,
                   "*.jsonl: one JSON object per line; instructions are Alpaca (instruction, input, output); "
                   "preferences add chosen/rejected; tasks add a checkable `answer` "
                   "(scratchlm.data.tinyworld.check_answer); tool_chats are OpenAI messages that call the "
-                  "calculator (docs/tools.md); edits are Alpaca records whose output repeats the input, copied "
-                  "or with one name changed (`answer` is the exact reply; docs/inference.md). "
+                  "calculator (docs/tools.md); edits are Alpaca records whose output repeats the input, copied, "
+                  "with one name changed or cut to the sentences about one child (`answer` is the exact reply; "
+                  "docs/inference.md). "
                   "*_val.jsonl hold the held-out split.",
         "holdout": "val uses only reserved (hero, place, plot) triples, fact wordings and (a, op, b) sums; "
                    "train uses none of them (scratchlm/data/tinyworld/heldout.py)",
