@@ -110,7 +110,7 @@ def test_backoff_schedule():
     from scratchlm.inference.speculative import _Backoff
 
     b, pauses = _Backoff(cap=8), []
-    for _ in range(5):  # five failed rounds in a row: pauses of 1, 2, 4, 8, 8 rounds
+    for _ in range(6):  # six failed rounds in a row: the first is forgiven, then pauses of 1, 2, 4, 8, 8 rounds
         assert b.ready
         b.update(guessed=3, kept=0)
         n = 0
@@ -118,8 +118,10 @@ def test_backoff_schedule():
             b.update(guessed=0, kept=0)
             n += 1
         pauses.append(n)
-    assert pauses == [1, 2, 4, 8, 8]
-    b.update(guessed=3, kept=1)  # an accepted guess resets the pause
+    assert pauses == [0, 1, 2, 4, 8, 8]
+    b.update(guessed=3, kept=1)  # an accepted guess resets the pause and the count of misses
+    b.update(guessed=3, kept=0)
+    assert b.ready
     b.update(guessed=3, kept=0)
     assert not b.ready and b.skip == 1
     off = _Backoff(cap=0)

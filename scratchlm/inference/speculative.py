@@ -21,8 +21,8 @@ Drafters:
   Its q is a point mass on the guess, so acceptance is p_i(d_i) and the residual is p_i without d_i.
   A 1-token match nearly always exists, so on text the model does not copy every round would pay for a wide
   verify forward and keep nothing (0.64x plain compiled on the demo's 2M model). Hence the back-off: after a
-  round whose guesses were all rejected, stop guessing for 1, 2, 4, ... rounds (up to `lookup_backoff`); any
-  accepted guess resets it. A round without guesses is a plain decode step (compiled: the decode graph).
+  round whose guesses were all rejected (the second such round in a row), stop guessing for 1, 2, 4, ... rounds
+  (up to `lookup_backoff`); any accepted guess resets it. A round without guesses is a plain decode step (compiled: the decode graph).
 
 Adaptive gamma (like Hugging Face's assistant heuristic): +2 after a round with every draft accepted, -1 after a
 rejection, so gamma tracks how predictable the text currently is.
@@ -104,9 +104,9 @@ class SpeculativeConfig:
     ngram_min: int = 1
     """Prompt lookup: shortest n-gram to match."""
     lookup_backoff: int = 16
-    """Prompt lookup: after a round with every guess rejected, make no guesses for 1, 2, 4, ... rounds, at most
-    this many (an accepted guess resets it), so text the model does not copy costs about a plain step. 0: guess
-    every round."""
+    """Prompt lookup: after a second round in a row with every guess rejected, make no guesses for 1, 2, 4, ...
+    rounds, at most this many (an accepted guess resets it), so text the model does not copy costs about a
+    plain step. 0: guess every round."""
 
     def validate(self) -> "SpeculativeConfig":
         if self.gamma < 1 or self.gamma_max < self.gamma:
@@ -120,11 +120,12 @@ class SpeculativeConfig:
 
 class _Backoff:
     """Prompt lookup's pause after failed guesses: `ready` says whether to guess this round, `update` learns
-    from how many guesses the round made and kept. Exponential, so a stretch the model copies is found again
-    within a few tokens while a stretch it does not copy costs one wide verify per `cap` rounds."""
+    from how many guesses the round made and kept. A single miss costs nothing (an edit that renames a child
+    misses once at the name, then copies again); from the second miss in a row the pause doubles, 1, 2, 4, ...
+    rounds, so a stretch the model does not copy costs one wide verify per `cap` rounds."""
 
     def __init__(self, cap: int):
-        self.cap, self.wait, self.skip = cap, 0, 0
+        self.cap, self.wait, self.skip, self.misses = cap, 0, 0, 0
 
     @property
     def ready(self) -> bool:
@@ -134,10 +135,12 @@ class _Backoff:
         if guessed == 0:  # a round without guesses: one step nearer the next try
             self.skip = max(0, self.skip - 1)
         elif kept > 0:
-            self.wait = 0
-        elif self.cap > 0:
-            self.wait = min(self.cap, max(1, 2 * self.wait))
-            self.skip = self.wait
+            self.wait = self.misses = 0
+        else:
+            self.misses += 1
+            if self.cap > 0 and self.misses >= 2:
+                self.wait = min(self.cap, max(1, 2 * self.wait))
+                self.skip = self.wait
 
 
 def prompt_lookup(history: list[int], gamma: int, ngram_max: int = 3, ngram_min: int = 1) -> list[int]:
