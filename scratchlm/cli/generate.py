@@ -270,8 +270,10 @@ def handler(args: argparse.Namespace) -> int:
         n = sum(len(s.token_ids) for s in results)
         lines = [f"generated {n} tokens in {seconds:.2f} s: {n / max(seconds, 1e-9):.1f} tokens/s"]
         if engine.compiled is not None:  # compile time is paid once per shape; decode speed is the rest
-            lines.append(f"of which compiling: {compile_s:.1f} s ({len(engine.compiled.compiled_shapes)} "
-                         f"graph(s)); without it: {n / max(seconds - compile_s, 1e-9):.1f} tokens/s")
+            graphs = engine.compiled.graphs_compiled + (spec._draft_compiled.graphs_compiled
+                                                        if spec is not None and spec._draft_compiled else 0)
+            lines.append(f"of which compiling: {compile_s:.1f} s ({graphs} graph(s)); "
+                         f"without it: {n / max(seconds - compile_s, 1e-9):.1f} tokens/s")
         if spec is not None:
             tot = spec_totals
             lines.append(f"speculative ({'prompt lookup' if args.prompt_lookup else 'draft ' + str(args.draft)}, "

@@ -228,6 +228,8 @@ class CompiledDecoder:
         self._caches: dict[tuple[int, int], StaticKVCache] = {}
         self.compile_seconds = 0.0
         """Seconds spent in first calls of new shapes (tracing + inductor), reported apart from decode time."""
+        self.graphs_compiled = 0
+        """First calls so far: one per (graph, width, cache shape): decode steps, verifies, draft rounds."""
 
     @property
     def compiled_shapes(self) -> list[tuple[int, int]]:
@@ -291,6 +293,7 @@ class CompiledDecoder:
                 raise RuntimeError(f"torch.compile of the decode step failed ({type(e).__name__}: "
                                    f"{str(e).splitlines()[0] if str(e) else ''}); run without --compile") from e
             done.add(key)
+            self.graphs_compiled += 1
             self.compile_seconds += time.perf_counter() - t0
         else:
             logits = fn(self.model, cache, tokens, *extra)
