@@ -279,8 +279,26 @@ def chat_special_ids(tokenizer: Any) -> tuple[int | None, int, int]:
     special = getattr(tokenizer, "special_tokens", {}) or {}
     missing = [t for t in (IM_START, IM_END) if t not in special]
     if missing:
-        raise ValueError(f"the tokenizer has no {' / '.join(missing)} token; retrain it with the chat special tokens")
+        raise ValueError(f"the tokenizer has no {' / '.join(missing)} token and no chat template of its own; "
+                         "retrain it with the chat special tokens (scratchlm tokenizer train), or, for an imported "
+                         "model, add a chat_template to its tokenizer_config.json")
     return getattr(tokenizer, "bos_id", None), special[IM_START], special[IM_END]
+
+
+def turn_end_id(tokenizer: Any) -> int:
+    """The token that closes an assistant turn: <|im_end|> in our template; in a Hugging Face model's own
+    template the special token it writes after a reply (<|eot_id|>, ...), else its eos."""
+    from .hf_chat import has_hf_template, hf_turn_end_id
+
+    if has_hf_template(tokenizer):
+        end = hf_turn_end_id(tokenizer)
+        end = end if end is not None else getattr(tokenizer, "eos_id", None)
+        if end is None:
+            raise ValueError("the model's chat template writes no special token after a reply and the tokenizer "
+                             "has no eos token, so a reply's end cannot be learnt; set eos_token in "
+                             "tokenizer_config.json")
+        return end
+    return chat_special_ids(tokenizer)[2]
 
 
 def encode_chat(tokenizer: Any, messages: list[dict], add_generation_prompt: bool = True,

@@ -137,6 +137,22 @@ def encode_hf_chat(tokenizer: Any, messages: list[dict], add_generation_prompt: 
     return ids
 
 
+def hf_turn_end_id(tokenizer: Any) -> int | None:
+    """The special token the template writes right after an assistant's text (<|im_end|>, <|eot_id|>, ...), or
+    None when it writes none there (or wants turns this probe does not give, e.g. a system turn first)."""
+    sentinel = "\ue000"
+    try:
+        turns = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": sentinel}]
+        text = render_hf_chat(tokenizer, turns, add_generation_prompt=False)
+    except ValueError:
+        return None
+    after = text.partition(sentinel)[2].lstrip(" ")
+    for s, i in sorted(tokenizer.special_tokens.items(), key=lambda kv: -len(kv[0])):
+        if after.startswith(s):
+            return i
+    return None
+
+
 def hf_chat_stop_ids(tokenizer: Any) -> list[int]:
     """Tokens that end an assistant turn: the eos ids of generation_config.json (an int or a list) and of
     tokenizer_config.json, and the special token the template writes right after an assistant's text
@@ -147,16 +163,53 @@ def hf_chat_stop_ids(tokenizer: Any) -> list[int]:
     for i in (eos if isinstance(eos, list) else [eos]) + [tokenizer.eos_id]:
         if isinstance(i, int) and i not in ids:
             ids.append(i)
-    sentinel = "\ue000"
-    try:
-        turns = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": sentinel}]
-        text = render_hf_chat(tokenizer, turns, add_generation_prompt=False)
-    except ValueError:  # a template that wants a system turn first, say: the eos ids alone
-        return ids
-    after = text.partition(sentinel)[2].lstrip(" ")
-    for s, i in sorted(tokenizer.special_tokens.items(), key=lambda kv: -len(kv[0])):
-        if after.startswith(s):
-            if i not in ids:
-                ids.append(i)
-            break
+    end = hf_turn_end_id(tokenizer)
+    if end is not None and end not in ids:
+        ids.append(end)
     return ids
+
+
+def hf_reply_span(tokenizer: Any, messages: list[dict], i: int, tools: list[dict] | None = None,
+                  full: list[int] | None = None) -> tuple[int, int]:
+    """[start, stop) of assistant turn messages[i] in the ids of the conversation `full` (default: messages[:i+1]):
+    the tokens that turn adds after messages[:i] and the generation prompt, through the template's end-of-turn
+    token (as transformers' {% generation %} marks them; a newline after it is context). Found by rendering
+    prefixes, so the template must render a turn the same whatever follows it, which chat templates do; one that
+    does not (e.g. one that rewrites earlier assistant turns) is refused with one line."""
+    if i == 0:
+        raise ValueError("the conversation starts with an assistant turn; the model's chat template needs a user "
+                         "turn before it")
+    head = encode_hf_chat(tokenizer, messages[:i], add_generation_prompt=True, tools=tools)
+    upto = encode_hf_chat(tokenizer, messages[:i + 1], add_generation_prompt=False, tools=tools)
+    full = upto if full is None else full
+    if upto[:len(head)] != head or full[:len(upto)] != upto:
+        raise ValueError(f"the model's chat template renders messages[{i}] (assistant) differently once more turns "
+                         "follow, so the reply's tokens cannot be told apart for training; fine-tune on "
+                         "conversations that end with that turn, or give the tokenizer a simpler template")
+    stop = len(upto)
+    end = hf_turn_end_id(tokenizer)
+    if end is not None and end in upto[len(head):]:
+        stop = len(head) + upto[len(head):].index(end) + 1
+    return len(head), stop
+
+
+def encode_hf_chat_with_mask(tokenizer: Any, messages: list[dict], add_generation_prompt: bool = False,
+                             tools: list[dict] | None = None) -> tuple[list[int], list[bool]]:
+    """(ids, is_assistant) of a conversation in the tokenizer's own template: training in the template the model
+    will be served with (TRL's way). is_assistant marks each assistant turn's reply through its end-of-turn token
+    (hf_reply_span); a generation prompt, if asked for, is context."""
+    msgs = validate_messages(messages)
+    ids = encode_hf_chat(tokenizer, msgs, add_generation_prompt=False, tools=tools)
+    mask = [False] * len(ids)
+    for i, m in enumerate(msgs):
+        if m["role"] == "assistant":
+            a, b = hf_reply_span(tokenizer, msgs, i, tools, full=ids)
+            mask[a:b] = [True] * (b - a)
+    if add_generation_prompt:
+        with_prompt = encode_hf_chat(tokenizer, msgs, add_generation_prompt=True, tools=tools)
+        if with_prompt[:len(ids)] != ids:
+            raise ValueError("the model's chat template renders the conversation differently with a generation "
+                             "prompt; it cannot be trained on here")
+        mask += [False] * (len(with_prompt) - len(ids))
+        ids = with_prompt
+    return ids, mask

@@ -14,7 +14,8 @@ Files, in the order a learner meets them:
     reward.py    a reward model (transformer + scalar head, Bradley-Terry loss)
     rewards.py   verifiable rewards: TinyWorld answers, GSM8K numbers, or the reward model
     grpo.py      group-relative policy optimisation with sampled completions
-The chat template itself lives in scratchlm/inference/chat_template.py: one template for training and serving.
+The chat template itself lives in scratchlm/inference/chat_template.py: one template for training and serving
+(an imported Hugging Face model trains in its own template: inference/hf_chat.py).
 """
 
 from .config import DPOConfig, GRPOConfig, LoRAConfig, RewardConfig, SFTConfig, load_stage_config

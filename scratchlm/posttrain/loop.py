@@ -114,10 +114,14 @@ class PostTrainer:
             raise ValueError("train.dtype float16 is not supported in post-training; use bfloat16 or float32")
         torch.manual_seed(self.tc.seed)
 
-        # the base's tokenizer, re-saved with the chat template so the HF export renders chats like we do
+        # the base's tokenizer, re-saved with the chat template it is trained in, so the HF export renders chats
+        # like training did: ours, or an imported model's own (which then stays as it was)
+        from scratchlm.inference.hf_chat import has_hf_template
+
         self.tokenizer = load_tokenizer_for(cfg.base)
         if self.is_main:
-            self.tokenizer.save(self.run_dir / "tokenizer", chat_template=CHAT_TEMPLATE)
+            own = has_hf_template(self.tokenizer)
+            self.tokenizer.save(self.run_dir / "tokenizer", chat_template=None if own else CHAT_TEMPLATE)
         self.pad_id = self.tokenizer.pad_id if self.tokenizer.pad_id is not None else 0
 
         self.model, self.base_ckpt = load_base(cfg.base, self.device)
@@ -572,12 +576,12 @@ def chat_replies(model, tokenizer, prompts: list[list[dict]], max_new_tokens: in
 
     Returns dicts {"prompt_ids", "ids" (the reply, ending with <|im_end|> when the model closed its turn),
     "text", "closed" (True if the model ended its turn with <|im_end|>)}."""
-    from scratchlm.inference.chat_template import chat_special_ids, encode_chat
+    from scratchlm.inference.chat_template import encode_chat, turn_end_id
     from scratchlm.inference.engine import Engine
     from scratchlm.inference.sampling import SamplingParams
 
     was_training = model.training
-    _, _, im_end = chat_special_ids(tokenizer)
+    im_end = turn_end_id(tokenizer)  # <|im_end|>, or an imported model's own end-of-turn token
     engine = Engine(model, tokenizer)
     out = []
     for i in range(0, len(prompts), batch_size):

@@ -13,6 +13,10 @@ The reply is encoded on its own, after "<|im_start|>" + encode("assistant\\n"): 
 ends with at inference time (encode_chat(..., add_generation_prompt=True)), so training sees the boundary the
 model will see when it generates.
 
+An imported Hugging Face model whose tokenizer has its own chat template (Llama 3's <|start_header_id|> ...,
+Qwen's ChatML with a default system turn) is trained in that template, as TRL does and as it is served
+(inference/hf_chat.py: encode_hf_chat_with_mask marks each reply through the template's end-of-turn token).
+
 Batching (`make_batches`):
 - "pad": length-grouped right padding. Rows are grouped by length so little is padding; padding sits after
   each row's tokens, so under causal attention no real token can attend to it and no mask is needed.
@@ -46,6 +50,16 @@ class Example:
 def encode_chat_with_mask(tokenizer, messages: list[dict], assistant_only: bool = True,
                           add_generation_prompt: bool = False) -> tuple[list[int], list[bool]]:
     """(ids, is_target) for a conversation: is_target[i] says whether ids[i] is a token the model must predict."""
+    from scratchlm.inference.hf_chat import encode_hf_chat_with_mask, has_hf_template
+
+    if has_hf_template(tokenizer):  # the model's own template: replies through its end-of-turn token
+        ids, is_reply = encode_hf_chat_with_mask(tokenizer, messages)
+        target = is_reply if assistant_only else [True] * len(ids)
+        if add_generation_prompt:
+            with_prompt, _ = encode_hf_chat_with_mask(tokenizer, messages, add_generation_prompt=True)
+            target = target + [False] * (len(with_prompt) - len(ids))
+            ids = with_prompt
+        return ids, target
     bos, start, end = chat_special_ids(tokenizer)
     nl = tokenizer.encode("\n")
     ids = [] if bos is None else [bos]
@@ -182,9 +196,16 @@ def make_batches(examples: list[Example], micro_batch: int, seq_len: int, pad_id
 
 def make_reply_example(tokenizer, prompt: list[dict], reply: str, max_len: int) -> Example | None:
     """(x, y) for one reply to a chat prompt, scoring the reply and its <|im_end|> only (DPO, reward model,
-    GRPO): earlier assistant turns of a multi-turn prompt are context, not targets."""
+    GRPO): earlier assistant turns of a multi-turn prompt are context, not targets. In a Hugging Face model's
+    own template: the reply as the template writes it, through its end-of-turn token."""
     from scratchlm.inference.chat_template import encode_chat
+    from scratchlm.inference.hf_chat import has_hf_template, hf_reply_span
 
+    if has_hf_template(tokenizer):
+        msgs = list(prompt) + [{"role": "assistant", "content": reply}]
+        a, b = hf_reply_span(tokenizer, msgs, len(msgs) - 1)
+        full = encode_chat(tokenizer, msgs, add_generation_prompt=False)
+        return example_from_ids(full[:a], full[a:b], max_len)
     _, _, end = chat_special_ids(tokenizer)
     p = encode_chat(tokenizer, prompt, add_generation_prompt=True)
     ids = p + tokenizer.encode(reply) + [end]
