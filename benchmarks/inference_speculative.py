@@ -94,18 +94,12 @@ def main() -> None:
     lookup = [engine.encode(LOOKUP_PROMPT)]
     compiled = Engine(engine.model, engine.tokenizer, compile=True)
     draft_spec = {"eager": SpeculativeDecoder(engine, draft, cfg), "compiled": SpeculativeDecoder(compiled, draft, cfg)}
-    no_backoff = dataclasses.replace(cfg, lookup_backoff=0)
-
-    def lookup_specs(eng: Engine, comp: Engine) -> dict:
-        return {"eager": SpeculativeDecoder(eng, None, cfg), "compiled": SpeculativeDecoder(comp, None, cfg),
-                "compiled, no back-off": SpeculativeDecoder(comp, None, no_backoff)}
-
     # cases: (label, plain engines, prompts, sampling params per prompt, speculative decoders)
     cases = [("draft model", {"eager": engine, "compiled": compiled}, prompts, [params] * len(prompts), draft_spec),
              ("prompt lookup, target", {"eager": engine, "compiled": compiled}, lookup, [params],
-              lookup_specs(engine, compiled))]
+              lookup_specs(engine, compiled, cfg))]
     if args.lookup_target is not None:
-        cases.append(lookup_case(args))
+        cases.append(lookup_case(args, cfg))
         print(f"lookup target {args.lookup_target} ({cases[-1][1]['eager'].model.num_params() / 1e6:.1f}M): "
               f"{len(cases[-1][2])} requests from {args.lookup_data}, greedy to the end of each reply")
     # warm-up: compiles every graph the timed runs use (same buckets), so the timings below exclude compiling
@@ -166,7 +160,14 @@ def main() -> None:
     print(f"load average at the end: {open('/proc/loadavg').read().split()[0]}")
 
 
-def lookup_case(args) -> tuple:
+def lookup_specs(eng: Engine, comp: Engine, cfg: SpeculativeConfig) -> dict:
+    """Prompt lookup eager, compiled, and compiled without its back-off (to show what the back-off costs or saves)."""
+    no_backoff = dataclasses.replace(cfg, lookup_backoff=0)
+    return {"eager": SpeculativeDecoder(eng, None, cfg), "compiled": SpeculativeDecoder(comp, None, cfg),
+            "compiled, no back-off": SpeculativeDecoder(comp, None, no_backoff)}
+
+
+def lookup_case(args, cfg: SpeculativeConfig) -> tuple:
     """The --lookup-target case: held-out requests in the chat template, each greedy to the end of its reply."""
     import json
 
@@ -182,10 +183,7 @@ def lookup_case(args) -> tuple:
     ps = [encode_chat(eng.tokenizer, alpaca_prompt(r)) for r in recs[:args.lookup_prompts]]
     stops = chat_stop_token_ids(eng.tokenizer)
     pps = [SamplingParams(max_new_tokens=eng.max_seq_len - len(p), temperature=0, stop_token_ids=stops) for p in ps]
-    no_backoff = SpeculativeConfig(gamma=args.gamma, lookup_backoff=0)
-    cfg = SpeculativeConfig(gamma=args.gamma)
-    specs = {"eager": SpeculativeDecoder(eng, None, cfg), "compiled": SpeculativeDecoder(comp, None, cfg),
-             "compiled, no back-off": SpeculativeDecoder(comp, None, no_backoff)}
+    specs = lookup_specs(eng, comp, cfg)
     label = f"prompt lookup, {args.lookup_kind or 'edit'} requests"
     return label, {"eager": eng, "compiled": comp}, ps, pps, specs
 
