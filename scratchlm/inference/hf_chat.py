@@ -170,40 +170,45 @@ def hf_chat_stop_ids(tokenizer: Any) -> list[int]:
 
 
 def hf_reply_span(tokenizer: Any, messages: list[dict], i: int, tools: list[dict] | None = None,
-                  full: list[int] | None = None) -> tuple[int, int]:
+                  full: list[int] | None = None, end: int | None = None) -> tuple[int, int]:
     """[start, stop) of assistant turn messages[i] in the ids of the conversation `full` (default: messages[:i+1]):
     the tokens that turn adds after messages[:i] and the generation prompt, through the template's end-of-turn
-    token (as transformers' {% generation %} marks them; a newline after it is context). Found by rendering
+    token `end` (default: hf_turn_end_id; as transformers' {% generation %} marks them; a newline after it is
+    context). `full` must be the ids of messages[:j] for some j > i, without a generation prompt. Found by rendering
     prefixes, so the template must render a turn the same whatever follows it, which chat templates do; one that
     does not (e.g. one that rewrites earlier assistant turns) is refused with one line."""
     if i == 0:
         raise ValueError("the conversation starts with an assistant turn; the model's chat template needs a user "
                          "turn before it")
     head = encode_hf_chat(tokenizer, messages[:i], add_generation_prompt=True, tools=tools)
-    upto = encode_hf_chat(tokenizer, messages[:i + 1], add_generation_prompt=False, tools=tools)
+    last = i == len(messages) - 1
+    upto = full if full is not None and last else encode_hf_chat(tokenizer, messages[:i + 1],
+                                                                  add_generation_prompt=False, tools=tools)
     full = upto if full is None else full
     if upto[:len(head)] != head or full[:len(upto)] != upto:
         raise ValueError(f"the model's chat template renders messages[{i}] (assistant) differently once more turns "
                          "follow, so the reply's tokens cannot be told apart for training; fine-tune on "
                          "conversations that end with that turn, or give the tokenizer a simpler template")
     stop = len(upto)
-    end = hf_turn_end_id(tokenizer)
+    end = hf_turn_end_id(tokenizer) if end is None else end
     if end is not None and end in upto[len(head):]:
         stop = len(head) + upto[len(head):].index(end) + 1
     return len(head), stop
 
 
 def encode_hf_chat_with_mask(tokenizer: Any, messages: list[dict], add_generation_prompt: bool = False,
-                             tools: list[dict] | None = None) -> tuple[list[int], list[bool]]:
-    """(ids, is_assistant) of a conversation in the tokenizer's own template: training in the template the model
-    will be served with (TRL's way). is_assistant marks each assistant turn's reply through its end-of-turn token
-    (hf_reply_span); a generation prompt, if asked for, is context."""
+                             tools: list[dict] | None = None,
+                             assistant_only: bool = True) -> tuple[list[int], list[bool]]:
+    """(ids, is_target) of a conversation in the tokenizer's own template: training in the template the model
+    will be served with (TRL's way). is_target marks each assistant turn's reply through its end-of-turn token
+    (hf_reply_span), or every token with assistant_only=False; a generation prompt, if asked for, is context."""
     msgs = validate_messages(messages)
     ids = encode_hf_chat(tokenizer, msgs, add_generation_prompt=False, tools=tools)
-    mask = [False] * len(ids)
+    mask = [not assistant_only] * len(ids)
+    end = hf_turn_end_id(tokenizer)  # once per conversation, not per turn
     for i, m in enumerate(msgs):
-        if m["role"] == "assistant":
-            a, b = hf_reply_span(tokenizer, msgs, i, tools, full=ids)
+        if m["role"] == "assistant" and assistant_only:
+            a, b = hf_reply_span(tokenizer, msgs, i, tools, full=ids, end=end)
             mask[a:b] = [True] * (b - a)
     if add_generation_prompt:
         with_prompt = encode_hf_chat(tokenizer, msgs, add_generation_prompt=True, tools=tools)

@@ -53,13 +53,7 @@ def encode_chat_with_mask(tokenizer, messages: list[dict], assistant_only: bool 
     from scratchlm.inference.hf_chat import encode_hf_chat_with_mask, has_hf_template
 
     if has_hf_template(tokenizer):  # the model's own template: replies through its end-of-turn token
-        ids, is_reply = encode_hf_chat_with_mask(tokenizer, messages)
-        target = is_reply if assistant_only else [True] * len(ids)
-        if add_generation_prompt:
-            with_prompt, _ = encode_hf_chat_with_mask(tokenizer, messages, add_generation_prompt=True)
-            target = target + [False] * (len(with_prompt) - len(ids))
-            ids = with_prompt
-        return ids, target
+        return encode_hf_chat_with_mask(tokenizer, messages, add_generation_prompt, assistant_only=assistant_only)
     bos, start, end = chat_special_ids(tokenizer)
     nl = tokenizer.encode("\n")
     ids = [] if bos is None else [bos]
@@ -203,8 +197,8 @@ def make_reply_example(tokenizer, prompt: list[dict], reply: str, max_len: int) 
 
     if has_hf_template(tokenizer):
         msgs = list(prompt) + [{"role": "assistant", "content": reply}]
-        a, b = hf_reply_span(tokenizer, msgs, len(msgs) - 1)
         full = encode_chat(tokenizer, msgs, add_generation_prompt=False)
+        a, b = hf_reply_span(tokenizer, msgs, len(msgs) - 1, full=full)
         return example_from_ids(full[:a], full[a:b], max_len)
     _, _, end = chat_special_ids(tokenizer)
     p = encode_chat(tokenizer, prompt, add_generation_prompt=True)
