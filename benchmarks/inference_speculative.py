@@ -74,6 +74,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     if (args.lookup_target is None) != (args.lookup_data is None):
         ap.error("--lookup-target and --lookup-data go together")
+    if args.lookup_kind is not None and args.lookup_target is None:
+        ap.error("--lookup-kind picks records of --lookup-data: add --lookup-target and --lookup-data")
     if args.target is not None:
         if args.draft is None:
             ap.error("--target needs --draft")
